@@ -1,0 +1,94 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "micromirror",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mm-image", targets: ["ImageBuilder"]),
+        .executable(name: "mm-firstboot", targets: ["Firstboot"]),
+        .executable(name: "mm-node", targets: ["NodeRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
+    ],
+    targets: [
+        // One systemLibrary per C library: module.modulemap + shim.h only.
+        .systemLibrary(name: "CParted", pkgConfig: "libparted", providers: [.apt(["libparted-dev"])]),
+        .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+
+        // Thin owners of C handles and external tools; no C type leaves this module.
+        .target(
+            name: "SystemKit",
+            dependencies: [
+                "CParted", "CBlkid", "CArchive", "COpenSSL",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // What two or more programs share: manifests, GPT, bundles, block maps, YAML validation.
+        .target(
+            name: "MicromirrorKit",
+            dependencies: [
+                "SystemKit",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ImageBuilderCore",
+            dependencies: [
+                "SystemKit", "MicromirrorKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ImageBuilder",
+            dependencies: [
+                "ImageBuilderCore", "MicromirrorKit", "SystemKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "Firstboot",
+            dependencies: [
+                "MicromirrorKit", "SystemKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "NodeRuntime",
+            dependencies: [
+                "MicromirrorKit", "SystemKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
+        .testTarget(name: "MicromirrorKitTests", dependencies: ["MicromirrorKit", "SystemKit"], swiftSettings: strict),
+        .testTarget(
+            name: "ImageBuilderCoreTests",
+            dependencies: ["ImageBuilderCore", "MicromirrorKit", "SystemKit"],
+            swiftSettings: strict
+        ),
+    ]
+)

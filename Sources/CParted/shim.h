@@ -1,0 +1,4 @@
+#ifndef CPARTED_SHIM_H
+#define CPARTED_SHIM_H
+#include <parted/parted.h>
+#endif

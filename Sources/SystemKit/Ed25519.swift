@@ -1,0 +1,140 @@
+internal import COpenSSL
+import Foundation
+
+/// An Ed25519 private key held by OpenSSL. PEM (PKCS#8) on disk, so `openssl pkeyutl` can use it too.
+public final class Ed25519PrivateKey {
+    fileprivate let key: OpaquePointer
+
+    private init(owning key: OpaquePointer) { self.key = key }
+
+    deinit { EVP_PKEY_free(key) }
+
+    /// Generates a new random key.
+    public static func generate() throws(OpenSSLError) -> Ed25519PrivateKey {
+        guard let ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nil) else {
+            throw .drain("creating an Ed25519 key context")
+        }
+        defer { EVP_PKEY_CTX_free(ctx) }
+        var key: OpaquePointer?
+        guard EVP_PKEY_keygen_init(ctx) == 1, EVP_PKEY_keygen(ctx, &key) == 1, let key else {
+            throw .drain("generating an Ed25519 key")
+        }
+        return Ed25519PrivateKey(owning: key)
+    }
+
+    /// Parses a PEM private key; `source` names the file in errors.
+    public init(pem: [UInt8], source: String) throws(OpenSSLError) {
+        let parsed: OpaquePointer? = PEMBio.withReadBio(pem) { PEM_read_bio_PrivateKey($0, nil, nil, nil) }
+        guard let parsed else { throw .drain("reading the private key \(source) (expected PEM)") }
+        guard EVP_PKEY_get_id(parsed) == EVP_PKEY_ED25519 else {
+            EVP_PKEY_free(parsed)
+            throw OpenSSLError(operation: "reading the private key \(source)", details: ["not an Ed25519 key"])
+        }
+        self.key = parsed
+    }
+
+    /// The key as PEM (PKCS#8, unencrypted).
+    public func pem() throws(OpenSSLError) -> [UInt8] {
+        try PEMBio.write { PEM_write_bio_PrivateKey($0, key, nil, nil, 0, nil, nil) == 1 }
+    }
+
+    /// The matching public key.
+    public func publicKey() throws(OpenSSLError) -> Ed25519PublicKey {
+        var raw = [UInt8](repeating: 0, count: 32)
+        var length = raw.count
+        guard EVP_PKEY_get_raw_public_key(key, &raw, &length) == 1 else {
+            throw .drain("extracting the Ed25519 public key")
+        }
+        return try Ed25519PublicKey(raw: Array(raw.prefix(length)))
+    }
+
+    /// Signs `message` (pure Ed25519, no pre-hash), returning the 64-byte signature.
+    public func sign(_ message: [UInt8]) throws(OpenSSLError) -> [UInt8] {
+        guard let ctx = EVP_MD_CTX_new() else { throw .drain("allocating a signing context") }
+        defer { EVP_MD_CTX_free(ctx) }
+        guard EVP_DigestSignInit(ctx, nil, nil, nil, key) == 1 else { throw .drain("starting an Ed25519 signature") }
+        var signature = [UInt8](repeating: 0, count: 64)
+        var length = signature.count
+        let ok = message.withUnsafeBufferPointer { EVP_DigestSign(ctx, &signature, &length, $0.baseAddress, $0.count) }
+        guard ok == 1 else { throw .drain("signing with Ed25519") }
+        return Array(signature.prefix(length))
+    }
+}
+
+/// An Ed25519 public key held by OpenSSL; PEM is SubjectPublicKeyInfo (`openssl pkey -pubout`).
+public final class Ed25519PublicKey {
+    private let key: OpaquePointer
+
+    deinit { EVP_PKEY_free(key) }
+
+    /// Builds a key from its 32 raw bytes.
+    public init(raw: [UInt8]) throws(OpenSSLError) {
+        guard raw.count == 32,
+            let key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, raw, raw.count)
+        else { throw .drain("loading a raw Ed25519 public key of \(raw.count) bytes") }
+        self.key = key
+    }
+
+    /// Parses a PEM public key; `source` names the file in errors.
+    public init(pem: [UInt8], source: String) throws(OpenSSLError) {
+        let parsed: OpaquePointer? = PEMBio.withReadBio(pem) { PEM_read_bio_PUBKEY($0, nil, nil, nil) }
+        guard let parsed else { throw .drain("reading the public key \(source) (expected PEM)") }
+        guard EVP_PKEY_get_id(parsed) == EVP_PKEY_ED25519 else {
+            EVP_PKEY_free(parsed)
+            throw OpenSSLError(operation: "reading the public key \(source)", details: ["not an Ed25519 key"])
+        }
+        self.key = parsed
+    }
+
+    /// The key as PEM.
+    public func pem() throws(OpenSSLError) -> [UInt8] {
+        try PEMBio.write { PEM_write_bio_PUBKEY($0, key) == 1 }
+    }
+
+    /// The 32 raw key bytes.
+    public func raw() -> [UInt8] {
+        var raw = [UInt8](repeating: 0, count: 32)
+        var length = raw.count
+        precondition(EVP_PKEY_get_raw_public_key(key, &raw, &length) == 1)
+        return Array(raw.prefix(length))
+    }
+
+    /// A short, stable key id: the first 16 hex digits of SHA-256 over the raw key.
+    public var keyID: String { String(SHA256Hasher.hex(of: raw()).prefix(16)) }
+
+    /// True when `signature` is a valid Ed25519 signature of `message` by this key.
+    public func verify(signature: [UInt8], message: [UInt8]) -> Bool {
+        guard let ctx = EVP_MD_CTX_new() else { return false }
+        defer { EVP_MD_CTX_free(ctx) }
+        guard EVP_DigestVerifyInit(ctx, nil, nil, nil, key) == 1 else {
+            ERR_clear_error()
+            return false
+        }
+        let ok = message.withUnsafeBufferPointer {
+            EVP_DigestVerify(ctx, signature, signature.count, $0.baseAddress, $0.count)
+        }
+        ERR_clear_error()
+        return ok == 1
+    }
+}
+
+/// Memory BIO helpers for PEM in and out.
+private enum PEMBio {
+    static func withReadBio<T>(_ bytes: [UInt8], _ body: (OpaquePointer) -> T?) -> T? {
+        bytes.withUnsafeBytes { buffer -> T? in
+            guard let bio = BIO_new_mem_buf(buffer.baseAddress, Int32(buffer.count)) else { return nil }
+            defer { BIO_free(bio) }
+            return body(bio)
+        }
+    }
+
+    static func write(_ body: (OpaquePointer) -> Bool) throws(OpenSSLError) -> [UInt8] {
+        guard let bio = BIO_new(BIO_s_mem()) else { throw .drain("allocating a memory BIO") }
+        defer { BIO_free(bio) }
+        guard body(bio) else { throw .drain("writing PEM") }
+        var pointer: UnsafeMutablePointer<CChar>?
+        let length = COpenSSL_BIO_get_mem_data(bio, &pointer)
+        guard let pointer, length > 0 else { throw .drain("reading PEM from memory") }
+        return pointer.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package micromirror's build, image and tests need.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+
+packages=(
+  # C libraries the Swift package links
+  libparted-dev libblkid-dev libarchive-dev libssl-dev libmosquitto-dev pkg-config
+  # image build
+  mmdebstrap debian-archive-keyring erofs-utils dosfstools mtools parted fdisk gdisk
+  openssl bmap-tools util-linux e2fsprogs xfsprogs zstd
+  # boot tests
+  qemu-system-x86 ovmf
+  # network tests
+  iproute2 nftables tcpdump iputils-ping
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: must run as root (apt-get install)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Boots a micromirror disk image under QEMU (TCG) + OVMF and waits for the guest to report, on
+# its serial console, that it reached multi-user and which slot it booted.
+#
+#   scripts/qemu-boot.sh IMAGE [--expect-slot a] [--timeout 300] [--log FILE] [--writable] [-- extra qemu args]
+#
+# Exit 0 when the line `micromirror-boot: slot=<expected>` appears; 1 on timeout or a different slot.
+# The image is not modified unless --writable is given (then the guest's writes, e.g. systemd-boot's
+# boot counting on the ESP, land in the file).
+set -euo pipefail
+
+image=""
+expect_slot="a"
+timeout=300
+log=""
+snapshot="on"
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --expect-slot) expect_slot="$2"; shift 2 ;;
+    --timeout) timeout="$2"; shift 2 ;;
+    --log) log="$2"; shift 2 ;;
+    --writable) snapshot="off"; shift ;;
+    --) shift; extra=("$@"); break ;;
+    -*) echo "qemu-boot: unknown option $1" >&2; exit 2 ;;
+    *) image="$1"; shift ;;
+  esac
+done
+[ -n "$image" ] || { echo "usage: qemu-boot.sh IMAGE [--expect-slot a] [--timeout S] [--log FILE] [--writable]" >&2; exit 2; }
+[ -f "$image" ] || { echo "qemu-boot: no such image: $image" >&2; exit 2; }
+
+code=/usr/share/OVMF/OVMF_CODE_4M.fd
+vars_template=/usr/share/OVMF/OVMF_VARS_4M.fd
+for f in "$code" "$vars_template"; do
+  [ -f "$f" ] || { echo "qemu-boot: $f missing: apt-get install ovmf" >&2; exit 2; }
+done
+command -v qemu-system-x86_64 >/dev/null || { echo "qemu-boot: qemu-system-x86_64 missing: apt-get install qemu-system-x86" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/mm-qemu.XXXXXX)
+[ -n "$log" ] || log="$work/serial.log"
+: > "$log"
+cp "$vars_template" "$work/vars.fd"
+cleanup() {
+  [ -n "${qpid:-}" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# KVM does not work on the build machines: TCG, 2 vCPUs, 1 GiB.
+qemu-system-x86_64 \
+  -machine q35,accel=tcg -cpu max -smp 2 -m 1024 \
+  -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
+  -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
+  -drive file="$image",format=raw,if=virtio,snapshot="$snapshot" \
+  -nic none -display none -no-reboot \
+  -serial file:"$log" \
+  "${extra[@]}" &
+qpid=$!
+
+start=$(date +%s)
+while :; do
+  if line=$(grep -a -m1 'micromirror-boot: slot=' "$log" 2>/dev/null); then
+    elapsed=$(( $(date +%s) - start ))
+    echo "qemu-boot: guest reported after ${elapsed}s: ${line//$'\r'/}"
+    if grep -a -q "micromirror-boot: slot=${expect_slot} " "$log"; then
+      exit 0
+    fi
+    echo "qemu-boot: expected slot ${expect_slot}" >&2
+    exit 1
+  fi
+  if ! kill -0 "$qpid" 2>/dev/null; then
+    echo "qemu-boot: QEMU exited before the guest reported; last console lines:" >&2
+    tail -n 30 "$log" | tr -d '\r' >&2
+    exit 1
+  fi
+  if [ $(( $(date +%s) - start )) -ge "$timeout" ]; then
+    echo "qemu-boot: no report within ${timeout}s; last console lines:" >&2
+    tail -n 30 "$log" | tr -d '\r' >&2
+    exit 1
+  fi
+  sleep 1
+done
