@@ -71,6 +71,7 @@ let package = Package(
             name: "Firstboot",
             dependencies: [
                 "MicromirrorKit", "SystemKit",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

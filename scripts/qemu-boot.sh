@@ -62,10 +62,10 @@ while :; do
   if line=$(grep -a -m1 'micromirror-boot: slot=' "$log" 2>/dev/null); then
     elapsed=$(( $(date +%s) - start ))
     echo "qemu-boot: guest reported after ${elapsed}s: ${line//$'\r'/}"
-    if grep -a -q "micromirror-boot: slot=${expect_slot} " "$log"; then
+    if grep -a -q "micromirror-boot: slot=${expect_slot} .*failed=none" "$log"; then
       exit 0
     fi
-    echo "qemu-boot: expected slot ${expect_slot}" >&2
+    echo "qemu-boot: expected slot ${expect_slot} with no failed units" >&2
     exit 1
   fi
   if ! kill -0 "$qpid" 2>/dev/null; then

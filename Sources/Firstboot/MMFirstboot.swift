@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MicromirrorKit
+import SystemKit
 
 @main
 struct MMFirstboot: AsyncParsableCommand {
@@ -16,9 +18,17 @@ struct Status: AsyncParsableCommand {
 
     @Option(help: "Kernel command line to read.") var cmdline = "/proc/cmdline"
     @Option(help: "Image identity file.") var identity = "/usr/lib/micromirror/image.json"
+    @Flag(help: "Also list the units systemd reports as failed.") var failedUnits = false
 
     func run() async throws {
-        let status = try BootStatus.read(cmdlinePath: cmdline, identityPath: identity)
+        var status = try BootStatus.read(cmdlinePath: cmdline, identityPath: identity)
+        if failedUnits {
+            let runner = CommandRunner(logger: Logger(label: "mm-firstboot"))
+            let listing = try await runner.run(
+                Tool("systemctl", package: "systemd"), ["list-units", "--state=failed", "--plain", "--no-legend", "--no-pager"]
+            )
+            status.failedUnits = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        }
         print(status.line)
     }
 }

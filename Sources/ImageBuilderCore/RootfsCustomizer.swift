@@ -74,7 +74,11 @@ struct RootfsCustomizer {
             try write("[Manager]\nRuntimeWatchdogSec=\(seconds)s\nRebootWatchdogSec=2min\n", "/etc/systemd/system.conf.d/50-micromirror-watchdog.conf")
         }
         // sshd needs host keys; until firstboot keeps them on mm-config, make them at start.
-        try write("[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n", "/etc/systemd/system/ssh.service.d/50-micromirror-hostkeys.conf")
+        // Debian's unit runs `sshd -t` first, which fails without keys: replace the pre-start list.
+        try write(
+            "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
+            "/etc/systemd/system/ssh.service.d/50-micromirror-hostkeys.conf"
+        )
 
         for unit in definition.enableUnits {
             try await systemctl(root, "enable", unit)

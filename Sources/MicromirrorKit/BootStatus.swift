@@ -9,10 +9,12 @@ public struct BootStatus: Sendable, Equatable {
     public var version: String
     public var buildNumber: Int64
     public var hardware: String
+    /// Units systemd reports as failed (empty when all is well).
+    public var failedUnits: [String] = []
 
     /// The one line printed to the console at boot; the QEMU boot test waits for it.
     public var line: String {
-        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware)"
+        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
     }
 
     public static func read(cmdlinePath: String, identityPath: String) throws -> BootStatus {

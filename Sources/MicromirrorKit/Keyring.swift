@@ -6,6 +6,10 @@ public struct Keyring {
     public struct Member {
         public var source: String
         public var key: Ed25519PublicKey
+        public init(source: String, key: Ed25519PublicKey) {
+            self.source = source
+            self.key = key
+        }
     }
 
     public var members: [Member]

@@ -1,0 +1,65 @@
+import Foundation
+import MicromirrorKit
+import Testing
+
+/// The default image, built once per test run with the real `mm-image` (cold cache) and shared by
+/// the integration tests that inspect, verify, tamper with, copy and boot it.
+actor BuiltImage {
+    static let shared = BuiltImage()
+
+    /// A fixed epoch so the reproducibility test can rebuild the same bytes.
+    static let sourceDateEpoch = "1763700000"
+
+    struct Artifacts: Sendable {
+        var directory: String
+        var image: String
+        var bmap: String
+        var bundle: String
+        var manifest: String
+        var publicKey: String
+        var privateKey: String
+        var buildOutput: String
+    }
+
+    private var task: Task<Artifacts, any Error>?
+
+    func artifacts() async throws -> Artifacts {
+        if let task { return try await task.value }
+        let task = Task { try Self.build(name: "fixture", keyBase: nil) }
+        self.task = task
+        return try await task.value
+    }
+
+    /// Builds the default definition for QEMU into a fresh output and cache directory.
+    static func build(name: String, keyBase: String?) throws -> Artifacts {
+        let work = try TestSupport.scratch(name)
+        let key: String
+        if let keyBase {
+            key = keyBase
+        } else {
+            key = work + "/keys/test"
+            try TestSupport.check(TestSupport.mmImage, ["keygen", "--out", key])
+        }
+        let out = work + "/out"
+        let result = try TestSupport.run(
+            TestSupport.mmImage,
+            [
+                "build", "--image", TestSupport.packageRoot + "/images/micromirror.yaml",
+                "--hardware", TestSupport.packageRoot + "/hardware/qemu-x86_64.yaml",
+                "--key", key + ".key", "--out", out, "--cache", work + "/cache", "--binaries", TestSupport.binaries,
+            ],
+            environment: ["SOURCE_DATE_EPOCH": sourceDateEpoch]
+        )
+        guard result.status == 0 else {
+            Issue.record("mm-image build failed (\(result.status)):\n\(result.combined.suffix(6000))")
+            throw TestFailure("image build failed")
+        }
+        let directory = out + "/micromirror-qemu-x86_64-0.1.0"
+        let base = directory + "/micromirror-qemu-x86_64-0.1.0"
+        return Artifacts(
+            directory: directory, image: base + ".img", bmap: base + ".img.bmap", bundle: base + ".mmb",
+            manifest: directory + "/manifest.json", publicKey: key + ".pub", privateKey: key + ".key",
+            buildOutput: result.combined
+        )
+    }
+}
