@@ -41,7 +41,9 @@ work=$(mktemp -d /tmp/mm-qemu.XXXXXX)
 : > "$log"
 cp "$vars_template" "$work/vars.fd"
 cleanup() {
-  [ -n "${qpid:-}" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null || true
+  # SIGKILL: a parent may have left SIGTERM blocked for us, and the disk is a snapshot anyway
+  # (with --writable the guest's writes are already in the file).
+  if [ -n "${qpid:-}" ]; then kill -KILL "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

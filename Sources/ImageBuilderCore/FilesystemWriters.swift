@@ -52,12 +52,14 @@ struct ESPWriter {
         var loaderConf: String
     }
 
-    func write(_ content: Content, size: Int64, volumeID: String, to image: String, staging: String) async throws {
+    func write(_ content: Content, size: Int64, to image: String, staging: String) async throws {
         let env = ["SOURCE_DATE_EPOCH": "\(epoch)", "MTOOLS_SKIP_CHECK": "1"]
         try? FileManager.default.removeItem(atPath: image)
         try await runner.run(
             Tools.mkfsVfat,
-            ["-C", "-F", "32", "-n", "MM-ESP", "-i", volumeID, "--invariant", image, "\(size / 1024)"],
+            // --invariant fixes every time- or random-based field (the volume id becomes 1234-ABCD;
+            // the ESP is found by PARTLABEL, so it need not be unique).
+            ["-C", "-F", "32", "-n", "MM-ESP", "--invariant", image, "\(size / 1024)"],
             environment: env
         )
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)

@@ -148,13 +148,12 @@ public struct ImageBuild {
         )
         let espImage = work + "/esp.img"
         let esp = layout.partition(DiskLayout.Label.esp)!
-        let volumeID = String(GUID.derived(seed: seed, purpose: "fs:esp").description.prefix(8))
         try await ESPWriter(runner: runner, epoch: epoch).write(
             .init(
                 bootloader: tree + "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", kernel: boot.kernel, initrd: boot.initrd,
                 entry: entry, loaderConf: "timeout 2\neditor no\nconsole-mode keep\n"
             ),
-            size: esp.size, volumeID: volumeID, to: espImage, staging: work + "/esp-staging"
+            size: esp.size, to: espImage, staging: work + "/esp-staging"
         )
         progress.end("systemd-boot, slot a entry \(entry.fileName), \(ByteSize.format(esp.size))")
 
@@ -185,11 +184,9 @@ public struct ImageBuild {
             let size = try file.size()
             return (size, try file.sha256(length: size) { self.progress.bytes($0, of: size, "hashing \(label)") })
         }
-        let filesystems: [String: (String, String)] = [
-            DiskLayout.Label.esp: ("vfat", volumeID.uppercased()),
-            DiskLayout.Label.rootA: ("erofs", rootFsUUID.description),
-            DiskLayout.Label.config: ("ext4", configUUID.description),
-        ]
+        // Record what libblkid finds in each content image, so the manifest states what is really there.
+        var filesystems: [String: ProbeResult] = [:]
+        for (label, path) in contents { filesystems[label] = try BlockProbe(path: path).superblocks() }
         var partitions: [Manifest.Partition] = []
         for planned in layout.partitions {
             var content: (Int64, String)?
@@ -197,7 +194,7 @@ public struct ImageBuild {
             partitions.append(
                 Manifest.Partition(
                     label: planned.label, typeGUID: planned.type, uuid: assembler.guid(for: planned.label), offset: planned.offset,
-                    size: planned.size, filesystem: filesystems[planned.label]?.0, filesystemUUID: filesystems[planned.label]?.1,
+                    size: planned.size, filesystem: filesystems[planned.label]?.type, filesystemUUID: filesystems[planned.label]?.values["UUID"],
                     contentSize: content?.0 ?? 0, sha256: content?.1
                 )
             )
