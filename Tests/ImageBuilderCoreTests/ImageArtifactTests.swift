@@ -90,7 +90,7 @@ struct ImageArtifactTests {
             let wants = mountpoint + "/etc/systemd/system/multi-user.target.wants/mm-boot-status.service"
             // The link is absolute inside the image, so read it rather than follow it.
             let target = try? FileManager.default.destinationOfSymbolicLink(atPath: wants)
-            #expect(target == "/usr/lib/systemd/system/mm-boot-status.service", "mm-boot-status.service not enabled")
+            #expect(target?.hasSuffix("/systemd/system/mm-boot-status.service") == true, "mm-boot-status.service not enabled")
         }
     }
 
