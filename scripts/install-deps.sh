@@ -8,7 +8,7 @@ packages=(
   libparted-dev libblkid-dev libarchive-dev libssl-dev libmosquitto-dev pkg-config
   # image build
   mmdebstrap debian-archive-keyring erofs-utils dosfstools mtools parted fdisk gdisk
-  openssl bmap-tools util-linux mount e2fsprogs xfsprogs zstd git
+  openssl bmap-tools util-linux mount e2fsprogs xfsprogs zstd git initramfs-tools-core cpio
   # boot tests
   qemu-system-x86 ovmf
   # network tests

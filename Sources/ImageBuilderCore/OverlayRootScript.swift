@@ -4,6 +4,25 @@
 /// The root itself is never written; a reboot returns everything to exactly the image.
 enum OverlayRootScript {
     static let installPath = "/etc/initramfs-tools/scripts/local-bottom/micromirror-overlay"
+    static let hookPath = "/etc/initramfs-tools/hooks/micromirror"
+
+    /// An initramfs-tools hook forcing the modules the root needs (erofs, overlay, the disk and NIC
+    /// drivers of the hardware) into the initramfs. Installed before the kernel package, so the
+    /// kernel's own postinst builds the right initramfs once (no second `update-initramfs`).
+    static func hook(modules: [String]) -> String {
+        """
+        #!/bin/sh
+        # micromirror: modules the read-only erofs root and this hardware need at boot.
+        PREREQ=""
+        prereqs() { echo "$PREREQ"; }
+        case "$1" in prereqs) prereqs; exit 0 ;; esac
+        . /usr/share/initramfs-tools/hook-functions
+        for module in \(modules.joined(separator: " ")); do
+            force_load "$module"
+        done
+
+        """
+    }
 
     static let text = #"""
     #!/bin/sh

@@ -14,7 +14,7 @@ struct RootfsStage {
     var progress: BuildProgress
 
     /// Bump when the hooks below change what they produce.
-    static let recipeVersion = 2
+    static let recipeVersion = 3
 
     /// Where the overlay script is staged for mmdebstrap's `upload` hook.
     var overlayScriptPath: String { cacheDirectory + "/micromirror-overlay" }
@@ -22,14 +22,23 @@ struct RootfsStage {
     /// The packages mmdebstrap installs.
     var packages: [String] { definition.packages + hardware.packages.filter { !definition.packages.contains($0) } }
 
-    /// The hooks run inside mmdebstrap, before the tree is cached. Deterministic given SOURCE_DATE_EPOCH.
-    var hooks: [String] {
-        let modules = (["erofs", "overlay"] + hardware.initramfsModules).map { "echo \($0) >> \"$1/etc/initramfs-tools/modules\"" }
-        return modules + [
+    /// Modules forced into the initramfs.
+    var initramfsModules: [String] { ["erofs", "overlay"] + hardware.initramfsModules }
+
+    /// Runs after the essential packages, before the kernel: the initramfs hook and the overlay
+    /// script are in place when the kernel's postinst builds the initramfs.
+    var essentialHooks: [String] {
+        [
+            "mkdir -p \"$1/etc/initramfs-tools/hooks\" \"$1/etc/initramfs-tools/scripts/local-bottom\"",
+            "upload \(stagedHook) \(OverlayRootScript.hookPath)",
             "upload \(overlayScriptPath) \(OverlayRootScript.installPath)",
-            "chmod 0755 \"$1\(OverlayRootScript.installPath)\"",
-            // Debian's initramfs cannot mount an erofs root until the module is listed and the initramfs rebuilt.
-            "chroot \"$1\" update-initramfs -u -k all",
+            "chmod 0755 \"$1\(OverlayRootScript.hookPath)\" \"$1\(OverlayRootScript.installPath)\"",
+        ]
+    }
+
+    /// The hooks run after all packages, before the tree is cached. Deterministic given SOURCE_DATE_EPOCH.
+    var hooks: [String] {
+        [
             // Host keys are made per node at first boot, never baked into the image.
             "rm -f \"$1\"/etc/ssh/ssh_host_*",
             // The machine id is created on the node; an empty file marks the image as not yet booted.
@@ -37,6 +46,8 @@ struct RootfsStage {
             "rm -rf \"$1\"/var/log/apt \"$1\"/var/log/dpkg.log \"$1\"/var/log/alternatives.log \"$1\"/var/cache/ldconfig/aux-cache",
         ]
     }
+
+    var stagedHook: String { cacheDirectory + "/micromirror-initramfs-hook" }
 
     /// Returns the cached rootfs directory, building it first if needed.
     func run() async throws -> (path: String, cached: Bool) {
@@ -50,11 +61,13 @@ struct RootfsStage {
         let partial = target + ".partial"
         try? FileManager.default.removeItem(atPath: partial)
         try AtomicFile.write(OverlayRootScript.text, to: overlayScriptPath, mode: 0o755)
+        try AtomicFile.write(OverlayRootScript.hook(modules: initramfsModules), to: stagedHook, mode: 0o755)
         let sourcesFile = "\(cacheDirectory)/sources-\(key.prefix(16)).sources"
         try AtomicFile.write(sources, to: sourcesFile)
         defer { try? FileManager.default.removeItem(atPath: sourcesFile) }
 
         var arguments = ["--variant=minbase", "--mode=root", "--format=directory", "--include=\(packages.joined(separator: ","))"]
+        arguments += essentialHooks.map { "--essential-hook=\($0)" }
         arguments += hooks.map { "--customize-hook=\($0)" }
         arguments += [definition.suite, partial, definition.mirror == nil ? sourcesFile : definition.mirror!]
         do {
@@ -75,8 +88,9 @@ struct RootfsStage {
     func cacheKey(sources: String) -> String {
         let inputs = [
             "recipe=\(Self.recipeVersion)", "suite=\(definition.suite)", "sources=\(sources)",
-            "packages=\(packages.joined(separator: ","))", "hooks=\(hooks.joined(separator: "\n").replacingOccurrences(of: overlayScriptPath, with: "<overlay>"))",
-            "overlay=\(OverlayRootScript.text)",
+            "packages=\(packages.joined(separator: ","))", "hooks=\(hooks.joined(separator: "\n"))",
+            "essential=\((essentialHooks.joined(separator: "\n") as NSString).replacingOccurrences(of: cacheDirectory, with: "<cache>"))",
+            "overlay=\(OverlayRootScript.text)", "initramfs=\(OverlayRootScript.hook(modules: initramfsModules))",
             "epoch=\(sourceDateEpoch)",
         ]
         return SHA256Hasher.hex(of: Array(inputs.joined(separator: "\u{0}").utf8))

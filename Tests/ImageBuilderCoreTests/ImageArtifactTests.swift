@@ -94,6 +94,17 @@ struct ImageArtifactTests {
         }
     }
 
+    @Test("the initramfs on the ESP can mount the root: erofs, overlay, virtio and our overlay script")
+    func initramfs() async throws {
+        let a = try await BuiltImage.shared.artifacts()
+        let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
+        let esp = try #require(manifest.partitions.first { $0.label == "mm-esp" })
+        let listing = try TestSupport.initramfsListing(image: a.image, espOffset: esp.offset)
+        for needed in ["erofs.ko", "overlay.ko", "virtio_blk.ko", "scripts/local-bottom/micromirror-overlay"] {
+            #expect(listing.contains(needed), "\(needed) missing from the initramfs")
+        }
+    }
+
     @Test("bmaptool copy with our block map reproduces the raw image exactly")
     func bmaptoolCopy() async throws {
         let a = try await BuiltImage.shared.artifacts()

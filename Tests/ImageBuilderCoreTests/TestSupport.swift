@@ -91,6 +91,13 @@ enum TestSupport {
         return output
     }
 
+    /// The file list of slot A's initramfs on the ESP of `image` (extracted with mtools, listed with lsinitramfs).
+    static func initramfsListing(image: String, espOffset: Int64) throws -> String {
+        let dir = try scratch("initrd")
+        try check("mcopy", ["-i", "\(image)@@\(espOffset)", "::/micromirror/a/initrd.img", dir + "/initrd.img"], environment: ["MTOOLS_SKIP_CHECK": "1"])
+        return try check("lsinitramfs", [dir + "/initrd.img"]).stdout
+    }
+
     /// Attaches `length` bytes of `file` at `offset` to a loop device, read-only.
     static func withLoopDevice<T>(_ file: String, offset: Int64 = 0, length: Int64? = nil, _ body: (String) throws -> T) throws -> T {
         var args = ["--find", "--show", "--read-only", "--offset", "\(offset)"]

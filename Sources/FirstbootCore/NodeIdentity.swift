@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import MicromirrorKit
+import SystemKit
+
+/// The node's identity, created once on first boot and kept on `mm-config` so it survives updates:
+/// SSH host key, an Ed25519 node key (signs telemetry), and the machine id.
+public struct NodeIdentity {
+    public var state: String
+    public var runner: CommandRunner
+
+    public init(state: String, runner: CommandRunner) {
+        self.state = state
+        self.runner = runner
+    }
+
+    var directory: String { state + "/identity" }
+
+    /// Creates whatever is missing; returns the names of what it made.
+    public func ensure() async throws -> [String] {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var made: [String] = []
+        let hostKey = directory + "/ssh_host_ed25519_key"
+        if !fm.fileExists(atPath: hostKey) {
+            try await runner.run(Tool("ssh-keygen", package: "openssh-client"), ["-q", "-t", "ed25519", "-N", "", "-C", "micromirror-node", "-f", hostKey])
+            made.append("ssh host key")
+        }
+        let nodeKey = directory + "/node.key"
+        if !fm.fileExists(atPath: nodeKey) {
+            let key = try Ed25519PrivateKey.generate()
+            try AtomicFile.write(try key.publicKey().pem(), to: directory + "/node.pub")
+            try AtomicFile.write(try key.pem(), to: nodeKey, mode: 0o600)
+            made.append("node key")
+        }
+        let machineID = directory + "/machine-id"
+        if !fm.fileExists(atPath: machineID) {
+            var bytes = [UInt8](repeating: 0, count: 16)
+            guard getrandom(&bytes, bytes.count, 0) == bytes.count else { throw FileError("getrandom for", machineID) }
+            try AtomicFile.write(Hex.encode(bytes) + "\n", to: machineID)
+            made.append("machine id")
+        }
+        return made
+    }
+
+    /// Puts the identity in place in the running system under `root` (every boot).
+    public func install(root: String) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: root + "/etc/ssh", withIntermediateDirectories: true)
+        for name in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"] {
+            guard let data = fm.contents(atPath: directory + "/" + name) else { continue }
+            try AtomicFile.write(Array(data), to: root + "/etc/ssh/" + name, mode: name.hasSuffix(".pub") ? 0o644 : 0o600)
+        }
+        if let id = fm.contents(atPath: directory + "/machine-id") {
+            try AtomicFile.write(Array(id), to: root + "/etc/machine-id", mode: 0o444)
+        }
+    }
+}
