@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "ImageBuilderCore",
             dependencies: [
-                "SystemKit", "MicromirrorKit",
+                "SystemKit", "MicromirrorKit", "FirstbootCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],
@@ -67,10 +67,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "FirstbootCore",
+            dependencies: [
+                "MicromirrorKit", "SystemKit",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "Firstboot",
             dependencies: [
-                "MicromirrorKit", "SystemKit",
+                "FirstbootCore", "MicromirrorKit", "SystemKit",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -86,6 +94,7 @@ let package = Package(
         ),
         .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
         .testTarget(name: "MicromirrorKitTests", dependencies: ["MicromirrorKit", "SystemKit"], swiftSettings: strict),
+        .testTarget(name: "FirstbootCoreTests", dependencies: ["FirstbootCore", "MicromirrorKit", "SystemKit"], swiftSettings: strict),
         .testTarget(
             name: "ImageBuilderCoreTests",
             dependencies: ["ImageBuilderCore", "MicromirrorKit", "SystemKit"],

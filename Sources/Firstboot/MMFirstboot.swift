@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import FirstbootCore
 import MicromirrorKit
 import SystemKit
 
@@ -9,7 +10,7 @@ struct MMFirstboot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-firstboot",
         abstract: "Apply the node's configuration at boot.",
-        subcommands: [Status.self]
+        subcommands: [Apply.self, Render.self, Status.self]
     )
 }
 
@@ -30,5 +31,77 @@ struct Status: AsyncParsableCommand {
             status.failedUnits = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
         }
         print(status.line)
+    }
+}
+
+/// Logs to stderr (the journal, under the unit) at MM_LOG_LEVEL, default info.
+func firstbootLogger() -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = Logger.Level(rawValue: ProcessInfo.processInfo.environment["MM_LOG_LEVEL"] ?? "info") ?? .info
+        return handler
+    }
+    return Logger(label: "mm-firstboot")
+}
+
+struct Apply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply the node file: network, host name, firewall and DSCP, SSH keys; on first boot grow the disk and create the identity."
+    )
+
+    @Option(help: "Node file.") var config = NodeConfig.defaultPath
+    @Option(help: "Persistent state directory (the mm-config mount).") var state = "/var/lib/mm-config"
+    @Option(help: "Root of the system to configure.") var root = "/"
+    @Option(help: "Disk to grow on first boot. Default: the disk holding mm-config.") var disk: String?
+    @Option(help: "sysfs net directory.") var sysfsNet = "/sys/class/net"
+    @Option(help: "Steps to run (comma-separated): network,hostname,firewall,ssh,identity,disk,console.") var steps: String?
+
+    func run() async throws {
+        var options = Firstboot.Options()
+        options.config = config
+        options.state = state
+        options.root = root
+        options.disk = disk
+        options.sysfsNet = sysfsNet
+        if let steps {
+            var chosen: Set<FirstbootStep> = []
+            for name in steps.split(separator: ",") {
+                guard let step = FirstbootStep(rawValue: String(name)) else { throw ValidationError("unknown step \(name)") }
+                chosen.insert(step)
+            }
+            options.steps = chosen
+        }
+        let logger = firstbootLogger()
+        let report = try await Firstboot(options: options, runner: CommandRunner(logger: logger)).run()
+        for note in report.notes { print("mm-firstboot: \(note)") }
+        if let applied = report.applied {
+            print("mm-firstboot: \(report.usedLastGood ? "kept last good config for" : "applied") \(applied.hostname)")
+        }
+        for problem in report.problems { print("mm-firstboot: PROBLEM: \(problem)") }
+        if !report.problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Render: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write the files apply would write into DIR, for review. Applies nothing.")
+
+    @Option(help: "Node file.") var config: String
+    @Option(help: "Output directory.") var out: String
+    @Option(help: "MAC of the uplink, when the node file matches the first wired NIC.") var mac: String?
+
+    func run() async throws {
+        let node: NodeConfig
+        do { node = try NodeConfig.load(path: config) } catch {
+            FileHandle.standardError.write(Data("mm-firstboot: \(config): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        var resolvedMAC = mac
+        if case .mac(let m) = node.interface { resolvedMAC = m }
+        for file in Firstboot.render(node, mac: resolvedMAC) {
+            let target = out + file.path
+            try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try AtomicFile.write(file.content, to: target, mode: file.mode)
+            print(target)
+        }
     }
 }

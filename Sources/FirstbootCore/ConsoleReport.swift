@@ -1,3 +1,4 @@
+import Foundation
 import MicromirrorKit
 
 /// What the sponsor's or the NOC's screen shows at the login prompt: name, addresses, slot, errors.

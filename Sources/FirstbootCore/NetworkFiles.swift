@@ -1,3 +1,4 @@
+import Foundation
 import MicromirrorKit
 
 /// A file mm-firstboot writes: path (absolute on the node), content, mode.

@@ -35,8 +35,8 @@ public struct NodeIdentity {
         }
         let machineID = directory + "/machine-id"
         if !fm.fileExists(atPath: machineID) {
-            var bytes = [UInt8](repeating: 0, count: 16)
-            guard getrandom(&bytes, bytes.count, 0) == bytes.count else { throw FileError("getrandom for", machineID) }
+            var generator = SystemRandomNumberGenerator()  // getrandom(2)
+            let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
             try AtomicFile.write(Hex.encode(bytes) + "\n", to: machineID)
             made.append("machine id")
         }

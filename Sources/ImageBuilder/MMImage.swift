@@ -10,7 +10,7 @@ struct MMImage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-image",
         abstract: "Build, inspect and verify micromirror's signed A/B disk images.",
-        subcommands: [Build.self, Keygen.self, Inspect.self, Verify.self]
+        subcommands: [Build.self, Keygen.self, Inspect.self, Verify.self, Node.self]
     )
 }
 
@@ -158,7 +158,7 @@ struct Verify: AsyncParsableCommand {
     func run() async throws {
         do {
             var isDirectory: ObjCBool = false
-            FileManager.default.fileExists(atPath: pubkey, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: pubkey, isDirectory: &isDirectory)
             let keyring = isDirectory.boolValue ? try Keyring.load(directory: pubkey) : try Keyring.load(file: pubkey)
             if try Self.isTar(artifact) {
                 let result = try Bundle.verify(path: artifact, keyring: keyring)
@@ -184,5 +184,47 @@ struct Verify: AsyncParsableCommand {
         let file = try RawFile.openForReading(path)
         guard try file.size() >= 512 else { return false }
         return try file.read(count: 5, at: 257) == Array("ustar".utf8)
+    }
+}
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a node file, or write it into an image or disk.",
+        subcommands: [Check.self, Write.self]
+    )
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate a node file; print every problem with line and field.")
+        @Argument(help: "Node file (YAML).") var file: String
+
+        func run() async throws {
+            do {
+                let config = try NodeConfig.load(path: file)
+                let families = [config.ipv4.map { "IPv4 \($0.cidr) via \($0.gateway)" }, config.ipv6.map { "IPv6 \($0.cidr) via \($0.gateway)" }]
+                    .compactMap { $0 }.joined(separator: ", ")
+                print("\(file): ok: \(config.hostname), \(families), DSCP \(config.dscp.rawValue), projects \(config.projects.joined(separator: ", "))")
+            } catch {
+                FileHandle.standardError.write(Data("mm-image: \(file): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Write: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate NODE.yaml and write it into the mm-config partition of IMAGE or DEVICE.")
+        @Argument(help: "Disk image file or block device.") var target: String
+        @Argument(help: "Node file (YAML).") var file: String
+
+        func run() async throws {
+            do {
+                let config = try await NodeFileWriter(logger: CLILogging.logger("mm-image.node")).write(nodeFile: file, to: target)
+                print("wrote \(file) (\(config.hostname)) into mm-config on \(target)")
+            } catch let error as ConfigError {
+                FileHandle.standardError.write(Data("mm-image: \(file): \(error)\nnothing was written\n".utf8))
+                throw ExitCode(1)
+            } catch {
+                throw fail(error)
+            }
+        }
     }
 }

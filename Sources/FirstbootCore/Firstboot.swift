@@ -1,0 +1,184 @@
+import Foundation
+import Logging
+import MicromirrorKit
+import SystemKit
+
+/// What mm-firstboot does every boot, in order. Each step can be switched off for tests.
+public enum FirstbootStep: String, CaseIterable, Sendable {
+    case network, hostname, firewall, ssh, identity, disk, console
+}
+
+/// Applies the node file: validates the whole file first; if it is invalid, applies the last file
+/// that worked (if any) and says why on the console and in the journal.
+public struct Firstboot {
+    public struct Options: Sendable {
+        /// The node file.
+        public var config: String = NodeConfig.defaultPath
+        /// Persistent state: the mounted `mm-config` partition.
+        public var state: String = "/var/lib/mm-config"
+        /// Root of the running system (tests point it at a scratch directory).
+        public var root: String = "/"
+        /// sysfs network directory.
+        public var sysfsNet: String = "/sys/class/net"
+        /// The disk to grow; nil = the disk holding `mm-config`.
+        public var disk: String?
+        public var steps: Set<FirstbootStep> = Set(FirstbootStep.allCases)
+        /// Also configure the uplink directly (rename, addresses, routes) instead of leaving it to networkd.
+        public var kernelSetsName = true
+
+        public init() {}
+    }
+
+    public struct Report: Sendable {
+        public var applied: NodeConfig?
+        public var usedLastGood: Bool
+        public var problems: [String]
+        public var notes: [String]
+    }
+
+    public var options: Options
+    public var runner: CommandRunner
+
+    public init(options: Options, runner: CommandRunner) {
+        self.options = options
+        self.runner = runner
+    }
+
+    var lastGood: String { options.state + "/node.last-good.yaml" }
+    var stamp: String { options.state + "/firstboot.done" }
+
+    func path(_ absolute: String) -> String {
+        options.root == "/" ? absolute : options.root + absolute
+    }
+
+    public func run() async throws -> Report {
+        var problems: [String] = []
+        var notes: [String] = []
+        var config: NodeConfig?
+        var usedLastGood = false
+        do {
+            config = try NodeConfig.load(path: options.config)
+        } catch {
+            problems += error.problems.map(\.description)
+            if FileManager.default.fileExists(atPath: lastGood), let previous = try? NodeConfig.load(path: lastGood) {
+                config = previous
+                usedLastGood = true
+                notes.append("kept the last node file that worked (\(lastGood))")
+            }
+        }
+        let steps = options.steps
+        var addresses: [String] = []
+        if let config {
+            if steps.contains(.network) {
+                do {
+                    addresses = try await applyNetwork(config)
+                } catch {
+                    problems.append("network: \(error)")
+                }
+            }
+            if steps.contains(.hostname) { try applyHostname(config) }
+            if steps.contains(.firewall) {
+                do { try await applyFirewall(config) } catch { problems.append("firewall: \(error)") }
+            }
+            if steps.contains(.ssh) { try applySSHKeys(config) }
+            if !usedLastGood, problems.isEmpty {
+                try AtomicFile.write(Array(try Data(contentsOf: URL(fileURLWithPath: options.config))), to: lastGood, mode: 0o600)
+            }
+        }
+        let firstBoot = !FileManager.default.fileExists(atPath: stamp)
+        if steps.contains(.disk), firstBoot {
+            if let disk = options.disk ?? DiskGrowth.diskHolding(label: DiskLayout.Label.config) {
+                do {
+                    let outcome = try await DiskGrowth(disk: disk, runner: runner).run(makeFilesystem: true)
+                    notes.append("first boot: \(outcome)")
+                } catch {
+                    problems.append("disk: \(error)")
+                }
+            } else {
+                problems.append("disk: cannot find the disk holding \(DiskLayout.Label.config)")
+            }
+        }
+        if steps.contains(.identity) {
+            let identity = NodeIdentity(state: options.state, runner: runner)
+            let made = try await identity.ensure()
+            if !made.isEmpty { notes.append("created \(made.joined(separator: ", "))") }
+            try identity.install(root: options.root)
+        }
+        if firstBoot, steps.contains(.disk), !problems.contains(where: { $0.hasPrefix("disk:") }) {
+            try AtomicFile.write("first boot completed\n", to: stamp)
+        }
+        if steps.contains(.console) {
+            let slot = (try? BootStatus.read(cmdlinePath: path("/proc/cmdline"), identityPath: path("/usr/lib/micromirror/image.json")).slot) ?? "?"
+            let text = ConsoleReport.render(hostname: config?.hostname ?? "unconfigured", addresses: addresses, slot: slot, problems: problems)
+            try FileManager.default.createDirectory(atPath: path("/run/issue.d"), withIntermediateDirectories: true)
+            try AtomicFile.write(text, to: path(ConsoleReport.path))
+        }
+        return Report(applied: config, usedLastGood: usedLastGood, problems: problems, notes: notes)
+    }
+
+    /// Writes the networkd files and renames the NIC to wan0 (what the .link does via udev, done
+    /// here too because udev has already seen the NIC by the time the config partition is mounted).
+    func applyNetwork(_ config: NodeConfig) async throws -> [String] {
+        let locator = InterfaceLocator(sysfsNet: options.sysfsNet)
+        let name = NetworkFiles.interfaceName
+        let nic: InterfaceLocator.Interface
+        if let current = locator.all().first(where: { $0.name == name }) {
+            nic = current
+        } else if let found = locator.find(config.interface) {
+            nic = found
+        } else {
+            let wanted: String
+            switch config.interface {
+            case .mac(let mac): wanted = "a NIC with MAC \(mac)"
+            case .firstWired: wanted = "a wired Ethernet NIC"
+            }
+            throw ConfigError(problems: [ConfigProblem(file: options.config, line: nil, field: "network.interface", message: "no \(wanted) on this machine (found: \(locator.all().map { "\($0.name) \($0.mac)" }.joined(separator: ", ")))")])
+        }
+        for file in NetworkFiles.render(config, mac: nic.mac) {
+            try FileManager.default.createDirectory(atPath: path(NetworkFiles.directory), withIntermediateDirectories: true)
+            try AtomicFile.write(file.content, to: path(file.path), mode: file.mode)
+        }
+        if nic.name != name {
+            let ip = Tool("ip", package: "iproute2")
+            try await runner.run(ip, ["link", "set", "dev", nic.name, "down"])
+            try await runner.run(ip, ["link", "set", "dev", nic.name, "name", name])
+        }
+        return [config.ipv4?.cidr, config.ipv6?.cidr].compactMap { $0 }
+    }
+
+    func applyHostname(_ config: NodeConfig) throws {
+        try FileManager.default.createDirectory(atPath: path("/etc"), withIntermediateDirectories: true)
+        try AtomicFile.write(config.hostname + "\n", to: path("/etc/hostname"))
+        if options.root == "/" {
+            guard sethostname(config.hostname, config.hostname.utf8.count) == 0 else { throw FileError("sethostname", config.hostname) }
+        }
+    }
+
+    func applyFirewall(_ config: NodeConfig) async throws {
+        let file = path("/run/micromirror/nftables.nft")
+        try FileManager.default.createDirectory(atPath: path("/run/micromirror"), withIntermediateDirectories: true)
+        try AtomicFile.write(FirewallRuleset.render(config), to: file)
+        // nft -f applies the whole file in one transaction: all of it or none of it.
+        try await runner.run(Tool("nft", package: "nftables"), ["-f", file])
+    }
+
+    func applySSHKeys(_ config: NodeConfig) throws {
+        let directory = path("/root/.ssh")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try AtomicFile.write(config.sshKeys.joined(separator: "\n") + "\n", to: directory + "/authorized_keys", mode: 0o600)
+    }
+
+    /// The files `render` writes: everything apply would write, nothing applied.
+    public static func render(_ config: NodeConfig, mac: String?) -> [RenderedFile] {
+        var files = NetworkFiles.render(config, mac: mac ?? "00:00:00:00:00:00")
+        if mac == nil {
+            files[0].content = files[0].content.replacingOccurrences(
+                of: "MACAddress=00:00:00:00:00:00", with: "# the first wired NIC: its MAC is filled in at boot\nMACAddress=<first wired NIC>"
+            )
+        }
+        files.append(RenderedFile(path: "/run/micromirror/nftables.nft", content: FirewallRuleset.render(config)))
+        files.append(RenderedFile(path: "/etc/hostname", content: config.hostname + "\n"))
+        files.append(RenderedFile(path: "/root/.ssh/authorized_keys", content: config.sshKeys.joined(separator: "\n") + "\n", mode: 0o600))
+        return files
+    }
+}

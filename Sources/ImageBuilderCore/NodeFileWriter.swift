@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import MicromirrorKit
+import SystemKit
+
+/// Writes a validated node file into the `mm-config` partition of a disk image or a disk, without
+/// mounting it: debugfs edits the ext4 at the partition's offset. The file is read back and
+/// compared, so a write that did not land is an error, not a surprise at the sponsor's site.
+public struct NodeFileWriter {
+    public var runner: CommandRunner
+    static let debugfs = Tool("debugfs", package: "e2fsprogs")
+    static let name = "node.yaml"
+
+    public init(logger: Logger) { self.runner = CommandRunner(logger: logger) }
+
+    /// Validates `nodeFile` (throws `ConfigError` listing every problem, and writes nothing), then writes it.
+    @discardableResult
+    public func write(nodeFile: String, to target: String) async throws -> NodeConfig {
+        let config = try NodeConfig.load(path: nodeFile)
+        let file = try RawFile.openForReading(target)
+        let gpt: GPT
+        do { gpt = try GPT.read(from: file) } catch {
+            throw BuildError(stage: "node write", "\(target): \(error); is this a micromirror disk?")
+        }
+        guard let partition = gpt.partition(named: DiskLayout.Label.config) else {
+            throw BuildError(stage: "node write", "\(target) has no \(DiskLayout.Label.config) partition")
+        }
+        let probe = try BlockProbe(path: target, offset: partition.offsetInBytes, length: partition.sizeInBytes).superblocks()
+        guard probe.type == "ext4" else {
+            throw BuildError(stage: "node write", "\(DiskLayout.Label.config) on \(target) holds \(probe.type ?? "no filesystem"), expected ext4")
+        }
+        let device = "\(target)?offset=\(partition.offsetInBytes)"
+        try CommandRunner.require([Self.debugfs])
+        _ = try? await runner.run(Self.debugfs, ["-w", "-R", "rm \(Self.name)", device])
+        let output = try await runner.run(Self.debugfs, ["-w", "-R", "write \(nodeFile) \(Self.name)", device])
+        _ = output
+        try await runner.run(Self.debugfs, ["-w", "-R", "set_inode_field \(Self.name) mode 0100600", device])
+        let back = try await runner.run(Self.debugfs, ["-R", "cat \(Self.name)", device])
+        let original = try String(contentsOfFile: nodeFile, encoding: .utf8)
+        guard back == original else {
+            throw BuildError(stage: "node write", "the node file read back from \(target) differs from \(nodeFile); the write did not land")
+        }
+        return config
+    }
+
+    /// Reads the node file back from a disk image or disk (nil when there is none).
+    public func read(from target: String) async throws -> String? {
+        let file = try RawFile.openForReading(target)
+        let gpt = try GPT.read(from: file)
+        guard let partition = gpt.partition(named: DiskLayout.Label.config) else { return nil }
+        let text = try await runner.run(Self.debugfs, ["-R", "cat \(Self.name)", "\(target)?offset=\(partition.offsetInBytes)"])
+        return text.isEmpty ? nil : text
+    }
+}
