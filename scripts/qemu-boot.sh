@@ -2,15 +2,25 @@
 # Boots a micromirror disk image under QEMU (TCG) + OVMF and waits for the guest to report, on
 # its serial console, that it reached multi-user and which slot it booted.
 #
-#   scripts/qemu-boot.sh IMAGE [--expect-slot a] [--timeout 300] [--log FILE] [--writable] [-- extra qemu args]
+#   scripts/qemu-boot.sh IMAGE [--expect-slot a] [--expect-failed none] [--nic-mac MAC] [--timeout 300]
+#                        [--tap IFNAME] [--then COMMAND] [--log FILE] [--writable] [-- extra qemu args]
 #
-# Exit 0 when the line `micromirror-boot: slot=<expected>` appears; 1 on timeout or a different slot.
+# Exit 0 when the line `micromirror-boot: slot=<expected> ... failed=<expected>` appears; 1 on timeout
+# or anything else. --nic-mac adds a virtio NIC on QEMU's user network with restrict=on: the guest
+# cannot reach the host or anything beyond it. --tap IFNAME attaches that NIC to an existing tap
+# device instead (e.g. one on a bridge inside a test network namespace). --then COMMAND runs once the
+# guest has reported, while it is still running; its exit status becomes this script's.
 # The image is not modified unless --writable is given (then the guest's writes, e.g. systemd-boot's
 # boot counting on the ESP, land in the file).
 set -euo pipefail
 
 image=""
 expect_slot="a"
+expect_failed="none"
+nic=(-nic none)
+tap=""
+mac=""
+then_cmd=""
 timeout=300
 log=""
 snapshot="on"
@@ -18,6 +28,10 @@ extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --expect-slot) expect_slot="$2"; shift 2 ;;
+    --expect-failed) expect_failed="$2"; shift 2 ;;
+    --nic-mac) mac="$2"; shift 2 ;;
+    --tap) tap="$2"; shift 2 ;;
+    --then) then_cmd="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --writable) snapshot="off"; shift ;;
@@ -35,6 +49,12 @@ for f in "$code" "$vars_template"; do
   [ -f "$f" ] || { echo "qemu-boot: $f missing: apt-get install ovmf" >&2; exit 2; }
 done
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-boot: qemu-system-x86_64 missing: apt-get install qemu-system-x86" >&2; exit 2; }
+
+if [ -n "$tap" ]; then
+  nic=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=${mac:-52:54:00:12:34:56}")
+elif [ -n "$mac" ]; then
+  nic=(-netdev user,id=n0,restrict=on -device "virtio-net-pci,netdev=n0,mac=$mac")
+fi
 
 work=$(mktemp -d /tmp/mm-qemu.XXXXXX)
 [ -n "$log" ] || log="$work/serial.log"
@@ -54,7 +74,7 @@ qemu-system-x86_64 \
   -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
   -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
   -drive file="$image",format=raw,if=virtio,snapshot="$snapshot" \
-  -nic none -display none -no-reboot \
+  "${nic[@]}" -display none -no-reboot \
   -serial file:"$log" \
   "${extra[@]}" &
 qpid=$!
@@ -64,10 +84,14 @@ while :; do
   if line=$(grep -a -m1 'micromirror-boot: slot=' "$log" 2>/dev/null); then
     elapsed=$(( $(date +%s) - start ))
     echo "qemu-boot: guest reported after ${elapsed}s: ${line//$'\r'/}"
-    if grep -a -q "micromirror-boot: slot=${expect_slot} .*failed=none" "$log"; then
+    if grep -a -q "micromirror-boot: slot=${expect_slot} .*failed=${expect_failed}\b" "$log"; then
+      if [ -n "$then_cmd" ]; then
+        bash -c "$then_cmd"
+        exit $?
+      fi
       exit 0
     fi
-    echo "qemu-boot: expected slot ${expect_slot} with no failed units" >&2
+    echo "qemu-boot: expected slot ${expect_slot} with failed=${expect_failed}" >&2
     exit 1
   fi
   if ! kill -0 "$qpid" 2>/dev/null; then

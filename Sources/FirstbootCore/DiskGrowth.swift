@@ -21,7 +21,7 @@ public struct DiskGrowth {
         public var madeFilesystem: Bool
         public var description: String {
             var parts: [String] = []
-            if movedBackupHeader { parts.append("moved the backup GPT to the end of \(ByteSize.format(dataBytesAfter))+ disk") }
+            if movedBackupHeader { parts.append("moved the backup GPT to the end of the disk") }
             if dataBytesAfter != dataBytesBefore {
                 parts.append("grew mm-data from \(ByteSize.format(dataBytesBefore)) to \(ByteSize.format(dataBytesAfter))")
             }

@@ -107,6 +107,9 @@ public struct Firstboot {
         if firstBoot, steps.contains(.disk), !problems.contains(where: { $0.hasPrefix("disk:") }) {
             try AtomicFile.write("first boot completed\n", to: stamp)
         }
+        if steps.contains(.disk), options.root == "/", !problems.contains(where: { $0.hasPrefix("disk:") }) {
+            do { try await mountData() } catch { problems.append("disk: \(error)") }
+        }
         if steps.contains(.console) {
             let slot = (try? BootStatus.read(cmdlinePath: path("/proc/cmdline"), identityPath: path("/usr/lib/micromirror/image.json")).slot) ?? "?"
             let text = ConsoleReport.render(hostname: config?.hostname ?? "unconfigured", addresses: addresses, slot: slot, problems: problems)
@@ -144,6 +147,16 @@ public struct Firstboot {
             try await runner.run(ip, ["link", "set", "dev", nic.name, "name", name])
         }
         return [config.ipv4?.cidr, config.ipv6?.cidr].compactMap { $0 }
+    }
+
+    /// Mounts mm-data on /srv (not in fstab: on first boot it has no filesystem until this program makes one).
+    func mountData() async throws {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        if mounts.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst().first == "/srv" }) { return }
+        try FileManager.default.createDirectory(atPath: "/srv", withIntermediateDirectories: true)
+        try await runner.run(
+            Tool("mount", package: "mount"), ["-o", "noatime,nodev,nosuid", "/dev/disk/by-partlabel/\(DiskLayout.Label.data)", "/srv"]
+        )
     }
 
     func applyHostname(_ config: NodeConfig) throws {

@@ -79,8 +79,8 @@ public enum FirewallRuleset {
                     iif "lo" accept
                     ct state established,related accept
                     ct state invalid drop
-                    meta l4proto icmp accept
-                    meta l4proto ipv6-icmp accept
+                    meta l4proto 1 accept comment "icmp (numeric: no /etc/protocols needed)"
+                    meta l4proto 58 accept comment "ipv6-icmp"
                     tcp dport { 22, 80, 443, 873 } ct state new accept
                     counter comment "dropped"
                 }

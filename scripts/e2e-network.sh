@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End to end: boots IMAGE (flashed with a node file for 192.0.2.10/24 and 2001:db8:10::10/64, gateways
+# .1 and ::1, MAC 52:54:00:12:34:56, like nodes/example.yaml) on a tap device bridged inside a network
+# namespace of its own that holds the gateway addresses. From that namespace it pings the guest over
+# IPv4 and IPv6 and captures the guest's replies with tcpdump, checking their DSCP.
+#
+#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none]
+# Prints the tcpdump lines and exits 0 only if both families answer with the expected marking.
+set -euo pipefail
+image="$1"; shift
+expect=cs1
+[ "${1:-}" = "--expect-dscp" ] && expect="$2"
+here="$(cd "$(dirname "$0")" && pwd)"
+ns="mmt-q-$$"
+cleanup() { ip netns del "$ns" 2>/dev/null || true; }
+trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add br0 type bridge
+ip -n "$ns" addr add 192.0.2.1/24 dev br0
+ip -n "$ns" addr add 2001:db8:10::1/64 dev br0 nodad
+ip -n "$ns" link set br0 up
+ip -n "$ns" tuntap add dev tap0 mode tap
+ip -n "$ns" link set tap0 master br0
+ip -n "$ns" link set tap0 up
+
+check=$(mktemp /tmp/mm-e2e-check.XXXXXX)
+cat > "$check" <<CHECK
+set -u
+cap=\$(mktemp)
+timeout 30 tcpdump -n -v -l -c 4 -i br0 '(icmp and src 192.0.2.10) or (icmp6 and src 2001:db8:10::10 and ip6[40] == 129)' > "\$cap" 2>/dev/null &
+tpid=\$!
+sleep 1
+ok=0
+for i in \$(seq 1 30); do ping -c1 -W1 192.0.2.10 >/dev/null 2>&1 && ok=1 && break; sleep 1; done
+[ \$ok = 1 ] || { echo "e2e: no IPv4 answer from 192.0.2.10"; exit 1; }
+for i in \$(seq 1 30); do ping -6 -c1 -W1 2001:db8:10::10 >/dev/null 2>&1 && ok=2 && break; sleep 1; done
+[ \$ok = 2 ] || { echo "e2e: no IPv6 answer from 2001:db8:10::10"; exit 1; }
+ping -c2 -i 0.3 192.0.2.10 >/dev/null; ping -6 -c2 -i 0.3 2001:db8:10::10 >/dev/null
+wait \$tpid || true
+cat "\$cap"
+v4=\$(grep -c 'tos 0x20' "\$cap" || true); v6=\$(grep -c 'class 0x20' "\$cap" || true)
+echo "e2e: replies with CS1: IPv4 \$v4, IPv6 \$v6"
+if [ "$expect" = cs1 ]; then [ "\$v4" -ge 1 ] && [ "\$v6" -ge 1 ]; else [ "\$v4" = 0 ] && [ "\$v6" = 0 ] && grep -q 'tos 0x0' "\$cap"; fi
+CHECK
+ip netns exec "$ns" "$here/qemu-boot.sh" "$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --timeout 600 --then "bash $check"
