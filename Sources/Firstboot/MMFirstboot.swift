@@ -29,6 +29,9 @@ struct Status: AsyncParsableCommand {
                 Tool("systemctl", package: "systemd"), ["list-units", "--state=failed", "--plain", "--no-legend", "--no-pager"]
             )
             status.failedUnits = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+            status.firstboot = try await runner.run(
+                Tool("systemctl", package: "systemd"), ["show", "--property=ActiveState", "--value", "mm-firstboot.service"]
+            ).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         print(status.line)
     }

@@ -2,9 +2,9 @@ import Foundation
 import MicromirrorKit
 
 /// What the sponsor's or the NOC's screen shows at the login prompt: name, addresses, slot, errors.
-/// Written to `/run/issue.d/50-micromirror.issue`, which agetty shows above the prompt.
+/// Written to `/etc/issue.d/50-micromirror.issue` (the overlay makes /etc writable), which agetty shows above the prompt.
 public enum ConsoleReport {
-    public static let path = "/run/issue.d/50-micromirror.issue"
+    public static let path = "/etc/issue.d/50-micromirror.issue"
 
     public static func render(hostname: String, addresses: [String], slot: String, problems: [String]) -> String {
         var lines = ["micromirror \(hostname)  (slot \(slot))"]

@@ -113,7 +113,7 @@ public struct Firstboot {
         if steps.contains(.console) {
             let slot = (try? BootStatus.read(cmdlinePath: path("/proc/cmdline"), identityPath: path("/usr/lib/micromirror/image.json")).slot) ?? "?"
             let text = ConsoleReport.render(hostname: config?.hostname ?? "unconfigured", addresses: addresses, slot: slot, problems: problems)
-            try FileManager.default.createDirectory(atPath: path("/run/issue.d"), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: path("/etc/issue.d"), withIntermediateDirectories: true)
             try AtomicFile.write(text, to: path(ConsoleReport.path))
         }
         return Report(applied: config, usedLastGood: usedLastGood, problems: problems, notes: notes)

@@ -58,8 +58,8 @@ struct RootfsCustomizer {
         try write(
             """
             # micromirror: partitions are found by GPT label, never by device name.
-            PARTLABEL=\(DiskLayout.Label.esp)     /efi               vfat  umask=0077,nofail,x-systemd.device-timeout=10s  0 2
-            PARTLABEL=\(DiskLayout.Label.config)  /var/lib/mm-config ext4  nofail,nodev,nosuid,noexec,x-systemd.device-timeout=10s  0 2
+            PARTLABEL=\(DiskLayout.Label.esp)     /efi               vfat  umask=0077,nofail  0 2
+            PARTLABEL=\(DiskLayout.Label.config)  /var/lib/mm-config ext4  nodev,nosuid,noexec  0 2
 
             """,
             "/etc/fstab"

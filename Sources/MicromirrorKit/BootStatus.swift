@@ -11,10 +11,12 @@ public struct BootStatus: Sendable, Equatable {
     public var hardware: String
     /// Units systemd reports as failed (empty when all is well).
     public var failedUnits: [String] = []
+    /// systemd's ActiveState of mm-firstboot.service ("active" once the node file was applied).
+    public var firstboot: String = "unknown"
 
     /// The one line printed to the console at boot; the QEMU boot test waits for it.
     public var line: String {
-        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
+        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) firstboot=\(firstboot) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
     }
 
     public static func read(cmdlinePath: String, identityPath: String) throws -> BootStatus {

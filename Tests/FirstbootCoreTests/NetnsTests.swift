@@ -137,7 +137,7 @@ struct NetnsTests {
         // The rendered files are what apply wrote.
         let hostname = try String(contentsOfFile: dir + "/root/etc/hostname", encoding: .utf8)
         #expect(hostname == "example-isp.mm.fcix.net\n")
-        let issue = try String(contentsOfFile: dir + "/root/run/issue.d/50-micromirror.issue", encoding: .utf8)
+        let issue = try String(contentsOfFile: dir + "/root/etc/issue.d/50-micromirror.issue", encoding: .utf8)
         #expect(issue.contains("node file applied"))
     }
 

@@ -4,7 +4,7 @@ import Testing
 
 /// The real image boots under QEMU (TCG) + OVMF through systemd-boot to multi-user, and reports
 /// on its serial console which slot it booted and which units failed.
-@Suite("QEMU boot")
+@Suite("QEMU boot", .serialized)
 struct QEMUBootTests {
     /// A sparse copy of the fixture image, `growBy` bytes larger (a bigger SSD), in a scratch directory.
     static func copyImage(_ a: BuiltImage.Artifacts, growBy: Int64 = 0) throws -> String {
@@ -17,9 +17,10 @@ struct QEMUBootTests {
         return copy
     }
 
-    static func boot(_ image: String, expectFailed: String = "none", mac: String? = "52:54:00:12:34:56") throws -> (TestSupport.Output, String) {
+    static func boot(_ image: String, expectFailed: String = "none", mac: String? = "52:54:00:12:34:56", then: String? = nil) throws -> (TestSupport.Output, String) {
         let log = (image as NSString).deletingLastPathComponent + "/serial.log"
         var args = [image, "--expect-slot", "a", "--expect-failed", expectFailed, "--timeout", "600", "--log", log]
+        if let then { args += ["--then", then] }
         if let mac { args += ["--nic-mac", mac] }
         let result = try TestSupport.run(TestSupport.packageRoot + "/scripts/qemu-boot.sh", args)
         // The firmware writes bytes that are not UTF-8: decode leniently.
@@ -35,8 +36,9 @@ struct QEMUBootTests {
         let (result, console) = try Self.boot(image)
         #expect(result.status == 0, "boot failed:\n\(result.combined.suffix(4000))")
         #expect(console.contains("micromirror: tmpfs overlay on the read-only root"))
-        #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.0 build=\(BuiltImage.sourceDateEpoch)"))
+        #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.0 build=\(BuiltImage.sourceDateEpoch) hardware=qemu-x86_64"))
         #expect(console.contains("mm-firstboot: applied example-isp.mm.fcix.net"), "firstboot did not apply the node file")
+        #expect(console.contains("firstboot=active failed=none"))
         #expect(console.contains("grew mm-data"), "first boot did not grow mm-data into the larger disk")
         #expect(console.contains("created ssh host key, node key, machine id"))
     }
@@ -64,9 +66,11 @@ struct QEMUBootTests {
             .replacingOccurrences(of: "192.0.2.10/24", with: "192.0.2.10/99")
         try text.write(toFile: broken, atomically: true, encoding: .utf8)
         try TestSupport.check("debugfs", ["-w", "-R", "write \(broken) node.yaml", "\(image)?offset=\(config.offset)"])
-        let (result, console) = try Self.boot(image, expectFailed: "mm-firstboot.service")
+        // Give getty a few seconds after multi-user to print the login banner with our report.
+        let (result, console) = try Self.boot(image, expectFailed: "mm-firstboot.service", then: "sleep 10")
         #expect(result.status == 0, "boot failed:\n\(result.combined.suffix(4000))")
         #expect(console.contains("PROBLEM: /var/lib/mm-config/node.yaml:"), "the console does not show the problem")
         #expect(console.contains("network.ipv4.address: prefix /99 is out of range for IPv4"))
+        #expect(console.contains("NODE FILE PROBLEMS"), "the login banner does not show the problem")
     }
 }
