@@ -1,13 +1,17 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MicromirrorKit
+import NodeRuntimeCore
+import ServiceLifecycle
+import UnixSignals
 
 @main
 struct MMNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-node",
-        abstract: "The node runtime: serve, sync, report, update. (Serving, syncing and updates are not built yet.)",
-        subcommands: [Status.self]
+        abstract: "The node runtime: serve, sync, report, update. (Syncing, telemetry and updates are not built yet.)",
+        subcommands: [Serve.self, Status.self]
     )
 }
 
@@ -16,5 +20,47 @@ struct Status: AsyncParsableCommand {
 
     func run() async throws {
         print(try BootStatus.read(cmdlinePath: "/proc/cmdline", identityPath: "/usr/lib/micromirror/image.json").line)
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve a mirror root over HTTP (standalone: for tests and benchmarks).")
+
+    @Option(help: "Mirror root.") var root: String
+    @Option(help: "Address to listen on, HOST:PORT or [V6]:PORT (repeatable). Default: [::]:80 (dual stack).") var listen: [String] = []
+    @Option(help: "Keep-alive idle timeout in seconds.") var keepalive: Double = 2
+    @Option(help: "Connections allowed from one client address.") var maxPerAddress = 16
+    @Option(help: "Connections allowed in all.") var maxConnections = 10_000
+    @Option(help: "DSCP marking on the server's sockets: cs1 or none.") var dscp = "none"
+    @Option(help: "Host name shown in directory listings.") var sponsor = "micromirror"
+    @Option(help: "Combined-format access log file.") var accessLog: String?
+
+    func run() async throws {
+        var addresses: [(host: String, port: Int)] = []
+        for text in listen.isEmpty ? ["[::]:80"] : listen {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
+                throw ValidationError("--listen \(text): expected HOST:PORT")
+            }
+            var host = String(text[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            addresses.append((host, port))
+        }
+        guard let mark = NodeConfig.DSCP(rawValue: dscp) else { throw ValidationError("--dscp: expected cs1 or none") }
+        var configuration = ServeConfiguration(root: root, listen: addresses)
+        configuration.keepAliveTimeout = .milliseconds(Int64(keepalive * 1000))
+        configuration.maxConnectionsPerAddress = maxPerAddress
+        configuration.maxConnections = maxConnections
+        configuration.tos = mark.tos
+        configuration.sponsor = sponsor
+        configuration.accessLogPath = accessLog
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "mm-node.serve")
+        let server = MirrorServer(configuration: configuration, logger: logger) { bound in
+            // One write, so a test reading our stdout sees the whole line at once.
+            let text = bound.map { "listening on \($0)\n" }.joined()
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
     }
 }

@@ -1,0 +1,59 @@
+import Foundation
+import NIOHTTP1
+
+/// Conditional requests (RFC 9110 §13): If-None-Match, If-Modified-Since, If-Range.
+enum Conditional {
+    /// True when the client's copy is current (answer 304).
+    static func notModified(_ headers: HTTPHeaders, etag: String, mtime: Int) -> Bool {
+        let inm = headers["If-None-Match"]
+        if !inm.isEmpty {
+            // Weak comparison for If-None-Match: W/"x" matches "x".
+            let tags = inm.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+            return tags.contains { $0 == "*" || $0 == etag || $0 == "W/" + etag }
+        }
+        if let ims = headers.first(name: "If-Modified-Since"), let since = HTTPDate.parse(ims) {
+            return mtime <= since
+        }
+        return false
+    }
+
+    /// If-Range: serve the range only if the validator still matches (strong ETag or exact date).
+    static func ifRangeHolds(_ headers: HTTPHeaders, etag: String, lastModified: String) -> Bool {
+        guard let value = headers.first(name: "If-Range")?.trimmingCharacters(in: .whitespaces) else { return true }
+        if value.hasPrefix("\"") { return value == etag }
+        return value == lastModified
+    }
+}
+
+/// One `Range: bytes=…` request against a file of `size` bytes.
+enum ByteRange: Equatable {
+    /// No usable range: send the whole file (multi-range and malformed headers too, as RFC 9110 allows).
+    case whole
+    case satisfiable(ClosedRange<Int64>)
+    case unsatisfiable
+
+    static func parse(_ header: String, size: Int64) -> ByteRange {
+        let text = header.trimmingCharacters(in: .whitespaces)
+        guard text.lowercased().hasPrefix("bytes=") else { return .whole }
+        let spec = text.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard !spec.contains(",") else { return .whole }
+        let parts = spec.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return .whole }
+        let first = parts[0].trimmingCharacters(in: .whitespaces)
+        let last = parts[1].trimmingCharacters(in: .whitespaces)
+        if first.isEmpty {
+            // Suffix range: the last N bytes.
+            guard let n = Int64(last), n >= 0 else { return .whole }
+            if n == 0 || size == 0 { return .unsatisfiable }
+            return .satisfiable(max(0, size - n)...(size - 1))
+        }
+        guard let start = Int64(first), start >= 0 else { return .whole }
+        var end = size - 1
+        if !last.isEmpty {
+            guard let e = Int64(last), e >= start else { return .whole }
+            end = min(e, size - 1)
+        }
+        guard start < size else { return .unsatisfiable }
+        return .satisfiable(start...end)
+    }
+}

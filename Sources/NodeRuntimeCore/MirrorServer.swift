@@ -1,0 +1,126 @@
+import NIOConcurrencyHelpers
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// The mirror's HTTP/1.1 server on SwiftNIO, as a swift-service-lifecycle service.
+///
+/// `run()` binds every listen address, reports the bound addresses through `onBound`, serves until
+/// graceful shutdown, then stops accepting, lets running transfers finish within
+/// `shutdownGrace`, and closes what is left.
+public final class MirrorServer: Service, Sendable {
+    public let configuration: ServeConfiguration
+    public let metrics: ServeMetrics
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let onBound: @Sendable ([SocketAddress]) -> Void
+
+    public init(
+        configuration: ServeConfiguration, metrics: ServeMetrics = ServeMetrics(), logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, onBound: @escaping @Sendable ([SocketAddress]) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+        self.group = group
+        self.onBound = onBound
+    }
+
+    public func run() async throws {
+        let shared = ServeContext(
+            configuration: configuration, resolver: try MirrorFileResolver(root: configuration.root),
+            accessLog: try configuration.accessLogPath.map { try AccessLog(path: $0) }, metrics: metrics
+        )
+        let limiter = ConnectionLimiter(maxPerAddress: configuration.maxConnectionsPerAddress, maxTotal: configuration.maxConnections)
+        let children = ChildChannels()
+        let configuration = self.configuration
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                children.add(channel)
+                do {
+                    try Self.markDSCP(channel, tos: configuration.tos)
+                    var limits = NIOHTTPDecoderLimitConfiguration()
+                    limits.maxHeaderListSize = configuration.maxHeaderBytes
+                    limits.maxHeaderFieldSize = configuration.maxHeaderBytes
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ConnectionLimitHandler(limiter: limiter))
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
+                    try sync.addHandler(HTTPResponseEncoder())
+                    try sync.addHandler(HTTPServerPipelineHandler())
+                    try sync.addHandler(ParseErrorHandler())
+                    try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(configuration.keepAliveTimeout)))
+                    try sync.addHandler(MirrorHTTPHandler(context: shared))
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+
+        var servers: [any Channel] = []
+        do {
+            for (host, port) in configuration.listen {
+                let server = try await bootstrap.bind(host: host, port: port).get()
+                servers.append(server)
+                logger.info("serving", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")", "root": "\(shared.resolver.root)"])
+            }
+        } catch {
+            for server in servers { try? await server.close() }
+            throw ServeError("cannot listen on \(configuration.listen.map { "\($0.host):\($0.port)" }.joined(separator: ", ")): \(error)")
+        }
+        onBound(servers.compactMap(\.localAddress))
+        let listening = servers
+
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                for server in listening { try? await server.closeFuture.get() }
+            } onCancel: {
+                for server in listening { server.close(promise: nil) }
+            }
+        } onGracefulShutdown: {
+            for server in listening { server.close(promise: nil) }
+        }
+        // Stopped accepting: let transfers finish within the grace period, then close the rest.
+        let deadline = ContinuousClock.now + configuration.shutdownGrace
+        while children.openCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        children.closeAll()
+        logger.info("stopped serving")
+    }
+
+    /// DSCP on every accepted socket: IP_TOS for IPv4, IPV6_TCLASS (and IP_TOS, for IPv4-mapped
+    /// peers on a dual-stack socket) for IPv6. The byte is DSCP << 2 (CS1 = 0x20).
+    static func markDSCP(_ channel: any Channel, tos: UInt8?) throws {
+        guard let tos else { return }
+        let sync = channel.syncOptions!
+        if case .v6 = channel.localAddress {
+            try sync.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_IPV6), name: SocketOptionName(IPV6_TCLASS)), value: SocketOptionValue(tos))
+            try? sync.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(IP_TOS)), value: SocketOptionValue(tos))
+        } else {
+            try sync.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_IP), name: SocketOptionName(IP_TOS)), value: SocketOptionValue(tos))
+        }
+    }
+}
+
+/// Open client channels, so shutdown can wait for them and close the stragglers.
+final class ChildChannels: Sendable {
+    private let channels = NIOLockedValueBox([ObjectIdentifier: any Channel]())
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        channels.withLockedValue { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in _ = self.channels.withLockedValue { $0.removeValue(forKey: id) } }
+    }
+
+    var openCount: Int { channels.withLockedValue { $0.count } }
+
+    func closeAll() {
+        for channel in channels.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+}
