@@ -12,7 +12,9 @@ packages=(
   # boot tests
   qemu-system-x86 ovmf
   # network tests
-  iproute2 nftables tcpdump iputils-ping
+  iproute2 nftables tcpdump iputils-ping systemd
+  # serving tests: real clients
+  curl wget aria2 apt-utils dpkg-dev python3
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -31,11 +31,13 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) { headDeadline?.cancel() }
 
-    /// A request head must arrive in time, however slowly its bytes trickle in (slowloris).
-    private func armHeadDeadline(_ context: ChannelHandlerContext) {
+    /// A request head must arrive in time, however slowly its bytes trickle in (slowloris). Between
+    /// requests the keep-alive timeout comes first: an idle client is closed by the idle handler.
+    private func armHeadDeadline(_ context: ChannelHandlerContext, afterResponse: Bool = false) {
         headDeadline?.cancel()
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        headDeadline = context.eventLoop.scheduleTask(in: TimeAmount(shared.configuration.requestHeadTimeout)) {
+        let allowance = shared.configuration.requestHeadTimeout + (afterResponse ? shared.configuration.keepAliveTimeout : .zero)
+        headDeadline = context.eventLoop.scheduleTask(in: TimeAmount(allowance)) {
             loopBound.value.close(promise: nil)
         }
     }
@@ -69,6 +71,11 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: - Routing
 
     private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        // The decoder bounds each field and the total; count fields too (many tiny ones).
+        let headerBytes = head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+        guard headerBytes <= shared.configuration.maxHeaderBytes, head.headers.count <= 200 else {
+            return simple(context, head, .requestHeaderFieldsTooLarge, "request head too large\n")
+        }
         guard head.method == .GET || head.method == .HEAD else {
             return simple(context, head, .methodNotAllowed, "only GET and HEAD are served here\n", extra: [("Allow", "GET, HEAD")])
         }
@@ -233,7 +240,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         responding = false
         if keepAlive {
-            armHeadDeadline(context)
+            armHeadDeadline(context, afterResponse: true)
         } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }

@@ -10,6 +10,12 @@ public struct RequestPath: Sendable, Equatable {
     /// The raw query string, if any.
     public var query: String?
 
+    public init(components: [String], trailingSlash: Bool, query: String?) {
+        self.components = components
+        self.trailingSlash = trailingSlash
+        self.query = query
+    }
+
     public enum Rejection: Error, Sendable, Equatable {
         /// 400: malformed encoding, NUL, `..`, backslash, not an origin-form target.
         case badRequest(String)

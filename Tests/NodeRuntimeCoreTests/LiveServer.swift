@@ -1,0 +1,105 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NodeRuntimeCore
+import ServiceLifecycle
+import Testing
+
+/// A mirror server running in-process on 127.0.0.1 and ::1, port 0, over a scratch root.
+final class LiveServer: @unchecked Sendable {
+    let root: String
+    let port: Int
+    let accessLog: String
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    static func start(configure: (inout ServeConfiguration) -> Void = { _ in }, populate: (String) throws -> Void) async throws -> LiveServer {
+        let root = NSTemporaryDirectory() + "mm-serve-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try populate(root)
+        let log = root + ".access.log"
+        var configuration = ServeConfiguration(root: root, listen: [("127.0.0.1", 0)])
+        configuration.accessLogPath = log
+        configuration.shutdownGrace = .seconds(2)
+        configure(&configuration)
+        let (stream, continuation) = AsyncStream<[SocketAddress]>.makeStream()
+        let server = MirrorServer(configuration: configuration, logger: Logger(label: "test")) { continuation.yield($0) }
+        let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
+        let task = Task { try await group.run() }
+        var iterator = stream.makeAsyncIterator()
+        guard let bound = await iterator.next(), let port = bound.first?.port else { throw TestError("server did not bind") }
+        return LiveServer(root: root, port: port, accessLog: log, group: group, task: task)
+    }
+
+    private init(root: String, port: Int, accessLog: String, group: ServiceGroup, task: Task<Void, any Error>) {
+        self.root = root
+        self.port = port
+        self.accessLog = accessLog
+        self.group = group
+        self.task = task
+    }
+
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+        try? FileManager.default.removeItem(atPath: root)
+        try? FileManager.default.removeItem(atPath: accessLog)
+    }
+}
+
+struct TestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Runs a program to completion; output captured through a file.
+func run(_ tool: String, _ arguments: [String], directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [tool] + arguments
+    var env = ProcessInfo.processInfo.environment
+    env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+    env.merge(environment) { $1 }
+    process.environment = env
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let out = NSTemporaryDirectory() + "run-\(UUID().uuidString)"
+    FileManager.default.createFile(atPath: out, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+    process.standardOutput = handle
+    process.standardError = handle
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    try handle.close()
+    return (process.terminationStatus, String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: out))) ?? Data(), as: UTF8.self))
+}
+
+/// Sends raw bytes on a fresh TCP connection and returns everything the server answers until it
+/// closes or `timeout` passes.
+func rawExchange(port: Int, _ request: [UInt8], host: String = "127.0.0.1", timeout: Double = 3) throws -> String {
+    let fd = socket(host.contains(":") ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestError("socket failed") }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    inet_pton(AF_INET, host, &address.sin_addr)
+    let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard connected == 0 else { throw TestError("connect failed") }
+    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        response += buffer[0..<n]
+        if response.count > 1 << 20 { break }
+    }
+    return String(decoding: response, as: UTF8.self)
+}
