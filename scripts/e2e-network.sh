@@ -38,6 +38,12 @@ for i in \$(seq 1 30); do ping -6 -c1 -W1 2001:db8:10::10 >/dev/null 2>&1 && ok=
 [ \$ok = 2 ] || { echo "e2e: no IPv6 answer from 2001:db8:10::10"; exit 1; }
 ping -c2 -i 0.3 192.0.2.10 >/dev/null; ping -6 -c2 -i 0.3 2001:db8:10::10 >/dev/null
 wait \$tpid || true
+# The node serves its projects over HTTP on both families.
+for url in http://192.0.2.10/ 'http://[2001:db8:10::10]/'; do
+  for i in \$(seq 1 20); do curl -sf -g --max-time 3 "\$url" > /tmp/mm-e2e-page.\$\$ && break; sleep 1; done
+  grep -q 'Index of /' /tmp/mm-e2e-page.\$\$ || { echo "e2e: no directory listing from \$url"; exit 1; }
+  echo "e2e: \$url serves: \$(grep -o 'ubuntu-releases/' /tmp/mm-e2e-page.\$\$ | head -1)"
+done
 cat "\$cap"
 v4=\$(grep -c 'tos 0x20' "\$cap" || true); v6=\$(grep -c 'class 0x20' "\$cap" || true)
 echo "e2e: replies with CS1: IPv4 \$v4, IPv6 \$v6"

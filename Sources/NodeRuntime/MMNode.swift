@@ -11,7 +11,7 @@ struct MMNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-node",
         abstract: "The node runtime: serve, sync, report, update. (Syncing, telemetry and updates are not built yet.)",
-        subcommands: [Serve.self, Status.self]
+        subcommands: [Run.self, Serve.self, Status.self]
     )
 }
 
@@ -24,6 +24,16 @@ struct Status: AsyncParsableCommand {
 }
 
 struct Serve: AsyncParsableCommand {
+    /// `HOST:PORT` or `[V6]:PORT`.
+    static func parseListen(_ text: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--listen \(text): expected HOST:PORT")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
     static let configuration = CommandConfiguration(abstract: "Serve a mirror root over HTTP (standalone: for tests and benchmarks).")
 
     @Option(help: "Mirror root.") var root: String
@@ -36,15 +46,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Combined-format access log file.") var accessLog: String?
 
     func run() async throws {
-        var addresses: [(host: String, port: Int)] = []
-        for text in listen.isEmpty ? ["[::]:80"] : listen {
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
-                throw ValidationError("--listen \(text): expected HOST:PORT")
-            }
-            var host = String(text[..<colon])
-            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            addresses.append((host, port))
-        }
+        let addresses = try (listen.isEmpty ? ["[::]:80"] : listen).map(Self.parseListen)
         guard let mark = NodeConfig.DSCP(rawValue: dscp) else { throw ValidationError("--dscp: expected cs1 or none") }
         var configuration = ServeConfiguration(root: root, listen: addresses)
         configuration.keepAliveTimeout = .milliseconds(Int64(keepalive * 1000))
@@ -60,6 +62,41 @@ struct Serve: AsyncParsableCommand {
             let text = bound.map { "listening on \($0)\n" }.joined()
             FileHandle.standardOutput.write(Data(text.utf8))
         }
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the node: serve its projects (and, as they are built, sync, report, update).")
+
+    @Option(help: "Node file.") var config = NodeConfig.defaultPath
+    @Option(help: "Mirror root.") var root = "/srv/mirror"
+    @Option(help: "Address to listen on (repeatable).") var listen: [String] = []
+    @Option(help: "Access log.") var accessLog = "/srv/log/access.log"
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "mm-node")
+        // Like mm-firstboot: a broken node file never half-applies; the last good one keeps the node serving.
+        let lastGood = ((config as NSString).deletingLastPathComponent as NSString).appendingPathComponent("node.last-good.yaml")
+        let node: NodeConfig
+        do {
+            node = try NodeConfig.load(path: config)
+        } catch {
+            guard let previous = try? NodeConfig.load(path: lastGood) else {
+                logger.critical("the node file is invalid and there is no last good one; not serving", metadata: ["problems": "\(error)"])
+                throw ExitCode(1)
+            }
+            logger.error("the node file is invalid; serving with the last good one", metadata: ["problems": "\(error)", "using": "\(lastGood)"])
+            node = previous
+        }
+        var options = NodeRuntime.Options()
+        options.config = config
+        options.root = root
+        options.accessLog = accessLog
+        if !listen.isEmpty { options.listen = try listen.map(Serve.parseListen) }
+        let server = MirrorServer(configuration: try NodeRuntime.serveConfiguration(node, options: options), logger: logger)
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }

@@ -29,12 +29,16 @@ final class LiveServer: @unchecked Sendable {
         let task = Task { try await group.run() }
         var iterator = stream.makeAsyncIterator()
         guard let bound = await iterator.next(), let port = bound.first?.port else { throw TestError("server did not bind") }
-        return LiveServer(root: root, port: port, accessLog: log, group: group, task: task)
+        return LiveServer(root: root, ports: bound.compactMap(\.port), accessLog: log, group: group, task: task)
     }
 
-    private init(root: String, port: Int, accessLog: String, group: ServiceGroup, task: Task<Void, any Error>) {
+    /// Every bound port, in listen order.
+    let ports: [Int]
+
+    private init(root: String, ports: [Int], accessLog: String, group: ServiceGroup, task: Task<Void, any Error>) {
         self.root = root
-        self.port = port
+        self.port = ports[0]
+        self.ports = ports
         self.accessLog = accessLog
         self.group = group
         self.task = task

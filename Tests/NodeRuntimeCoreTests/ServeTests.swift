@@ -231,9 +231,52 @@ struct ServeTests {
         }
     }
 
-    @Test("DSCP CS1 is set on accepted sockets when asked")
+    @Test("an aborted download logs what was handed over, not the whole file")
+    func abortedDownload() async throws {
+        try await withServer({ $0.chunkSize = 1 << 20 }) { server in
+            let big = [UInt8](repeating: 0x61, count: 64 << 20)
+            try Data(big).write(to: URL(fileURLWithPath: server.root + "/ubuntu/huge.iso"))
+            // Read 1 MiB, then hang up.
+            let client = try HeldConnection(port: server.port)
+            try client.send("GET /ubuntu/huge.iso HTTP/1.1\r\nHost: x\r\n\r\n")
+            var received = 0
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while received < 1 << 20 {
+                let n = recv(client.fd, &buffer, buffer.count, 0)
+                if n <= 0 { break }
+                received += n
+            }
+            client.close()
+            try await Task.sleep(for: .seconds(1))
+            let log = try String(contentsOfFile: server.accessLog, encoding: .utf8)
+            let line = try #require(log.split(separator: "\n").first { $0.contains("/ubuntu/huge.iso") })
+            let bytes = try #require(Int(line.split(separator: " ")[9]))
+            #expect(bytes >= 1 << 20 && bytes < 64 << 20, "logged \(bytes) bytes for an aborted 64 MiB download: \(line)")
+        }
+    }
+
+    @Test("graceful shutdown lets a running transfer finish")
+    func gracefulShutdown() async throws {
+        let server = try await LiveServer.start(configure: { $0.shutdownGrace = .seconds(20) }, populate: Self.populate)
+        let dir = NSTemporaryDirectory() + "grace-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let download = Process()
+        download.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        // 3 MB at 1 MB/s: still running when shutdown starts.
+        download.arguments = ["curl", "-sS", "--limit-rate", "1M", "-o", dir + "/big.iso", server.base + "/ubuntu/pool/main/big.iso"]
+        try download.run()
+        try await Task.sleep(for: .milliseconds(700))
+        await server.stop()
+        download.waitUntilExit()
+        #expect(download.terminationStatus == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.iso")) == Data(Self.payload))
+        // And the listener is gone.
+        #expect(try run("curl", ["-sS", "--max-time", "3", server.base + "/"]).status != 0)
+    }
+
+    @Test("DSCP CS1 is set on accepted sockets when asked, IPv4 and IPv6")
     func dscp() async throws {
-        try await withServer({ $0.tos = 0x20 }) { server in
+        try await withServer({ $0.tos = 0x20; $0.listen.append(("::1", 0)) }) { server in
             // The kernel reports the TOS of the server's socket through ss -i? Not portably; read it
             // from a captured reply instead: tcpdump on loopback, port-filtered.
             let capture = NSTemporaryDirectory() + "cap-\(UUID().uuidString)"
@@ -251,8 +294,34 @@ struct ServeTests {
             try handle.close()
             let text = try String(contentsOfFile: capture, encoding: .utf8)
             #expect(text.contains("tos 0x20"), "\(text)")
+            if let v6port = server.ports.dropFirst().first {
+                let capture6 = try captureDSCP(port: v6port) {
+                    _ = try curl(["-g", "http://[::1]:\(v6port)/ubuntu/dists/noble/InRelease"])
+                }
+                #expect(capture6.contains("class 0x20"), "\(capture6)")
+            } else {
+                Issue.record("the server did not listen on ::1")
+            }
         }
     }
+}
+
+/// Runs `body` while tcpdump captures the server's packets from `port` on loopback; returns tcpdump -v output.
+func captureDSCP(port: Int, _ body: () throws -> Void) throws -> String {
+    let capture = NSTemporaryDirectory() + "cap-\(UUID().uuidString)"
+    let tcpdump = Process()
+    tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    tcpdump.arguments = ["timeout", "8", "tcpdump", "-n", "-v", "-l", "-c", "3", "-i", "lo", "tcp and src port \(port)"]
+    FileManager.default.createFile(atPath: capture, contents: nil)
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: capture))
+    tcpdump.standardOutput = handle
+    tcpdump.standardError = handle
+    try tcpdump.run()
+    Thread.sleep(forTimeInterval: 1)
+    try body()
+    tcpdump.waitUntilExit()
+    try handle.close()
+    return try String(contentsOfFile: capture, encoding: .utf8)
 }
 
 /// A TCP connection the test holds open (and can trickle bytes into).
