@@ -39,6 +39,8 @@ public final class AccessLog: Sendable {
     }
 
     static func escape(_ text: String) -> String {
+        // Almost every field is plain printable ASCII: return it untouched.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) { return text }
         var out = ""
         for scalar in text.unicodeScalars {
             if scalar == "\"" || scalar == "\\" || scalar.value < 0x20 || scalar.value >= 0x7f {

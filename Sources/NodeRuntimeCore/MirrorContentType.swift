@@ -1,24 +1,26 @@
 /// Content types and caching rules for what mirrors serve.
 public enum MirrorContentType {
+    /// Extension (lowercased, without the dot) to MIME type. Package payloads and images are opaque bytes.
+    static let byExtension: [String: String] = [
+        "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8",
+        "xml": "application/xml", "json": "application/json", "css": "text/css", "js": "text/javascript",
+        "txt": "text/plain; charset=utf-8", "md": "text/plain; charset=utf-8", "asc": "text/plain; charset=utf-8",
+        "png": "image/png", "svg": "image/svg+xml", "jpg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon",
+        "gz": "application/gzip", "xz": "application/x-xz", "zst": "application/zstd", "bz2": "application/x-bzip2",
+    ]
+    static let plainNames: Set<String> = [
+        "release", "inrelease", "packages", "sources", "sha256sums", "md5sums", "sha1sums", "sha512sums", "checksum", "lastsync", "timestamp",
+    ]
+
     /// The MIME type for a file name.
     public static func type(for name: String) -> String {
-        let lower = name.lowercased()
-        if lower.hasSuffix(".html") || lower.hasSuffix(".htm") { return "text/html; charset=utf-8" }
-        let exact: [String: String] = [
-            ".xml": "application/xml", ".json": "application/json", ".css": "text/css", ".js": "text/javascript",
-            ".txt": "text/plain; charset=utf-8", ".md": "text/plain; charset=utf-8", ".asc": "text/plain; charset=utf-8",
-            ".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".gif": "image/gif", ".ico": "image/x-icon",
-            ".gz": "application/gzip", ".xz": "application/x-xz", ".zst": "application/zstd", ".bz2": "application/x-bzip2",
-        ]
-        // Package payloads and images are opaque bytes to every client.
-        for suffix in [".rpm", ".deb", ".udeb", ".iso", ".img", ".qcow2", ".raw", ".squashfs", ".efi", ".torrent"] where lower.hasSuffix(suffix) {
-            return "application/octet-stream"
+        // pacman packages end in .pkg.tar.zst/.xz: opaque, not "zstd".
+        if name.utf8.count > 8, name.utf8.firstRange(of: ".pkg.tar".utf8) != nil { return "application/octet-stream" }
+        guard let dot = name.lastIndex(of: ".") else {
+            return plainNames.contains(name.lowercased()) ? "text/plain; charset=utf-8" : "application/octet-stream"
         }
-        if lower.contains(".pkg.tar") { return "application/octet-stream" }
-        for (suffix, type) in exact where lower.hasSuffix(suffix) { return type }
-        let plain = ["release", "inrelease", "packages", "sources", "sha256sums", "md5sums", "sha1sums", "sha512sums", "checksum", "lastsync", "timestamp"]
-        if plain.contains(lower) { return "text/plain; charset=utf-8" }
-        return "application/octet-stream"
+        let ext = name[name.index(after: dot)...]
+        return byExtension[ext.lowercased()] ?? "application/octet-stream"
     }
 
     /// Repository metadata changes in place on every sync: clients must revalidate it.

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -21,8 +22,13 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var responding = false
     private var headDeadline: Scheduled<Void>?
     private var client = "-"
+    /// The first path component of the request being answered (the project), for the metrics.
+    private var project = ""
 
     init(context: ServeContext) { self.shared = context }
+
+    /// Files up to this size are read and written from memory rather than with sendfile.
+    static let smallFileLimit: Int64 = 64 << 10
 
     func handlerAdded(context: ChannelHandlerContext) {
         client = context.remoteAddress?.ipAddress ?? "-"
@@ -31,14 +37,34 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) { headDeadline?.cancel() }
 
+    /// When the wait for the current request head began (nil while a request is being answered).
+    private var waitingSince: NIODeadline?
+    private var allowance = TimeAmount.seconds(10)
+
     /// A request head must arrive in time, however slowly its bytes trickle in (slowloris). Between
     /// requests the keep-alive timeout comes first: an idle client is closed by the idle handler.
+    /// One timer per connection is re-armed only when it fires, not per request.
     private func armHeadDeadline(_ context: ChannelHandlerContext, afterResponse: Bool = false) {
-        headDeadline?.cancel()
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let allowance = shared.configuration.requestHeadTimeout + (afterResponse ? shared.configuration.keepAliveTimeout : .zero)
-        headDeadline = context.eventLoop.scheduleTask(in: TimeAmount(allowance)) {
-            loopBound.value.close(promise: nil)
+        waitingSince = .now()
+        allowance = TimeAmount(shared.configuration.requestHeadTimeout + (afterResponse ? shared.configuration.keepAliveTimeout : .zero))
+        if headDeadline == nil { scheduleDeadlineCheck(context, at: waitingSince! + allowance) }
+    }
+
+    private func scheduleDeadlineCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        headDeadline = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = loopBound.value
+            handler.headDeadline = nil
+            guard let since = handler.waitingSince else {
+                // Answering a request: look again one allowance from now.
+                handler.scheduleDeadlineCheck(context, at: .now() + handler.allowance)
+                return
+            }
+            if NIODeadline.now() >= since + handler.allowance {
+                context.close(promise: nil)
+            } else {
+                handler.scheduleDeadlineCheck(context, at: since + handler.allowance)
+            }
         }
     }
 
@@ -55,8 +81,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            headDeadline?.cancel()
-            headDeadline = nil
+            waitingSince = nil
             request = head
         case .body:
             break  // GET and HEAD have no body; anything else is refused at .end
@@ -71,6 +96,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: - Routing
 
     private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        project = ""
         // The decoder bounds each field and the total; count fields too (many tiny ones).
         let headerBytes = head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
         guard headerBytes <= shared.configuration.maxHeaderBytes, head.headers.count <= 200 else {
@@ -81,7 +107,9 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let path: RequestPath
         switch RequestPath.parse(head.uri, maxLength: shared.configuration.maxURILength) {
-        case .success(let parsed): path = parsed
+        case .success(let parsed):
+            path = parsed
+            project = parsed.components.first ?? ""
         case .failure(.tooLong): return simple(context, head, .uriTooLong, "request target too long\n")
         case .failure(.badRequest(let why)): return simple(context, head, .badRequest, "bad request: \(why)\n")
         }
@@ -167,6 +195,21 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             finish(context, head, status, bodyBytes: 0, keepAlive: keepAlive)
             return
         }
+        if length <= Self.smallFileLimit {
+            // Small files: read them and send head and body in one write; cheaper than sendfile.
+            var buffer = context.channel.allocator.buffer(capacity: Int(length))
+            let got = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { pointer in
+                max(0, pread(fd, pointer.baseAddress, Int(length), off_t(span.lowerBound)))
+            }
+            close(fd)
+            guard got == Int(length) else {
+                context.close(promise: nil)
+                return
+            }
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            finish(context, head, status, bodyBytes: length, keepAlive: keepAlive)
+            return
+        }
         let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
         sendChunks(context, head, status, handle, from: span.lowerBound, to: span.upperBound + 1, sent: 0, keepAlive: keepAlive)
     }
@@ -204,7 +247,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func baseHeaders(_ head: HTTPRequestHead) -> HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: "Server", value: "micromirror")
-        headers.add(name: "Date", value: HTTPDate.format(Int(Date().timeIntervalSince1970)))
+        headers.add(name: "Date", value: DateHeaderCache.current())
         return headers
     }
 
@@ -247,7 +290,6 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func log(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, bodyBytes: Int64) {
-        let project = RequestPath.parse(head.uri).map { $0.components.first ?? "" }.get(or: "")
         shared.metrics.record(project: project, status: Int(status.code), bytes: bodyBytes)
         shared.accessLog?.record(
             AccessLog.Entry(
@@ -273,5 +315,18 @@ extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// The `Date` header, formatted once per second.
+enum DateHeaderCache {
+    private static let cache = NIOLockedValueBox((second: 0, text: ""))
+
+    static func current() -> String {
+        let now = Int(Date().timeIntervalSince1970)
+        return cache.withLockedValue { entry in
+            if entry.second != now { entry = (now, HTTPDate.format(now)) }
+            return entry.text
+        }
     }
 }
