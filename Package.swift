@@ -114,12 +114,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
-        .testTarget(name: "MicromirrorKitTests", dependencies: ["MicromirrorKit", "SystemKit"], swiftSettings: strict),
+        // Helpers every test target shares (running tools, scratch directories).
+        .target(name: "MicromirrorTestSupport", path: "Tests/Support", swiftSettings: strict),
+        .testTarget(name: "SystemKitTests", dependencies: ["SystemKit", "MicromirrorTestSupport"], swiftSettings: strict),
+        .testTarget(name: "MicromirrorKitTests", dependencies: ["MicromirrorKit", "SystemKit", "MicromirrorTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "NodeRuntimeCoreTests",
             dependencies: [
-                "NodeRuntimeCore", "MicromirrorKit",
+                "NodeRuntimeCore", "MicromirrorKit", "MicromirrorTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -127,10 +129,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "FirstbootCoreTests", dependencies: ["FirstbootCore", "MicromirrorKit", "SystemKit"], swiftSettings: strict),
+        .testTarget(
+            name: "FirstbootCoreTests", dependencies: ["FirstbootCore", "MicromirrorKit", "SystemKit", "MicromirrorTestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ImageBuilderCoreTests",
-            dependencies: ["ImageBuilderCore", "MicromirrorKit", "SystemKit"],
+            dependencies: ["ImageBuilderCore", "MicromirrorKit", "SystemKit", "MicromirrorTestSupport"],
             swiftSettings: strict
         ),
     ]

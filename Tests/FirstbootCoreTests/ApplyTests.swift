@@ -3,6 +3,7 @@ import FirstbootCore
 import Logging
 import MicromirrorKit
 import SystemKit
+import MicromirrorTestSupport
 import Testing
 
 @Suite("Applying node files")

@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 /// mm-firstboot applies a node file inside a network namespace of our own; the real

@@ -1,6 +1,7 @@
 import Foundation
 import FirstbootCore
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 let packageRoot: String = {
@@ -208,22 +209,7 @@ enum Shell {
     }
 
     static func run(_ tool: String, _ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [tool] + arguments
-        var env = ProcessInfo.processInfo.environment
-        env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-        process.environment = env
-        let out = NSTemporaryDirectory() + "sh-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try handle.close()
-        return Result(status: process.terminationStatus, output: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+        let result = try ToolRun.run(tool, arguments)
+        return Result(status: result.status, output: result.combined)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MicromirrorTestSupport
 import Testing
 
 /// `mm-image build` with bad input: a clear error, a non-zero exit, and nothing under the final name.

@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 /// The default image, built once per test run with the real `mm-image` (cold cache) and shared by

@@ -1,6 +1,7 @@
 import Foundation
 import ImageBuilderCore
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 @Suite("Image definitions and hardware profiles")

@@ -1,6 +1,7 @@
 import Foundation
 import MicromirrorKit
 import SystemKit
+import MicromirrorTestSupport
 import Testing
 
 /// First boot on a loop device holding the built image, on a "disk" larger than the image.

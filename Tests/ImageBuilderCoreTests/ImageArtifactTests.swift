@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 /// The built default image, checked with tools we did not write.

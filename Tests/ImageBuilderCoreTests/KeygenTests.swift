@@ -1,4 +1,5 @@
 import Foundation
+import MicromirrorTestSupport
 import Testing
 
 @Suite("mm-image keygen")

@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 /// The real image boots under QEMU (TCG) + OVMF through systemd-boot to multi-user, and reports

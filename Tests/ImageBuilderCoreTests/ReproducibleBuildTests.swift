@@ -1,4 +1,5 @@
 import Foundation
+import MicromirrorTestSupport
 import Testing
 
 /// Same inputs and SOURCE_DATE_EPOCH, clean caches: the same bytes.

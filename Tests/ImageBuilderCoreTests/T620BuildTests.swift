@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 /// The fleet's image: the HP T620 profile builds (with non-free firmware) and carries what the

@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import MicromirrorTestSupport
 import Testing
 
 /// One flipped byte anywhere that matters makes `mm-image verify` fail and say what failed.

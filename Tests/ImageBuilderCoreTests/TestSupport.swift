@@ -1,4 +1,5 @@
 import Foundation
+import MicromirrorTestSupport
 import Testing
 
 /// Paths and process helpers shared by the integration tests.
@@ -31,53 +32,14 @@ enum TestSupport {
         return path
     }
 
-    struct Output {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var combined: String { stdout + stderr }
-    }
+    typealias Output = ToolOutput
 
-    /// Runs a program to completion, capturing its output (through files: no pipe-buffer deadlocks).
+    /// Runs a program to completion, capturing its output.
     @discardableResult
     static func run(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: String? = nil
     ) throws -> Output {
-        let process = Process()
-        if executable.hasPrefix("/") {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [executable] + arguments
-        }
-        var env = ProcessInfo.processInfo.environment
-        env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let outPath = NSTemporaryDirectory() + "mm-test-out-\(UUID().uuidString)"
-        let errPath = NSTemporaryDirectory() + "mm-test-err-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(atPath: outPath)
-            try? FileManager.default.removeItem(atPath: errPath)
-        }
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        return Output(
-            status: process.terminationStatus,
-            stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-            stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        )
+        try ToolRun.run(executable, arguments, directory: directory, environment: environment)
     }
 
     /// Runs a program and requires success, recording its output on failure.

@@ -1,6 +1,7 @@
 import Foundation
 import MicromirrorKit
 import SystemKit
+import MicromirrorTestSupport
 import Testing
 
 @Suite("GPT, GUIDs and layout arithmetic")
@@ -140,19 +141,5 @@ struct GPTTests {
 
 /// Runs a tool and returns its combined output.
 enum Run {
-    static func tool(_ name: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [name] + arguments
-        var env = ProcessInfo.processInfo.environment
-        env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-        process.environment = env
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
-    }
+    static func tool(_ name: String, _ arguments: [String]) throws -> String { try ToolRun.run(name, arguments).combined }
 }

@@ -1,4 +1,5 @@
 import NodeRuntimeCore
+import MicromirrorTestSupport
 import Testing
 
 @Suite("Content types and caching rules")

@@ -1,5 +1,6 @@
 import Foundation
 import NodeRuntimeCore
+import MicromirrorTestSupport
 import Testing
 
 /// Traversal, encoding and malformed requests: none may read outside the root, each gets the right 4xx.

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NodeRuntimeCore
 import ServiceLifecycle
+import MicromirrorTestSupport
 import Testing
 
 /// A mirror server running in-process on 127.0.0.1 and ::1, port 0, over a scratch root.
@@ -59,27 +60,10 @@ struct TestError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Runs a program to completion; output captured through a file.
+/// Runs a program to completion.
 func run(_ tool: String, _ arguments: [String], directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [tool] + arguments
-    var env = ProcessInfo.processInfo.environment
-    env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-    env.merge(environment) { $1 }
-    process.environment = env
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let out = NSTemporaryDirectory() + "run-\(UUID().uuidString)"
-    FileManager.default.createFile(atPath: out, contents: nil)
-    defer { try? FileManager.default.removeItem(atPath: out) }
-    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-    process.standardOutput = handle
-    process.standardError = handle
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    try handle.close()
-    return (process.terminationStatus, String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: out))) ?? Data(), as: UTF8.self))
+    let result = try ToolRun.run(tool, arguments, directory: directory, environment: environment)
+    return (result.status, result.combined)
 }
 
 /// Sends raw bytes on a fresh TCP connection and returns everything the server answers until it

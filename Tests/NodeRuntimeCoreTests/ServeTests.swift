@@ -1,5 +1,6 @@
 import Foundation
 import NodeRuntimeCore
+import MicromirrorTestSupport
 import Testing
 
 /// The mirror server, live on loopback, against real clients.
@@ -277,22 +278,10 @@ struct ServeTests {
     @Test("DSCP CS1 is set on accepted sockets when asked, IPv4 and IPv6")
     func dscp() async throws {
         try await withServer({ $0.tos = 0x20; $0.listen.append(("::1", 0)) }) { server in
-            // The kernel reports the TOS of the server's socket through ss -i? Not portably; read it
-            // from a captured reply instead: tcpdump on loopback, port-filtered.
-            let capture = NSTemporaryDirectory() + "cap-\(UUID().uuidString)"
-            let tcpdump = Process()
-            tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            tcpdump.arguments = ["timeout", "8", "tcpdump", "-n", "-v", "-l", "-c", "3", "-i", "lo", "tcp and src port \(server.port)"]
-            FileManager.default.createFile(atPath: capture, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: capture))
-            tcpdump.standardOutput = handle
-            tcpdump.standardError = handle
-            try tcpdump.run()
-            try await Task.sleep(for: .seconds(1))
-            _ = try curl([server.base + "/ubuntu/dists/noble/InRelease"])
-            tcpdump.waitUntilExit()
-            try handle.close()
-            let text = try String(contentsOfFile: capture, encoding: .utf8)
+            // Read the marking off the server's packets on loopback, port-filtered.
+            let text = try captureDSCP(port: server.port) {
+                _ = try curl([server.base + "/ubuntu/dists/noble/InRelease"])
+            }
             #expect(text.contains("tos 0x20"), "\(text)")
             if let v6port = server.ports.dropFirst().first {
                 let capture6 = try captureDSCP(port: v6port) {
@@ -355,6 +344,14 @@ final class HeldConnection {
         }
     }
 
-    func close() { Foundation.close(fd) }
-    deinit { Foundation.close(fd) }
+    private var open = true
+
+    /// Closes once; a second close could hit a descriptor number another test has reused since.
+    func close() {
+        guard open else { return }
+        open = false
+        Foundation.close(fd)
+    }
+
+    deinit { close() }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SystemKit
+import MicromirrorTestSupport
 import Testing
 
 func temporaryDirectory() throws -> String {
@@ -10,19 +11,8 @@ func temporaryDirectory() throws -> String {
 }
 
 func runTool(_ name: String, _ arguments: [String]) throws -> (Int32, String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [name] + arguments
-    var env = ProcessInfo.processInfo.environment
-    env["PATH"] = (env["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
-    process.environment = env
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    let result = try ToolRun.run(name, arguments)
+    return (result.status, result.combined)
 }
 
 @Suite("Ed25519 through OpenSSL")
