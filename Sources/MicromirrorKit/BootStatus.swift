@@ -13,10 +13,13 @@ public struct BootStatus: Sendable, Equatable {
     public var failedUnits: [String] = []
     /// systemd's ActiveState of mm-firstboot.service ("active" once the node file was applied).
     public var firstboot: String = "unknown"
+    /// The TCP congestion control and default qdisc in effect (the mirror's sysctls).
+    public var tcp: String = "unknown"
+    public var qdisc: String = "unknown"
 
     /// The one line printed to the console at boot; the QEMU boot test waits for it.
     public var line: String {
-        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) firstboot=\(firstboot) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
+        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) tcp=\(tcp) qdisc=\(qdisc) firstboot=\(firstboot) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
     }
 
     public static func read(cmdlinePath: String, identityPath: String) throws -> BootStatus {
@@ -38,9 +41,15 @@ public struct BootStatus: Sendable, Equatable {
         else {
             throw ConfigError(problems: [ConfigProblem(file: identityPath, line: nil, field: "", message: "missing or unreadable image identity")])
         }
-        return BootStatus(
+        var status = BootStatus(
             slot: slot, rootLabel: root, name: identity.name, version: identity.version, buildNumber: identity.buildNumber,
             hardware: identity.hardware
         )
+        func sysctl(_ path: String) -> String {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
+        }
+        status.tcp = sysctl("/proc/sys/net/ipv4/tcp_congestion_control")
+        status.qdisc = sysctl("/proc/sys/net/core/default_qdisc")
+        return status
     }
 }

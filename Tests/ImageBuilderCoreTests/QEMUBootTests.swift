@@ -39,7 +39,7 @@ struct QEMUBootTests {
         #expect(console.contains("micromirror: tmpfs overlay on the read-only root"))
         #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.0 build=\(BuiltImage.sourceDateEpoch) hardware=qemu-x86_64"))
         #expect(console.contains("mm-firstboot: applied example-isp.mm.fcix.net"), "firstboot did not apply the node file")
-        #expect(console.contains("firstboot=active failed=none"))
+        #expect(console.contains("tcp=bbr qdisc=fq_codel firstboot=active failed=none"), "the mirror's sysctls are not in effect")
         #expect(console.contains("grew mm-data"), "first boot did not grow mm-data into the larger disk")
         #expect(console.contains("created ssh host key, node key, machine id"))
     }
