@@ -31,6 +31,8 @@ let package = Package(
         .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // Linux system calls without a glibc wrapper (openat2); header only.
+        .systemLibrary(name: "CLinuxShims"),
 
         // Thin owners of C handles and external tools; no C type leaves this module.
         .target(
@@ -91,7 +93,7 @@ let package = Package(
         .target(
             name: "NodeRuntimeCore",
             dependencies: [
-                "MicromirrorKit",
+                "MicromirrorKit", "CLinuxShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -58,7 +58,7 @@ public final class AccessLog: Sendable {
         gmtime_r(&t, &parts)
         var buffer = [CChar](repeating: 0, count: 64)
         strftime(&buffer, buffer.count, "%d/%b/%Y:%H:%M:%S +0000", &parts)
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

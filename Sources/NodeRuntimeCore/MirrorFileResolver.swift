@@ -1,10 +1,16 @@
+import CLinuxShims
 import Foundation
 
-/// Maps safe request paths to files under the mirror root. Symlinks are followed only while the
-/// final target stays inside the root; anything outside, and rsync's partial files, do not exist.
-public struct MirrorFileResolver: Sendable {
+/// Maps safe request paths to files under the mirror root.
+///
+/// Files are opened with openat2(RESOLVE_BENEATH) relative to the root's descriptor, so the kernel
+/// itself refuses anything that would leave the root (`..`, absolute symlinks, symlinks pointing
+/// outside) and there is no window between checking a path and opening it. Relative symlinks inside
+/// the root (`current -> 24.04`) work as usual. rsync's partial files do not exist for clients.
+public final class MirrorFileResolver: Sendable {
     /// The root, canonical (realpath), without a trailing slash.
     public let root: String
+    private let rootDescriptor: Int32
 
     public init(root: String) throws {
         guard let canonical = realpath(root, nil) else {
@@ -12,28 +18,66 @@ public struct MirrorFileResolver: Sendable {
         }
         defer { free(canonical) }
         self.root = String(cString: canonical)
+        let fd = open(self.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw ServeError("cannot open the mirror root \(self.root): \(String(cString: strerror(errno)))") }
+        self.rootDescriptor = fd
+    }
+
+    deinit { close(rootDescriptor) }
+
+    /// What `fstat` said about an opened file.
+    public struct FileInfo: Sendable, Equatable {
+        public var size: Int64
+        public var modified: Int
+        public var modifiedNanoseconds: Int
+        public var inode: UInt64
     }
 
     public enum Resolved: Sendable, Equatable {
-        case file(path: String)
+        /// An open descriptor the caller must close.
+        case file(descriptor: Int32, info: FileInfo)
         case directory(path: String)
         case notFound
     }
 
     public func resolve(_ path: RequestPath) -> Resolved {
         if path.components.contains(where: RequestPath.isRsyncPartial) { return .notFound }
-        let joined = path.components.isEmpty ? root : root + "/" + path.components.joined(separator: "/")
-        guard let canonical = realpath(joined, nil) else { return .notFound }
+        let relative = path.components.isEmpty ? "." : path.components.joined(separator: "/")
+        // O_NONBLOCK: opening a FIFO someone left in the tree must not block the event loop.
+        let flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK
+        var fd = CLinuxShims_openBeneath(rootDescriptor, relative, flags)
+        if fd < 0, errno == ENOSYS { fd = openChecked(relative, flags: flags) }  // kernels before 5.6
+        guard fd >= 0 else { return .notFound }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            close(fd)
+            return .notFound
+        }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG:
+            return .file(
+                descriptor: fd,
+                info: FileInfo(
+                    size: Int64(info.st_size), modified: Int(info.st_mtim.tv_sec), modifiedNanoseconds: Int(info.st_mtim.tv_nsec),
+                    inode: UInt64(info.st_ino)
+                )
+            )
+        case S_IFDIR:
+            close(fd)
+            return .directory(path: path.components.isEmpty ? root : root + "/" + relative)
+        default:
+            close(fd)
+            return .notFound
+        }
+    }
+
+    /// realpath, check, open: the fallback where openat2 is missing.
+    private func openChecked(_ relative: String, flags: Int32) -> Int32 {
+        guard let canonical = realpath(root + "/" + relative, nil) else { return -1 }
         defer { free(canonical) }
         let real = String(cString: canonical)
-        guard real == root || real.hasPrefix(root == "/" ? "/" : root + "/") else { return .notFound }
-        var info = stat()
-        guard stat(real, &info) == 0 else { return .notFound }
-        switch info.st_mode & S_IFMT {
-        case S_IFREG: return .file(path: real)
-        case S_IFDIR: return .directory(path: real)
-        default: return .notFound
-        }
+        guard contains(real) else { return -1 }
+        return open(real, flags)
     }
 
     /// Whether `path` (already canonical) lies inside the root.

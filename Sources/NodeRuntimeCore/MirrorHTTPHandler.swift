@@ -125,8 +125,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return simple(context, head, .movedPermanently, "moved to \(location)\n", extra: [("Location", location)])
             }
             listing(context, head, path, directory)
-        case .file(let file):
-            serveFile(context, head, path, file)
+        case .file(let descriptor, let info):
+            serveFile(context, head, path, descriptor, info)
         }
     }
 
@@ -147,17 +147,12 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: - Files
 
-    private func serveFile(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ path: RequestPath, _ file: String) {
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return simple(context, head, errno == EACCES ? .forbidden : .notFound, "not found\n") }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            close(fd)
-            return simple(context, head, .notFound, "not found\n")
-        }
-        let size = Int64(info.st_size)
-        let mtime = Int(info.st_mtim.tv_sec)
-        let etag = "\"\(String(UInt64(info.st_ino), radix: 16))-\(String(size, radix: 16))-\(String(mtime, radix: 16))\(String(info.st_mtim.tv_nsec, radix: 16))\""
+    private func serveFile(
+        _ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ path: RequestPath, _ fd: Int32, _ info: MirrorFileResolver.FileInfo
+    ) {
+        let size = info.size
+        let mtime = info.modified
+        let etag = "\"\(String(info.inode, radix: 16))-\(String(size, radix: 16))-\(String(mtime, radix: 16))\(String(info.modifiedNanoseconds, radix: 16))\""
         let lastModified = HTTPDate.format(mtime)
         var headers = baseHeaders(head)
         headers.add(name: "Content-Type", value: MirrorContentType.type(for: path.components.last ?? ""))
