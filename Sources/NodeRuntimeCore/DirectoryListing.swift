@@ -1,4 +1,5 @@
 import Foundation
+import MicromirrorKit
 
 /// Directory listings for people (HTML naming the sponsor) and for tools (JSON).
 public enum DirectoryListing {
@@ -46,7 +47,7 @@ public enum DirectoryListing {
         for entry in entries {
             let href = percentEncode(entry.name) + (entry.type == "directory" ? "/" : "")
             let label = escape(entry.name) + (entry.type == "directory" ? "/" : "")
-            let size = entry.type == "directory" ? "-" : humanSize(entry.size)
+            let size = entry.type == "directory" ? "-" : ByteSize.format(entry.size)
             rows += "<tr><td><a href=\"\(href)\">\(label)</a></td><td>\(HTTPDate.format(entry.mtime))</td><td class=\"s\">\(size)</td></tr>\n"
         }
         return """
@@ -73,16 +74,5 @@ public enum DirectoryListing {
         var allowed = CharacterSet.urlPathAllowed
         allowed.remove(charactersIn: "/?#;")
         return name.addingPercentEncoding(withAllowedCharacters: allowed) ?? name
-    }
-
-    static func humanSize(_ bytes: Int64) -> String {
-        let units = ["B", "K", "M", "G", "T"]
-        var value = Double(bytes)
-        var index = 0
-        while value >= 1024, index < units.count - 1 {
-            value /= 1024
-            index += 1
-        }
-        return index == 0 ? "\(bytes)" : String(format: "%.1f%@", value, units[index])
     }
 }
