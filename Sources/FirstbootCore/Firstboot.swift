@@ -23,8 +23,6 @@ public struct Firstboot {
         /// The disk to grow; nil = the disk holding `mm-config`.
         public var disk: String?
         public var steps: Set<FirstbootStep> = Set(FirstbootStep.allCases)
-        /// Also configure the uplink directly (rename, addresses, routes) instead of leaving it to networkd.
-        public var kernelSetsName = true
 
         public init() {}
     }

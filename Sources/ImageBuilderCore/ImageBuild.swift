@@ -141,10 +141,10 @@ public struct ImageBuild {
 
         // 5. ESP.
         progress.begin("esp")
-        let options = (["ro", "rootfstype=erofs", "systemd.gpt_auto=0"] + hardware.kernelOptions + definition.kernelOptions)
+        let kernelOptions = (["ro", "rootfstype=erofs", "systemd.gpt_auto=0"] + hardware.kernelOptions + definition.kernelOptions)
             .joined(separator: " ")
         let entry = BootEntry(
-            slot: "a", title: "\(definition.name) \(self.options.version) (slot a)", buildNumber: buildNumber, options: options
+            slot: "a", title: "\(definition.name) \(options.version) (slot a)", buildNumber: buildNumber, options: kernelOptions
         )
         let espImage = work + "/esp.img"
         let esp = layout.partition(DiskLayout.Label.esp)!
@@ -179,10 +179,15 @@ public struct ImageBuild {
 
         // 8. Manifest and signature.
         progress.begin("manifest")
+        // Each file is hashed once: root.erofs is both mm-root-a's content and a bundle payload.
+        var hashed: [String: (Int64, String)] = [:]
         func hashFile(_ path: String, _ label: String) throws -> (Int64, String) {
+            if let known = hashed[path] { return known }
             let file = try RawFile.openForReading(path)
             let size = try file.size()
-            return (size, try file.sha256(length: size) { self.progress.bytes($0, of: size, "hashing \(label)") })
+            let result = (size, try file.sha256(length: size) { self.progress.bytes($0, of: size, "hashing \(label)") })
+            hashed[path] = result
+            return result
         }
         // Record what libblkid finds in each content image, so the manifest states what is really there.
         var filesystems: [String: ProbeResult] = [:]
@@ -207,8 +212,8 @@ public struct ImageBuild {
             payloads.append(Manifest.File(name: name, size: size, sha256: digest))
         }
         let manifest = Manifest(
-            name: definition.name, version: self.options.version, buildNumber: buildNumber, hardware: hardware.name,
-            sourceDateEpoch: epoch, kernelVersion: boot.kernelVersion, kernelCommandLine: options, diskGUID: assembler.diskGUID,
+            name: definition.name, version: options.version, buildNumber: buildNumber, hardware: hardware.name,
+            sourceDateEpoch: epoch, kernelVersion: boot.kernelVersion, kernelCommandLine: kernelOptions, diskGUID: assembler.diskGUID,
             disk: Manifest.File(name: imageName, size: disk.0, sha256: disk.1), partitions: partitions, payloads: payloads
         )
         let manifestBytes = try manifest.canonicalBytes()
@@ -233,7 +238,7 @@ public struct ImageBuild {
         progress.end("\(bundleName), \(imageName).bmap")
 
         // Publish: the final directory appears whole or not at all.
-        let final = "\(self.options.outputDirectory)/\(baseName)"
+        let final = "\(options.outputDirectory)/\(baseName)"
         let old = final + ".old-\(getpid())"
         if fm.fileExists(atPath: final) { try fm.moveItem(atPath: final, toPath: old) }
         try fm.moveItem(atPath: staging, toPath: final)

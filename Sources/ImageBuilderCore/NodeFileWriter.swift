@@ -32,8 +32,7 @@ public struct NodeFileWriter {
         let device = "\(target)?offset=\(partition.offsetInBytes)"
         try CommandRunner.require([Self.debugfs])
         _ = try? await runner.run(Self.debugfs, ["-w", "-R", "rm \(Self.name)", device])
-        let output = try await runner.run(Self.debugfs, ["-w", "-R", "write \(nodeFile) \(Self.name)", device])
-        _ = output
+        try await runner.run(Self.debugfs, ["-w", "-R", "write \(nodeFile) \(Self.name)", device])
         try await runner.run(Self.debugfs, ["-w", "-R", "set_inode_field \(Self.name) mode 0100600", device])
         let back = try await runner.run(Self.debugfs, ["-R", "cat \(Self.name)", device])
         let original = try String(contentsOfFile: nodeFile, encoding: .utf8)

@@ -299,13 +299,6 @@ final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-extension Result {
-    func get(or fallback: Success) -> Success {
-        if case .success(let value) = self { return value }
-        return fallback
-    }
-}
-
 extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
