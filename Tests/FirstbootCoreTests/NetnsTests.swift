@@ -92,26 +92,18 @@ struct NetnsTests {
 
     /// Captures the node's ICMP replies in the peer namespace while pinging it; returns tcpdump -v output.
     func captureReplies(_ pair: Pair) throws -> String {
-        let capture = NSTemporaryDirectory() + "mm-cap-\(UUID().uuidString).txt"
-        let tcpdump = Process()
-        tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        tcpdump.arguments = [
-            "ip", "netns", "exec", pair.peer, "timeout", "15", "tcpdump", "-n", "-v", "-l", "-c", "4", "-i", pair.peerInterface,
-            "(icmp and src 192.0.2.10) or (icmp6 and src 2001:db8:10::10 and ip6[40] == 129)",
-        ]
-        FileManager.default.createFile(atPath: capture, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: capture))
-        tcpdump.standardOutput = handle
-        tcpdump.standardError = handle
-        try tcpdump.run()
-        Thread.sleep(forTimeInterval: 1.5)
-        let v4 = try Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-c", "2", "-i", "0.3", "-W", "2", "192.0.2.10"])
-        let v6 = try Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-6", "-c", "2", "-i", "0.3", "-W", "2", "2001:db8:10::10"])
-        tcpdump.waitUntilExit()
-        try handle.close()
-        #expect(v4.status == 0, "IPv4 ping failed: \(v4.output)")
-        #expect(v6.status == 0, "IPv6 ping failed: \(v6.output)")
-        return (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
+        try ToolRun.capture(
+            [
+                "ip", "netns", "exec", pair.peer, "timeout", "15", "tcpdump", "-n", "-v", "-l", "-c", "4", "-i", pair.peerInterface,
+                "(icmp and src 192.0.2.10) or (icmp6 and src 2001:db8:10::10 and ip6[40] == 129)",
+            ],
+            settle: 1.5
+        ) {
+            let v4 = try Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-c", "2", "-i", "0.3", "-W", "2", "192.0.2.10"])
+            let v6 = try Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-6", "-c", "2", "-i", "0.3", "-W", "2", "2001:db8:10::10"])
+            #expect(v4.status == 0, "IPv4 ping failed: \(v4.output)")
+            #expect(v6.status == 0, "IPv6 ping failed: \(v6.output)")
+        }
     }
 
     func nodeFile(mac: String, dscp: String) -> String {

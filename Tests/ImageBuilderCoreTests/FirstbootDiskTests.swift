@@ -10,11 +10,9 @@ struct FirstbootDiskTests {
     @Test("first boot grows mm-data to the end of the device and makes ext4; a second run changes nothing")
     func growth() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let dir = try TestSupport.scratch("grow")
-        let image = dir + "/disk.img"
-        try TestSupport.check("cp", ["--sparse=always", a.image, image])
         let grown: Int64 = 4 << 30
-        try TestSupport.check("truncate", ["-s", "\(grown)", image])
+        let image = try TestSupport.copyImage(a.image, scratchName: "grow", size: grown)
+        let dir = (image as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
         let device = try TestSupport.check("losetup", ["--find", "--show", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         defer { _ = try? TestSupport.run("losetup", ["-d", device]) }
@@ -75,9 +73,8 @@ struct FirstbootDiskTests {
     @Test("mm-image node write puts the file into mm-config; an invalid file writes nothing")
     func nodeWrite() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let dir = try TestSupport.scratch("nodewrite")
-        let image = dir + "/disk.img"
-        try TestSupport.check("cp", ["--sparse=always", a.image, image])
+        let image = try TestSupport.copyImage(a.image, scratchName: "nodewrite")
+        let dir = (image as NSString).deletingLastPathComponent
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let config = try #require(manifest.partitions.first { $0.label == "mm-config" })
 

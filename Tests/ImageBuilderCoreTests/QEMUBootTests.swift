@@ -7,15 +7,10 @@ import Testing
 /// on its serial console which slot it booted and which units failed.
 @Suite("QEMU boot", .serialized)
 struct QEMUBootTests {
-    /// A sparse copy of the fixture image, `growBy` bytes larger (a bigger SSD), in a scratch directory.
+    /// A sparse copy of the fixture image, `growBy` bytes larger (a bigger SSD).
     static func copyImage(_ a: BuiltImage.Artifacts, growBy: Int64 = 0) throws -> String {
-        let copy = try TestSupport.scratch("boot") + "/disk.img"
-        try TestSupport.check("cp", ["--sparse=always", a.image, copy])
-        if growBy > 0 {
-            let size = try #require(try FileManager.default.attributesOfItem(atPath: copy)[.size] as? NSNumber).int64Value
-            try TestSupport.check("truncate", ["-s", "\(size + growBy)", copy])
-        }
-        return copy
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: a.image)[.size] as? NSNumber).int64Value
+        return try TestSupport.copyImage(a.image, scratchName: "boot", size: growBy > 0 ? size + growBy : nil)
     }
 
     static func boot(_ image: String, expectFailed: String = "none", mac: String? = "52:54:00:12:34:56", then: String? = nil) throws -> (TestSupport.Output, String) {

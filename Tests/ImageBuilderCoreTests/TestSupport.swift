@@ -53,6 +53,15 @@ enum TestSupport {
         return output
     }
 
+    /// A sparse copy of `image` as `disk.img` in a fresh scratch directory, optionally extended to
+    /// `size` bytes (a larger SSD than the image).
+    static func copyImage(_ image: String, scratchName: String, size: Int64? = nil) throws -> String {
+        let copy = try scratch(scratchName) + "/disk.img"
+        try check("cp", ["--sparse=always", image, copy])
+        if let size { try check("truncate", ["-s", "\(size)", copy]) }
+        return copy
+    }
+
     /// The file list of slot A's initramfs on the ESP of `image` (extracted with mtools, listed with lsinitramfs).
     static func initramfsListing(image: String, espOffset: Int64) throws -> String {
         let dir = try scratch("initrd")

@@ -297,20 +297,7 @@ struct ServeTests {
 
 /// Runs `body` while tcpdump captures the server's packets from `port` on loopback; returns tcpdump -v output.
 func captureDSCP(port: Int, _ body: () throws -> Void) throws -> String {
-    let capture = NSTemporaryDirectory() + "cap-\(UUID().uuidString)"
-    let tcpdump = Process()
-    tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    tcpdump.arguments = ["timeout", "8", "tcpdump", "-n", "-v", "-l", "-c", "3", "-i", "lo", "tcp and src port \(port)"]
-    FileManager.default.createFile(atPath: capture, contents: nil)
-    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: capture))
-    tcpdump.standardOutput = handle
-    tcpdump.standardError = handle
-    try tcpdump.run()
-    Thread.sleep(forTimeInterval: 1)
-    try body()
-    tcpdump.waitUntilExit()
-    try handle.close()
-    return try String(contentsOfFile: capture, encoding: .utf8)
+    try ToolRun.capture(["timeout", "8", "tcpdump", "-n", "-v", "-l", "-c", "3", "-i", "lo", "tcp and src port \(port)"], during: body)
 }
 
 /// A TCP connection the test holds open (and can trickle bytes into).

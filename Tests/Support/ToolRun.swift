@@ -30,8 +30,8 @@ public enum ToolRun {
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let outPath = NSTemporaryDirectory() + "mm-test-out-\(UUID().uuidString)"
         let errPath = NSTemporaryDirectory() + "mm-test-err-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer {
             try? FileManager.default.removeItem(atPath: outPath)
             try? FileManager.default.removeItem(atPath: errPath)
@@ -47,6 +47,27 @@ public enum ToolRun {
         try err.close()
         func read(_ path: String) -> String { String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data(), as: UTF8.self) }
         return ToolOutput(status: process.terminationStatus, stdout: read(outPath), stderr: read(errPath))
+    }
+
+    /// Starts `arguments` (e.g. a bounded tcpdump) in the background, waits `settle` seconds for it to
+    /// be ready, runs `body`, waits for the program to end and returns what it printed.
+    public static func capture(_ arguments: [String], settle: Double = 1, during body: () throws -> Void) throws -> String {
+        let path = NSTemporaryDirectory() + "mm-capture-\(UUID().uuidString)"
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: settle)
+        try body()
+        process.waitUntilExit()
+        try handle.close()
+        return String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data(), as: UTF8.self)
     }
 
     /// A new empty directory under the system's temporary directory.
