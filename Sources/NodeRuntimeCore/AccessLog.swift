@@ -1,10 +1,8 @@
 import Foundation
-import NIOConcurrencyHelpers
 
 /// The access log in nginx's "combined" format, with the body bytes actually handed to the client.
 public final class AccessLog: Sendable {
     private let descriptor: Int32
-    private let lock = NIOLock()
 
     /// Opens (appends to) `path`.
     public init(path: String) throws {
@@ -17,8 +15,12 @@ public final class AccessLog: Sendable {
 
     public struct Entry: Sendable {
         public var client: String
-        public var time: Date
-        public var requestLine: String
+        /// When the request ended, as `10/Oct/2000:13:55:36 +0000` (`AccessLog.timestamp`).
+        public var time: String
+        /// The request line's three parts; an empty method for a request that could not be parsed (logged as `-`).
+        public var method: String
+        public var target: String
+        public var version: String
         public var status: Int
         public var bodyBytes: Int64
         public var referer: String?
@@ -27,33 +29,79 @@ public final class AccessLog: Sendable {
 
     /// Writes one line (a single O_APPEND write, so lines never interleave).
     public func record(_ entry: Entry) {
-        let line = Self.format(entry) + "\n"
-        lock.withLock {
-            _ = line.withCString { write(descriptor, $0, strlen($0)) }
+        Self.withLine(entry) { line in
+            // O_APPEND: the kernel appends each write whole, so threads need no lock of their own.
+            _ = write(descriptor, line.baseAddress, line.count)
         }
     }
 
     /// `client - - [10/Oct/2000:13:55:36 +0000] "GET /x HTTP/1.1" 200 2326 "referer" "agent"`
     public static func format(_ e: Entry) -> String {
-        "\(e.client) - - [\(clfDate(e.time))] \"\(escape(e.requestLine))\" \(e.status) \(e.bodyBytes) \"\(escape(e.referer ?? "-"))\" \"\(escape(e.userAgent ?? "-"))\""
+        withLine(e) { String(decoding: $0.dropLast(), as: UTF8.self) }
     }
 
-    static func escape(_ text: String) -> String {
-        // Almost every field is plain printable ASCII: return it untouched.
-        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) { return text }
-        var out = ""
-        for scalar in text.unicodeScalars {
-            if scalar == "\"" || scalar == "\\" || scalar.value < 0x20 || scalar.value >= 0x7f {
-                out += scalar.value <= 0xff ? String(format: "\\x%02X", scalar.value) : "?"
+    /// The CLF timestamp for `date`.
+    public static func timestamp(_ date: Date) -> String { formatCLF(Int(date.timeIntervalSince1970)) }
+
+    /// Builds the line, newline included, in one buffer sized for the worst case (every byte escaped).
+    static func withLine<T>(_ e: Entry, _ body: (UnsafeRawBufferPointer) -> T) -> T {
+        let escapedLength = e.method.utf8.count + e.target.utf8.count + (e.referer?.utf8.count ?? 1) + (e.userAgent?.utf8.count ?? 1)
+        let capacity = 64 + e.client.utf8.count + e.time.utf8.count + e.version.utf8.count + 2 * ByteWriter.maxDecimal + 4 * escapedLength
+        return withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 1) { memory in
+            var out = ByteWriter(memory)
+            out.put(e.client)
+            out.put(" - - [")
+            out.put(e.time)
+            out.put("] \"")
+            if e.method.isEmpty {
+                out.put(UInt8(ascii: "-"))
             } else {
-                out.unicodeScalars.append(scalar)
+                putEscaped(e.method, to: &out)
+                out.put(UInt8(ascii: " "))
+                putEscaped(e.target, to: &out)
+                out.put(UInt8(ascii: " "))
+                out.put(e.version)
+            }
+            out.put("\" ")
+            out.putDecimal(Int64(e.status))
+            out.put(UInt8(ascii: " "))
+            out.putDecimal(e.bodyBytes)
+            out.put(" \"")
+            putEscaped(e.referer ?? "-", to: &out)
+            out.put("\" \"")
+            putEscaped(e.userAgent ?? "-", to: &out)
+            out.put("\"\n")
+            return body(UnsafeRawBufferPointer(rebasing: memory[..<out.count]))
+        }
+    }
+
+    /// Printable ASCII as is; quotes, backslashes, control and non-ASCII bytes as `\xHH` (as nginx
+    /// does), so a hostile User-Agent cannot forge log lines.
+    static func putEscaped(_ text: String, to out: inout ByteWriter) {
+        var text = text
+        text.withUTF8 { bytes in
+            // Almost always plain: copy it whole.
+            if !bytes.contains(where: { $0 < 0x20 || $0 >= 0x7f || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                out.put(UnsafeRawBufferPointer(bytes))
+                return
+            }
+            for byte in bytes {
+                if byte >= 0x20, byte < 0x7f, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\") {
+                    out.put(byte)
+                } else {
+                    out.put(UInt8(ascii: "\\"))
+                    out.put(UInt8(ascii: "x"))
+                    out.put(hexDigits[Int(byte >> 4)])
+                    out.put(hexDigits[Int(byte & 0xf)])
+                }
             }
         }
-        return out
     }
 
-    static func clfDate(_ date: Date) -> String {
-        var t = time_t(date.timeIntervalSince1970)
+    private static let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
+
+    static func formatCLF(_ second: Int) -> String {
+        var t = time_t(second)
         var parts = tm()
         gmtime_r(&t, &parts)
         var buffer = [CChar](repeating: 0, count: 64)

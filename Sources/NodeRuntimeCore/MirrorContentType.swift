@@ -1,45 +1,111 @@
+import Foundation
+
 /// Content types and caching rules for what mirrors serve.
+///
+/// Both run for every request, so they compare ASCII-lowercased bytes of the name (no Unicode-aware
+/// `hasSuffix`, no lowercased copies on the heap).
 public enum MirrorContentType {
     /// Extension (lowercased, without the dot) to MIME type. Package payloads and images are opaque bytes.
-    static let byExtension: [String: String] = [
-        "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8",
-        "xml": "application/xml", "json": "application/json", "css": "text/css", "js": "text/javascript",
-        "txt": "text/plain; charset=utf-8", "md": "text/plain; charset=utf-8", "asc": "text/plain; charset=utf-8",
-        "png": "image/png", "svg": "image/svg+xml", "jpg": "image/jpeg", "gif": "image/gif", "ico": "image/x-icon",
-        "gz": "application/gzip", "xz": "application/x-xz", "zst": "application/zstd", "bz2": "application/x-bzip2",
+    static let byExtension: [(String, String)] = [
+        ("html", "text/html; charset=utf-8"), ("htm", "text/html; charset=utf-8"),
+        ("xml", "application/xml"), ("json", "application/json"), ("css", "text/css"), ("js", "text/javascript"),
+        ("txt", "text/plain; charset=utf-8"), ("md", "text/plain; charset=utf-8"), ("asc", "text/plain; charset=utf-8"),
+        ("png", "image/png"), ("svg", "image/svg+xml"), ("jpg", "image/jpeg"), ("gif", "image/gif"), ("ico", "image/x-icon"),
+        ("gz", "application/gzip"), ("xz", "application/x-xz"), ("zst", "application/zstd"), ("bz2", "application/x-bzip2"),
     ]
-    static let plainNames: Set<String> = [
+    /// Names without an extension that are text.
+    static let plainNames = [
         "release", "inrelease", "packages", "sources", "sha256sums", "md5sums", "sha1sums", "sha512sums", "checksum", "lastsync", "timestamp",
     ]
 
     /// The MIME type for a file name.
     public static func type(for name: String) -> String {
-        // pacman packages end in .pkg.tar.zst/.xz: opaque, not "zstd".
-        if name.utf8.count > 8, name.utf8.firstRange(of: ".pkg.tar".utf8) != nil { return "application/octet-stream" }
-        guard let dot = name.lastIndex(of: ".") else {
-            return plainNames.contains(name.lowercased()) ? "text/plain; charset=utf-8" : "application/octet-stream"
+        withLowercased(name) { name in
+            // pacman packages end in .pkg.tar.zst/.xz: opaque, not "zstd".
+            if name.count > 8, name.contains(".pkg.tar") { return "application/octet-stream" }
+            guard let dot = name.lastIndex(of: UInt8(ascii: ".")) else {
+                return plainNames.contains { name.equals($0) } ? "text/plain; charset=utf-8" : "application/octet-stream"
+            }
+            let ext = name.suffix(from: dot + 1)
+            return byExtension.first { ext.equals($0.0) }?.1 ?? "application/octet-stream"
         }
-        let ext = name[name.index(after: dot)...]
-        return byExtension[ext.lowercased()] ?? "application/octet-stream"
     }
 
     /// Repository metadata changes in place on every sync: clients must revalidate it.
     public static func isMetadata(_ path: [String]) -> Bool {
-        guard let name = path.last?.lowercased() else { return false }
-        if path.dropLast().contains(where: { $0 == "repodata" }) { return true }
-        let base = name.hasSuffix(".sig") || name.hasSuffix(".asc") || name.hasSuffix(".gpg") ? String(name.dropLast(4)) : name
-        if ["release", "inrelease", "release.gpg"].contains(name) || ["release", "inrelease"].contains(base) { return true }
-        if base.hasPrefix("packages") || base.hasPrefix("sources") || base.hasPrefix("contents-") || base.hasPrefix("translation-") { return true }
-        if base.hasSuffix(".db") || base.hasSuffix(".db.tar.gz") || base.hasSuffix(".files") || base.hasSuffix(".files.tar.gz") { return true }
-        for suffix in [".xml", ".xml.gz", ".xml.zst", ".xml.xz", ".sqlite", ".sqlite.bz2", ".sqlite.gz", ".sqlite.xz", ".sqlite.zst"] where base.hasSuffix(suffix) {
-            return true
+        guard let last = path.last else { return false }
+        let parents = path.dropLast()
+        if parents.contains("repodata") { return true }
+        if parents.contains("project"), parents.contains("trace") { return true }
+        return withLowercased(last) { name in
+            if name.equals("release") || name.equals("inrelease") || name.equals("release.gpg") { return true }
+            let base = name.hasSuffix(".sig") || name.hasSuffix(".asc") || name.hasSuffix(".gpg") ? name.dropLast(4) : name
+            if base.equals("release") || base.equals("inrelease") { return true }
+            if base.hasPrefix("packages") || base.hasPrefix("sources") || base.hasPrefix("contents-") || base.hasPrefix("translation-") { return true }
+            for suffix in metadataSuffixes where base.hasSuffix(suffix) { return true }
+            return metadataNames.contains { base.equals($0) }
         }
-        if ["sha256sums", "md5sums", "sha1sums", "sha512sums", "checksum", "lastsync", "timestamp", "treeinfo", ".treeinfo", "trace"].contains(base) { return true }
-        return path.dropLast().contains("project") && path.dropLast().contains("trace")
     }
+
+    static let metadataSuffixes = [
+        ".db", ".db.tar.gz", ".files", ".files.tar.gz", ".xml", ".xml.gz", ".xml.zst", ".xml.xz", ".sqlite", ".sqlite.bz2", ".sqlite.gz",
+        ".sqlite.xz", ".sqlite.zst",
+    ]
+    static let metadataNames = ["sha256sums", "md5sums", "sha1sums", "sha512sums", "checksum", "lastsync", "timestamp", "treeinfo", ".treeinfo", "trace"]
 
     /// The Cache-Control value for a path.
     public static func cacheControl(for path: [String]) -> String {
         isMetadata(path) ? "max-age=60, must-revalidate" : "public, max-age=86400"
     }
+
+    /// Runs `body` on the ASCII-lowercased UTF-8 bytes of `name`, on the stack.
+    private static func withLowercased<T>(_ name: String, _ body: (LowercasedName) -> T) -> T {
+        var name = name
+        return name.withUTF8 { source in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: source.count) { lowered in
+                for (index, byte) in source.enumerated() {
+                    lowered[index] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                }
+                return body(LowercasedName(bytes: UnsafeBufferPointer(lowered)))
+            }
+        }
+    }
+}
+
+/// Bytes of a lowercased file name, compared with lowercase ASCII literals.
+private struct LowercasedName {
+    var bytes: UnsafeBufferPointer<UInt8>
+
+    var count: Int { bytes.count }
+
+    func equals(_ other: String) -> Bool { bytes.elementsEqual(other.utf8) }
+
+    func hasSuffix(_ suffix: String) -> Bool {
+        let n = suffix.utf8.count
+        return n <= bytes.count && bytes[(bytes.count - n)...].elementsEqual(suffix.utf8)
+    }
+
+    func hasPrefix(_ prefix: String) -> Bool {
+        let n = prefix.utf8.count
+        return n <= bytes.count && bytes[..<n].elementsEqual(prefix.utf8)
+    }
+
+    func contains(_ part: String) -> Bool {
+        var part = part
+        return part.withUTF8 { needle in
+            guard needle.count <= bytes.count, let first = needle.first else { return needle.isEmpty }
+            var index = 0
+            while index <= bytes.count - needle.count {
+                if bytes[index] == first, bytes[index..<(index + needle.count)].elementsEqual(needle) { return true }
+                index += 1
+            }
+            return false
+        }
+    }
+
+    func lastIndex(of byte: UInt8) -> Int? { bytes.lastIndex(of: byte) }
+
+    func suffix(from index: Int) -> LowercasedName { LowercasedName(bytes: UnsafeBufferPointer(rebasing: bytes[index...])) }
+
+    func dropLast(_ n: Int) -> LowercasedName { LowercasedName(bytes: UnsafeBufferPointer(rebasing: bytes[..<(bytes.count - n)])) }
 }

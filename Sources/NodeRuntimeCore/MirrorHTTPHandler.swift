@@ -1,301 +1,316 @@
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 
-/// Everything a connection's handler shares with the server.
-public struct ServeContext: Sendable {
-    public var configuration: ServeConfiguration
-    public var resolver: MirrorFileResolver
-    public var accessLog: AccessLog?
-    public var metrics: ServeMetrics
-}
+/// The whole HTTP/1.1 connection in one handler: admission (connection limits), request parsing,
+/// pipelining, keep-alive and slow-client deadlines, writing responses, the access log and counters.
+///
+/// One handler instead of NIO's decoder, encoder, pipelining and idle handlers: a response is one
+/// buffer written once (plus sendfile for larger files), pipelined answers go out in one flush per
+/// read, and an idle connection holds no buffers at all.
+final class MirrorHTTPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = IOData
 
-/// Serves GET and HEAD of files and directory listings, one request at a time per connection
-/// (HTTPServerPipelineHandler in front of it queues pipelined requests).
-final class MirrorHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    private enum State {
+        /// Waiting for (or parsing) the next request head.
+        case waiting
+        /// A response body is still being handed to the kernel; later requests wait in `pending`.
+        case sending
+        /// The connection is going away; nothing more is read or answered.
+        case closing
+    }
 
     private let shared: ServeContext
-    private var request: HTTPRequestHead?
-    private var responding = false
-    private var headDeadline: Scheduled<Void>?
+    private let limiter: ConnectionLimiter
+    private var responder: MirrorResponder
+    private let clock: LoopClock
+    private var state = State.waiting
+    /// The client's address once admitted (its slot is given back when the connection ends).
+    private var admitted: String?
     private var client = "-"
-    /// The first path component of the request being answered (the project), for the metrics.
-    private var project = ""
 
-    init(context: ServeContext) { self.shared = context }
+    /// Received bytes not yet answered; nil when there are none, so an idle connection holds no buffer.
+    private var pending: ByteBuffer?
+    /// How many bytes of `pending` are known to hold no whole head; parsing waits for a new line.
+    private var scannedIncomplete = 0
+    /// Request-body bytes (of a GET that carried one) still to skip.
+    private var bodyToSkip: Int64 = 0
+    private var needsFlush = false
+    private var readingPaused = false
+    /// Unanswered bytes a client may queue (pipelining) before reading pauses.
+    private static let pendingLimit = 64 << 10
 
-    /// Files up to this size are read and written from memory rather than with sendfile.
-    static let smallFileLimit: Int64 = 64 << 10
+    /// When the wait for the current request head began, and how long it may take in all.
+    private var waitingSince = NIODeadline.now()
+    private var headAllowance = TimeAmount.seconds(12)
+    private var lastRead = NIODeadline.now()
+    /// The counters this connection used last (a client mostly fetches from one project).
+    private var lastCounters: ServeMetrics.Counters?
+    /// One deadline timer per connection, re-armed only when it fires.
+    private var timer: Scheduled<Void>?
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// Made on the connection's event loop: `clock` is that loop's (`LoopClock.current`).
+    init(context: ServeContext, limiter: ConnectionLimiter, clock: LoopClock) {
+        self.shared = context
+        self.limiter = limiter
+        self.clock = clock
+        self.responder = MirrorResponder(shared: context, clock: clock)
+    }
+
+    // MARK: - Connection lifecycle
+
+    func channelActive(context: ChannelHandlerContext) {
         client = context.remoteAddress?.ipAddress ?? "-"
-        armHeadDeadline(context)
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) { headDeadline?.cancel() }
-
-    /// When the wait for the current request head began (nil while a request is being answered).
-    private var waitingSince: NIODeadline?
-    private var allowance = TimeAmount.seconds(10)
-
-    /// A request head must arrive in time, however slowly its bytes trickle in (slowloris). Between
-    /// requests the keep-alive timeout comes first: an idle client is closed by the idle handler.
-    /// One timer per connection is re-armed only when it fires, not per request.
-    private func armHeadDeadline(_ context: ChannelHandlerContext, afterResponse: Bool = false) {
-        waitingSince = .now()
-        allowance = TimeAmount(shared.configuration.requestHeadTimeout + (afterResponse ? shared.configuration.keepAliveTimeout : .zero))
-        if headDeadline == nil { scheduleDeadlineCheck(context, at: waitingSince! + allowance) }
-    }
-
-    private func scheduleDeadlineCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        headDeadline = context.eventLoop.scheduleTask(deadline: deadline) {
-            let (handler, context) = loopBound.value
-            handler.headDeadline = nil
-            guard let since = handler.waitingSince else {
-                // Answering a request: look again one allowance from now.
-                handler.scheduleDeadlineCheck(context, at: .now() + handler.allowance)
-                return
-            }
-            if NIODeadline.now() >= since + handler.allowance {
-                context.close(promise: nil)
-            } else {
-                handler.scheduleDeadlineCheck(context, at: since + handler.allowance)
-            }
+        switch limiter.acquire(client) {
+        case .admitted:
+            admitted = client
+            clock.update()
+            startWaiting(context, afterResponse: false)
+        case .tooManyFromAddress, .tooManyInAll:
+            // Refused before any parsing: a short 503 that tells accelerators to back off.
+            state = .closing
+            clock.update()
+            let refusal = responder.reject(
+                .serviceUnavailable, "too many connections from \(client); retry later", allocator: context.channel.allocator, extra: .retryAfter(10)
+            )
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(refusal.bytes))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+        context.fireChannelActive()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // Keep-alive: a connection idle between requests for the timeout is closed. Idle while we
-        // are sending a long file is fine.
-        if event is IdleStateHandler.IdleStateEvent, !responding, request == nil {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
+    func channelInactive(context: ChannelHandlerContext) {
+        if let admitted { limiter.release(admitted) }
+        admitted = nil
+        state = .closing
+        pending = nil
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
     }
+
+    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        state = .closing
+        context.close(promise: nil)
+    }
+
+    // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            waitingSince = nil
-            request = head
-        case .body:
-            break  // GET and HEAD have no body; anything else is refused at .end
-        case .end:
-            guard let head = request else { return }
-            request = nil
-            responding = true
-            respond(context, head)
-        }
-    }
-
-    // MARK: - Routing
-
-    private func respond(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
-        project = ""
-        // The decoder bounds each field and the total; count fields too (many tiny ones).
-        let headerBytes = head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        guard headerBytes <= shared.configuration.maxHeaderBytes, head.headers.count <= 200 else {
-            return simple(context, head, .requestHeaderFieldsTooLarge, "request head too large\n")
-        }
-        guard head.method == .GET || head.method == .HEAD else {
-            return simple(context, head, .methodNotAllowed, "only GET and HEAD are served here\n", extra: [("Allow", "GET, HEAD")])
-        }
-        let path: RequestPath
-        switch RequestPath.parse(head.uri, maxLength: shared.configuration.maxURILength) {
-        case .success(let parsed):
-            path = parsed
-            project = parsed.components.first ?? ""
-        case .failure(.tooLong): return simple(context, head, .uriTooLong, "request target too long\n")
-        case .failure(.badRequest(let why)): return simple(context, head, .badRequest, "bad request: \(why)\n")
-        }
-        if path.components == ["metrics"] {
-            return simple(context, head, .ok, shared.metrics.prometheusText(), contentType: "text/plain; version=0.0.4", cache: "no-store")
-        }
-        switch shared.resolver.resolve(path) {
-        case .notFound:
-            simple(context, head, .notFound, "not found\n")
-        case .directory(let directory):
-            guard path.trailingSlash || path.components.isEmpty else {
-                let location = "/" + path.components.map(DirectoryListing.percentEncode).joined(separator: "/") + "/"
-                return simple(context, head, .movedPermanently, "moved to \(location)\n", extra: [("Location", location)])
-            }
-            listing(context, head, path, directory)
-        case .file(let descriptor, let info):
-            serveFile(context, head, path, descriptor, info)
-        }
-    }
-
-    private func listing(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ path: RequestPath, _ directory: String) {
-        let entries = DirectoryListing.entries(of: directory, resolver: shared.resolver)
-        let shown = "/" + path.components.joined(separator: "/") + (path.components.isEmpty ? "" : "/")
-        let wantsJSON = path.query?.split(separator: "&").contains("format=json") == true
-            || head.headers["Accept"].contains { $0.contains("application/json") }
-        if wantsJSON {
-            simple(context, head, .ok, DirectoryListing.json(path: shown, entries: entries), contentType: "application/json", cache: "max-age=60, must-revalidate")
+        guard state != .closing else { return }
+        var incoming = unwrapInboundIn(data)
+        lastRead = .now()
+        if pending == nil {
+            pending = incoming
         } else {
-            simple(
-                context, head, .ok, DirectoryListing.html(path: shown, entries: entries, sponsor: shared.configuration.sponsor),
-                contentType: "text/html; charset=utf-8", cache: "max-age=60, must-revalidate"
-            )
+            pending!.writeBuffer(&incoming)
+        }
+        if state == .waiting {
+            process(context)
+        }
+        if state == .sending, let pending, pending.readableBytes > Self.pendingLimit {
+            pauseReading(context)
         }
     }
 
-    // MARK: - Files
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded(context)
+    }
 
-    private func serveFile(
-        _ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ path: RequestPath, _ fd: Int32, _ info: MirrorFileResolver.FileInfo
-    ) {
-        let size = info.size
-        let mtime = info.modified
-        let etag = "\"\(String(info.inode, radix: 16))-\(String(size, radix: 16))-\(String(mtime, radix: 16))\(String(info.modifiedNanoseconds, radix: 16))\""
-        let lastModified = HTTPDate.format(mtime)
-        var headers = baseHeaders(head)
-        headers.add(name: "Content-Type", value: MirrorContentType.type(for: path.components.last ?? ""))
-        headers.add(name: "Last-Modified", value: lastModified)
-        headers.add(name: "ETag", value: etag)
-        headers.add(name: "Accept-Ranges", value: "bytes")
-        headers.add(name: "Cache-Control", value: MirrorContentType.cacheControl(for: path.components))
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, state == .waiting {
+            resume(context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
 
-        if Conditional.notModified(head.headers, etag: etag, mtime: mtime) {
-            close(fd)
-            return send(context, head, .notModified, headers, body: nil)
-        }
-        var range: ClosedRange<Int64>?
-        if let rangeHeader = head.headers.first(name: "Range"), Conditional.ifRangeHolds(head.headers, etag: etag, lastModified: lastModified) {
-            switch ByteRange.parse(rangeHeader, size: size) {
-            case .whole: break
-            case .satisfiable(let r): range = r
-            case .unsatisfiable:
-                close(fd)
-                headers.replaceOrAdd(name: "Content-Range", value: "bytes */\(size)")
-                headers.remove(name: "Content-Type")
-                return send(context, head, .rangeNotSatisfiable, headers, body: "range not satisfiable\n")
+    /// Answers every whole request in `pending`, in order, until one needs more time (sendfile),
+    /// the socket's send buffer is full, or the connection is to close.
+    private func process(_ context: ChannelHandlerContext) {
+        while state == .waiting, var buffer = pending {
+            if bodyToSkip > 0 {
+                let skip = Int(min(Int64(buffer.readableBytes), bodyToSkip))
+                buffer.moveReaderIndex(forwardBy: skip)
+                bodyToSkip -= Int64(skip)
+                pending = buffer.readableBytes > 0 ? buffer : nil
+                continue
             }
-        }
-        let status: HTTPResponseStatus = range == nil ? .ok : .partialContent
-        let span = range ?? 0...(size - 1)
-        let length = size == 0 ? 0 : span.upperBound - span.lowerBound + 1
-        if let range { headers.add(name: "Content-Range", value: "bytes \(range.lowerBound)-\(range.upperBound)/\(size)") }
-        headers.add(name: "Content-Length", value: "\(length)")
-        let keepAlive = head.isKeepAlive
-        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        if head.method == .HEAD || length == 0 {
-            close(fd)
-            finish(context, head, status, bodyBytes: 0, keepAlive: keepAlive)
-            return
-        }
-        if length <= Self.smallFileLimit {
-            // Small files: read them and send head and body in one write; cheaper than sendfile.
-            var buffer = context.channel.allocator.buffer(capacity: Int(length))
-            let got = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { pointer in
-                max(0, pread(fd, pointer.baseAddress, Int(length), off_t(span.lowerBound)))
-            }
-            close(fd)
-            guard got == Int(length) else {
-                context.close(promise: nil)
+            if !context.channel.isWritable {
+                // The client is not reading its answers: stop reading its requests until it does.
+                flushIfNeeded(context)
+                pauseReading(context)
                 return
             }
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            finish(context, head, status, bodyBytes: length, keepAlive: keepAlive)
+            if scannedIncomplete > 0, !mayHoldHead(buffer) { return }
+            clock.update()
+            let outcome = buffer.withUnsafeReadableBytes { HTTPRequestParser.parse($0, limits: shared.limits) }
+            switch outcome {
+            case .incomplete:
+                scannedIncomplete = buffer.readableBytes
+                return
+            case .reject(let status, let why):
+                scannedIncomplete = 0
+                pending = nil
+                send(context, request: nil, responder.reject(status, why, allocator: context.channel.allocator))
+            case .request(let request, let consumed):
+                scannedIncomplete = 0
+                buffer.moveReaderIndex(forwardBy: consumed)
+                pending = buffer.readableBytes > 0 ? buffer : nil
+                if case .length(let length) = request.body { bodyToSkip = length }
+                send(context, request: request, responder.respond(to: request, allocator: context.channel.allocator))
+            }
+        }
+    }
+
+    /// Whether bytes that arrived since the last incomplete parse could finish the head (a new line)
+    /// or break a limit; a client trickling bytes is not re-parsed for every one of them.
+    private func mayHoldHead(_ buffer: ByteBuffer) -> Bool {
+        guard buffer.readableBytes > scannedIncomplete else { return false }
+        if buffer.readableBytes > min(shared.limits.maxHeadBytes, shared.limits.maxTargetLength + 32) { return true }
+        return buffer.withUnsafeReadableBytes { bytes in
+            memchr(bytes.baseAddress! + scannedIncomplete, Int32(UInt8(ascii: "\n")), bytes.count - scannedIncomplete) != nil
+        }
+    }
+
+    private func pauseReading(_ context: ChannelHandlerContext) {
+        guard !readingPaused else { return }
+        readingPaused = true
+        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+    }
+
+    /// Continues after a transfer finished or the socket drained: answer what is queued, read again.
+    private func resume(_ context: ChannelHandlerContext) {
+        process(context)
+        flushIfNeeded(context)
+        if readingPaused, state != .closing, context.channel.isWritable {
+            readingPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        }
+    }
+
+    private func flushIfNeeded(_ context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+    }
+
+    // MARK: - Writing
+
+    private func send(_ context: ChannelHandlerContext, request: HTTPRequest?, _ response: MirrorResponse) {
+        if let file = response.file {
+            state = .sending
+            context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
+            sendChunks(context, request, response, handle, from: file.from, to: file.to, sent: 0)
             return
         }
-        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
-        sendChunks(context, head, status, handle, from: span.lowerBound, to: span.upperBound + 1, sent: 0, keepAlive: keepAlive)
+        if response.keepAlive {
+            context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
+            needsFlush = true
+        } else {
+            needsFlush = false
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(response.bytes))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+        finished(context, request, response, bodyBytes: response.bodyInBytes)
     }
 
     /// Hands the file to the kernel (sendfile) a chunk at a time; the next chunk is queued when the
     /// previous one was written, so the count of bytes sent is exact to the chunk and memory stays flat.
     private func sendChunks(
-        _ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ handle: NIOFileHandle,
-        from: Int64, to: Int64, sent: Int64, keepAlive: Bool
+        _ context: ChannelHandlerContext, _ request: HTTPRequest?, _ response: MirrorResponse, _ handle: NIOFileHandle, from: Int64, to: Int64, sent: Int64
     ) {
         let end = min(from + Int64(shared.configuration.chunkSize), to)
         let region = FileRegion(fileHandle: handle, readerIndex: Int(from), endIndex: Int(end))
-        context.writeAndFlush(wrapOutboundOut(.body(.fileRegion(region)))).assumeIsolated().whenComplete { result in
+        needsFlush = false
+        context.writeAndFlush(wrapOutboundOut(.fileRegion(region))).assumeIsolated().whenComplete { result in
             switch result {
             case .success:
                 let total = sent + (end - from)
                 if end < to {
-                    self.sendChunks(context, head, status, handle, from: end, to: to, sent: total, keepAlive: keepAlive)
+                    self.sendChunks(context, request, response, handle, from: end, to: to, sent: total)
+                    return
+                }
+                try? handle.close()
+                if response.keepAlive {
+                    self.finished(context, request, response, bodyBytes: total)
+                    self.resume(context)
                 } else {
-                    try? handle.close()
-                    self.finish(context, head, status, bodyBytes: total, keepAlive: keepAlive)
+                    self.finished(context, request, response, bodyBytes: total)
+                    context.close(promise: nil)
                 }
             case .failure:
                 // The client went away mid-transfer: log what it got.
                 try? handle.close()
-                self.log(head, status, bodyBytes: sent)
-                self.responding = false
+                self.finished(context, request, MirrorResponse(status: response.status, bytes: response.bytes, bodyInBytes: 0, file: nil, keepAlive: false, project: response.project), bodyBytes: sent)
                 context.close(promise: nil)
             }
         }
     }
 
-    // MARK: - Responses
-
-    private func baseHeaders(_ head: HTTPRequestHead) -> HTTPHeaders {
-        var headers = HTTPHeaders()
-        headers.add(name: "Server", value: "micromirror")
-        headers.add(name: "Date", value: DateHeaderCache.current())
-        return headers
-    }
-
-    private func simple(
-        _ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ body: String,
-        contentType: String = "text/plain; charset=utf-8", cache: String? = nil, extra: [(String, String)] = []
-    ) {
-        var headers = baseHeaders(head)
-        headers.add(name: "Content-Type", value: contentType)
-        if let cache { headers.add(name: "Cache-Control", value: cache) }
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        send(context, head, status, headers, body: body)
-    }
-
-    private func send(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ headers: HTTPHeaders, body: String?) {
-        var headers = headers
-        // An error answer to a request we could not parse sensibly closes the connection.
-        let keepAlive = head.isKeepAlive && status.code < 400
-        let bytes = body.map { Array($0.utf8) } ?? []
-        if status != .notModified { headers.replaceOrAdd(name: "Content-Length", value: "\(bytes.count)") }
-        headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        var sent: Int64 = 0
-        if head.method != .HEAD, !bytes.isEmpty {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
-            sent = Int64(bytes.count)
-        }
-        finish(context, head, status, bodyBytes: sent, keepAlive: keepAlive)
-    }
-
-    private func finish(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ status: HTTPResponseStatus, bodyBytes: Int64, keepAlive: Bool) {
-        log(head, status, bodyBytes: bodyBytes)
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        responding = false
-        if keepAlive {
-            armHeadDeadline(context, afterResponse: true)
+    /// A response was handed over: log and count it, then wait for the next request or close.
+    private func finished(_ context: ChannelHandlerContext, _ request: HTTPRequest?, _ response: MirrorResponse, bodyBytes: Int64) {
+        if let counters = lastCounters, counters.project == response.project, counters.statusClass == response.status.code / 100 {
+            counters.record(bytes: bodyBytes)
         } else {
-            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            let counters = shared.metrics.counters(project: response.project, status: response.status.code)
+            counters.record(bytes: bodyBytes)
+            lastCounters = counters
         }
-    }
-
-    private func log(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, bodyBytes: Int64) {
-        shared.metrics.record(project: project, status: Int(status.code), bytes: bodyBytes)
         shared.accessLog?.record(
             AccessLog.Entry(
-                client: client, time: Date(), requestLine: "\(head.method.rawValue) \(head.uri) \(head.version)", status: Int(status.code),
-                bodyBytes: bodyBytes, referer: head.headers.first(name: "Referer"), userAgent: head.headers.first(name: "User-Agent")
+                client: client, time: clock.logDate, method: request?.method.name ?? "", target: request?.target ?? "",
+                version: request?.version.minor == 0 ? "HTTP/1.0" : "HTTP/1.1", status: response.status.code, bodyBytes: bodyBytes,
+                referer: request?.referer, userAgent: request?.userAgent
             )
         )
+        if response.keepAlive {
+            state = .waiting
+            startWaiting(context, afterResponse: true)
+        } else {
+            state = .closing
+            pending = nil
+        }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+    // MARK: - Deadlines
+
+    /// Between requests the keep-alive timeout applies (no bytes for that long: closed); once a head
+    /// has begun, the whole head must arrive within the head timeout however slowly its bytes
+    /// trickle in (slowloris). A transfer in progress is never cut by either.
+    private func startWaiting(_ context: ChannelHandlerContext, afterResponse: Bool) {
+        waitingSince = .now()
+        headAllowance = TimeAmount(shared.configuration.requestHeadTimeout + (afterResponse ? shared.configuration.keepAliveTimeout : .zero))
+        if timer == nil { schedule(context, at: waitingSince + TimeAmount(shared.configuration.keepAliveTimeout)) }
+    }
+
+    private func schedule(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.timer = nil
+            handler.deadlineReached(context)
+        }
+    }
+
+    private func deadlineReached(_ context: ChannelHandlerContext) {
+        let keepAlive = TimeAmount(shared.configuration.keepAliveTimeout)
+        switch state {
+        case .closing:
+            return
+        case .sending:
+            schedule(context, at: .now() + keepAlive)
+        case .waiting:
+            let idleUntil = max(lastRead, waitingSince) + keepAlive
+            let deadline = min(idleUntil, waitingSince + headAllowance)
+            if NIODeadline.now() >= deadline {
+                state = .closing
+                context.close(promise: nil)
+            } else {
+                schedule(context, at: deadline)
+            }
+        }
     }
 }
 
@@ -303,18 +318,5 @@ extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}
-
-/// The `Date` header, formatted once per second.
-enum DateHeaderCache {
-    private static let cache = NIOLockedValueBox((second: 0, text: ""))
-
-    static func current() -> String {
-        let now = Int(Date().timeIntervalSince1970)
-        return cache.withLockedValue { entry in
-            if entry.second != now { entry = (now, HTTPDate.format(now)) }
-            return entry.text
-        }
     }
 }

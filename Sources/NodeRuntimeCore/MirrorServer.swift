@@ -1,7 +1,6 @@
 import NIOConcurrencyHelpers
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
@@ -41,22 +40,12 @@ public final class MirrorServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 4)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536))
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
             .childChannelInitializer { channel in
                 children.add(channel)
                 do {
                     try Self.markDSCP(channel, tos: configuration.tos)
-                    var limits = NIOHTTPDecoderLimitConfiguration()
-                    limits.maxHeaderListSize = configuration.maxHeaderBytes
-                    limits.maxHeaderFieldSize = configuration.maxHeaderBytes
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ConnectionLimitHandler(limiter: limiter))
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: limits)))
-                    try sync.addHandler(HTTPResponseEncoder())
-                    try sync.addHandler(HTTPServerPipelineHandler())
-                    try sync.addHandler(ParseErrorHandler())
-                    try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(configuration.keepAliveTimeout)))
-                    try sync.addHandler(MirrorHTTPHandler(context: shared))
+                    try channel.pipeline.syncOperations.addHandler(MirrorHTTPHandler(context: shared, limiter: limiter, clock: LoopClock.current))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

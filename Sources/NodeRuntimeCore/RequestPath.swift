@@ -26,36 +26,64 @@ public struct RequestPath: Sendable, Equatable {
     /// Parses an origin-form request target (`/path?query`).
     public static func parse(_ target: String, maxLength: Int = 8192) -> Result<RequestPath, Rejection> {
         guard target.utf8.count <= maxLength else { return .failure(.tooLong) }
-        guard target.first == "/" else { return .failure(.badRequest("the request target must start with /")) }
-        var pathPart = Substring(target)
-        var query: String?
-        if let mark = target.firstIndex(of: "?") {
-            pathPart = target[..<mark]
-            query = String(target[target.index(after: mark)...])
-        }
-        if let hash = pathPart.firstIndex(of: "#") { pathPart = pathPart[..<hash] }
-        var components: [String] = []
-        for raw in pathPart.split(separator: "/", omittingEmptySubsequences: true) {
-            guard let decoded = percentDecode(raw) else { return .failure(.badRequest("malformed percent-encoding")) }
-            if decoded.contains(0) { return .failure(.badRequest("NUL in the path")) }
-            if decoded.contains(UInt8(ascii: "/")) || decoded.contains(UInt8(ascii: "\\")) {
-                return .failure(.badRequest("encoded slash or backslash in the path"))
-            }
-            guard let text = String(validating: decoded, as: UTF8.self) else { return .failure(.badRequest("path is not UTF-8")) }
-            if text == "." { continue }
-            if text == ".." { return .failure(.badRequest("'..' in the path")) }
-            if text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
-                return .failure(.badRequest("control character in the path"))
-            }
-            components.append(text)
-        }
-        return .success(RequestPath(components: components, trailingSlash: pathPart.hasSuffix("/"), query: query))
+        var target = target
+        return target.withUTF8 { parse(bytes: $0) }
     }
 
-    static func percentDecode(_ text: Substring) -> [UInt8]? {
+    private static func parse(bytes: UnsafeBufferPointer<UInt8>) -> Result<RequestPath, Rejection> {
+        guard bytes.first == UInt8(ascii: "/") else { return .failure(.badRequest("the request target must start with /")) }
+        var pathEnd = bytes.count
+        var query: String?
+        if let mark = bytes.firstIndex(of: UInt8(ascii: "?")) {
+            pathEnd = mark
+            query = String(decoding: UnsafeBufferPointer(rebasing: bytes[(mark + 1)...]), as: UTF8.self)
+        }
+        if let hash = bytes[..<pathEnd].firstIndex(of: UInt8(ascii: "#")) { pathEnd = hash }
+        var components: [String] = []
+        var start = 0
+        while start < pathEnd {
+            var end = start
+            while end < pathEnd, bytes[end] != UInt8(ascii: "/") { end += 1 }
+            defer { start = end + 1 }
+            if end == start { continue }
+            let raw = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            let component: String
+            switch raw.contains(UInt8(ascii: "%")) ? text(of: percentDecode(raw)) : text(of: raw) {
+            case .success(let text): component = text
+            case .failure(let rejection): return .failure(rejection)
+            }
+            if component == "." { continue }
+            if component == ".." { return .failure(.badRequest("'..' in the path")) }
+            components.append(component)
+        }
+        let trailingSlash = pathEnd > 0 && bytes[pathEnd - 1] == UInt8(ascii: "/")
+        return .success(RequestPath(components: components, trailingSlash: trailingSlash, query: query))
+    }
+
+    /// A component's text. NUL, slashes or backslashes (encoded ones survive decoding) and control
+    /// characters have no place in it; bytes of multi-byte UTF-8 are all >= 0x80, so checking bytes
+    /// suffices, and all-ASCII text (nearly every path) needs no UTF-8 validation.
+    private static func text<C: Collection<UInt8>>(of component: C?) -> Result<String, Rejection> {
+        guard let component else { return .failure(.badRequest("malformed percent-encoding")) }
+        var ascii = true
+        for byte in component {
+            switch byte {
+            case 0: return .failure(.badRequest("NUL in the path"))
+            case UInt8(ascii: "/"), UInt8(ascii: "\\"): return .failure(.badRequest("encoded slash or backslash in the path"))
+            case 1..<0x20, 0x7f: return .failure(.badRequest("control character in the path"))
+            case 0x80...: ascii = false
+            default: continue
+            }
+        }
+        if ascii { return .success(String(decoding: component, as: UTF8.self)) }
+        guard let text = String(validating: component, as: UTF8.self) else { return .failure(.badRequest("path is not UTF-8")) }
+        return .success(text)
+    }
+
+    static func percentDecode<C: Collection<UInt8>>(_ text: C) -> [UInt8]? {
         var out: [UInt8] = []
-        out.reserveCapacity(text.utf8.count)
-        var iterator = text.utf8.makeIterator()
+        out.reserveCapacity(text.count)
+        var iterator = text.makeIterator()
         while let byte = iterator.next() {
             if byte == UInt8(ascii: "%") {
                 guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }

@@ -6,30 +6,49 @@ import Prometheus
 public final class ServeMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
-    private let counters = NIOLockedValueBox([String: (requests: CoreMetrics.Counter, bytes: CoreMetrics.Counter)]())
+    private let counters = NIOLockedValueBox([String: Counters]())
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         self.factory = PrometheusMetricsFactory(registry: registry)
     }
 
-    /// Counts one finished request.
-    public func record(project: String, status: Int, bytes: Int64) {
+    /// The two counters of one project and status class.
+    public struct Counters: Sendable {
+        public let project: String
+        public let statusClass: Int
+        let requests: CoreMetrics.Counter
+        let bytes: CoreMetrics.Counter
+
+        /// Counts one finished request that sent `bytes` body bytes.
+        public func record(bytes sent: Int64) {
+            requests.increment()
+            bytes.increment(by: Int(sent))
+        }
+    }
+
+    /// The counters for `project` and the class of `status` (2xx, 4xx, ...), made on first use.
+    /// Connections keep the last ones they used, so the shared table is rarely consulted.
+    public func counters(project: String, status: Int) -> Counters {
         let name = project.isEmpty ? "-" : project
-        let statusClass = "\(status / 100)xx"
-        let key = name + "\u{0}" + statusClass
-        let pair = counters.withLockedValue { map in
+        let statusClass = status / 100
+        let key = name + "\u{0}" + String(statusClass)
+        return counters.withLockedValue { map in
             if let existing = map[key] { return existing }
-            let dimensions = [("project", name), ("status", statusClass)]
-            let made = (
+            let dimensions = [("project", name), ("status", "\(statusClass)xx")]
+            let made = Counters(
+                project: project, statusClass: statusClass,
                 requests: CoreMetrics.Counter(label: "micromirror_http_requests_total", dimensions: dimensions, factory: factory),
                 bytes: CoreMetrics.Counter(label: "micromirror_http_sent_bytes_total", dimensions: dimensions, factory: factory)
             )
             map[key] = made
             return made
         }
-        pair.requests.increment()
-        pair.bytes.increment(by: Int(bytes))
+    }
+
+    /// Counts one finished request.
+    public func record(project: String, status: Int, bytes: Int64) {
+        counters(project: project, status: status).record(bytes: bytes)
     }
 
     public func prometheusText() -> String { registry.emitToString() }

@@ -68,7 +68,11 @@ func run(_ tool: String, _ arguments: [String], directory: String? = nil, enviro
 
 /// Sends raw bytes on a fresh TCP connection and returns everything the server answers until it
 /// closes or `timeout` passes.
-func rawExchange(port: Int, _ request: [UInt8], host: String = "127.0.0.1", timeout: Double = 3) throws -> String {
+/// `readAfter` waits before reading anything (a client that pipelines without reading); `limit`
+/// bounds what is collected.
+func rawExchange(
+    port: Int, _ request: [UInt8], host: String = "127.0.0.1", timeout: Double = 3, readAfter: Duration = .zero, limit: Int = 1 << 20
+) throws -> String {
     let fd = socket(host.contains(":") ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestError("socket failed") }
     defer { close(fd) }
@@ -81,13 +85,14 @@ func rawExchange(port: Int, _ request: [UInt8], host: String = "127.0.0.1", time
     let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     guard connected == 0 else { throw TestError("connect failed") }
     _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    if readAfter > .zero { Thread.sleep(forTimeInterval: Double(readAfter.components.seconds) + Double(readAfter.components.attoseconds) / 1e18) }
     var response: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = recv(fd, &buffer, buffer.count, 0)
         if n <= 0 { break }
         response += buffer[0..<n]
-        if response.count > 1 << 20 { break }
+        if response.count > limit { break }
     }
     return String(decoding: response, as: UTF8.self)
 }

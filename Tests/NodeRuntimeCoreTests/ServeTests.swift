@@ -220,6 +220,44 @@ struct ServeTests {
         }
     }
 
+    @Test("a GET that carries a body: the body is skipped and the next request answered")
+    func getWithBody() async throws {
+        try await withServer { server in
+            let request = "GET /ubuntu/dists/noble/InRelease HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                + "GET /fedora/repodata/repomd.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            let answer = try rawExchange(port: server.port, Array(request.utf8))
+            #expect(answer.components(separatedBy: "HTTP/1.1 200 OK").count == 3, "\(answer)")
+            #expect(answer.contains("<repomd/>"))
+            let chunked = try rawExchange(
+                port: server.port, Array("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".utf8)
+            )
+            #expect(chunked.hasPrefix("HTTP/1.1 400") && chunked.contains("Connection: close"), "\(chunked)")
+        }
+    }
+
+    @Test("a client that pipelines hundreds of requests without reading is paused, then answered in full and in order")
+    func pipelinedBackpressure() async throws {
+        try await withServer { server in
+            let medium = [UInt8](repeating: 0x6d, count: 60_000)
+            try Data(medium).write(to: URL(fileURLWithPath: server.root + "/ubuntu/medium.bin"))
+            // 400 in-memory answers of 60 kB (24 MB, far beyond the socket buffers) with a sendfile
+            // answer (3 MB) in the middle, the last closing the connection.
+            var requests = ""
+            for index in 0..<400 {
+                let path = index == 200 ? "/ubuntu/pool/main/big.iso" : "/ubuntu/medium.bin"
+                requests += "GET \(path) HTTP/1.1\r\nHost: x\r\n\(index == 399 ? "Connection: close\r\n" : "")\r\n"
+            }
+            let answer = try rawExchange(port: server.port, Array(requests.utf8), timeout: 10, readAfter: .seconds(1), limit: 64 << 20)
+            #expect(answer.components(separatedBy: "HTTP/1.1 200 OK").count == 401)
+            #expect(answer.utf8.count > 399 * 60_000 + ServeTests.payload.count)
+            // In order: the sendfile answer is the 201st.
+            let big = try #require(answer.range(of: "Content-Length: \(ServeTests.payload.count)\r\n"))
+            #expect(answer[..<big.lowerBound].components(separatedBy: "HTTP/1.1 200 OK").count == 202)
+            let log = try String(contentsOfFile: server.accessLog, encoding: .utf8)
+            #expect(log.components(separatedBy: "\n").filter { $0.contains("\"GET /ubuntu/medium.bin HTTP/1.1\" 200 60000") }.count == 399)
+        }
+    }
+
     @Test("/metrics counts requests and bytes per project and status class")
     func metrics() async throws {
         try await withServer { server in
