@@ -25,12 +25,34 @@ public final class MirrorFileResolver: Sendable {
 
     deinit { close(rootDescriptor) }
 
-    /// What `fstat` said about an opened file.
+    /// What `fstat` said about an opened file. Two equal values describe the same, unchanged file:
+    /// a sync that replaces a file makes a new inode, an edit in place moves mtime and ctime.
     public struct FileInfo: Sendable, Equatable {
         public var size: Int64
         public var modified: Int
         public var modifiedNanoseconds: Int
         public var inode: UInt64
+        public var device: UInt64 = 0
+        /// ctime, which also moves on changes that keep mtime (`touch -m -d`, a chmod).
+        public var changed: Int = 0
+        public var changedNanoseconds: Int = 0
+
+        public init(size: Int64, modified: Int, modifiedNanoseconds: Int, inode: UInt64, device: UInt64 = 0, changed: Int = 0, changedNanoseconds: Int = 0) {
+            self.size = size
+            self.modified = modified
+            self.modifiedNanoseconds = modifiedNanoseconds
+            self.inode = inode
+            self.device = device
+            self.changed = changed
+            self.changedNanoseconds = changedNanoseconds
+        }
+
+        init(_ st: stat) {
+            self.init(
+                size: Int64(st.st_size), modified: Int(st.st_mtim.tv_sec), modifiedNanoseconds: Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino),
+                device: UInt64(st.st_dev), changed: Int(st.st_ctim.tv_sec), changedNanoseconds: Int(st.st_ctim.tv_nsec)
+            )
+        }
     }
 
     public enum Resolved: Sendable, Equatable {
@@ -41,8 +63,29 @@ public final class MirrorFileResolver: Sendable {
     }
 
     public func resolve(_ path: RequestPath) -> Resolved {
-        if path.components.contains(where: RequestPath.isRsyncPartial) { return .notFound }
-        let relative = path.components.isEmpty ? "." : path.components.joined(separator: "/")
+        if isHidden(path) { return .notFound }
+        return resolve(relative: relativePath(path))
+    }
+
+    /// rsync's in-flight files do not exist for clients.
+    public func isHidden(_ path: RequestPath) -> Bool { path.components.contains(where: RequestPath.isRsyncPartial) }
+
+    /// The path below the root (`.` for the root itself).
+    public func relativePath(_ path: RequestPath) -> String { path.components.isEmpty ? "." : path.components.joined(separator: "/") }
+
+    /// What the file at `relative` is now, without opening it; nil if it is gone.
+    ///
+    /// Only for checking a file already opened safely: this follows symlinks, even out of the
+    /// root, so a caller may trust the answer only when it equals the `FileInfo` it got from
+    /// `resolve` (the same inode, unchanged).
+    func currentInfo(relative: String) -> FileInfo? {
+        var info = stat()
+        guard fstatat(rootDescriptor, relative, &info, 0) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        return FileInfo(info)
+    }
+
+    /// Resolves a relative path from `relativePath`, checked with `isHidden`.
+    func resolve(relative: String) -> Resolved {
         // O_NONBLOCK: opening a FIFO someone left in the tree must not block the event loop.
         let flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK
         var fd = CLinuxShims_openBeneath(rootDescriptor, relative, flags)
@@ -55,16 +98,10 @@ public final class MirrorFileResolver: Sendable {
         }
         switch info.st_mode & S_IFMT {
         case S_IFREG:
-            return .file(
-                descriptor: fd,
-                info: FileInfo(
-                    size: Int64(info.st_size), modified: Int(info.st_mtim.tv_sec), modifiedNanoseconds: Int(info.st_mtim.tv_nsec),
-                    inode: UInt64(info.st_ino)
-                )
-            )
+            return .file(descriptor: fd, info: FileInfo(info))
         case S_IFDIR:
             close(fd)
-            return .directory(path: path.components.isEmpty ? root : root + "/" + relative)
+            return .directory(path: relative == "." ? root : root + "/" + relative)
         default:
             close(fd)
             return .notFound

@@ -37,6 +37,9 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     private var bodyToSkip: Int64 = 0
     private var needsFlush = false
     private var readingPaused = false
+    /// The channel's writability, kept from `channelWritabilityChanged` (asking the channel per request costs).
+    private var writable = true
+    private var allocator = ByteBufferAllocator()
     /// Unanswered bytes a client may queue (pipelining) before reading pauses.
     private static let pendingLimit = 64 << 10
 
@@ -61,6 +64,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         client = context.remoteAddress?.ipAddress ?? "-"
+        allocator = context.channel.allocator
         switch limiter.acquire(client) {
         case .admitted:
             admitted = client
@@ -71,7 +75,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             state = .closing
             clock.update()
             let refusal = responder.reject(
-                .serviceUnavailable, "too many connections from \(client); retry later", allocator: context.channel.allocator, extra: .retryAfter(10)
+                .serviceUnavailable, "too many connections from \(client); retry later", allocator: allocator, extra: .retryAfter(10)
             )
             context.writeAndFlush(wrapOutboundOut(.byteBuffer(refusal.bytes))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
@@ -119,7 +123,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, state == .waiting {
+        writable = context.channel.isWritable
+        if writable, state == .waiting {
             resume(context)
         }
         context.fireChannelWritabilityChanged()
@@ -136,7 +141,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
                 pending = buffer.readableBytes > 0 ? buffer : nil
                 continue
             }
-            if !context.channel.isWritable {
+            if !writable {
                 // The client is not reading its answers: stop reading its requests until it does.
                 flushIfNeeded(context)
                 pauseReading(context)
@@ -152,13 +157,13 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             case .reject(let status, let why):
                 scannedIncomplete = 0
                 pending = nil
-                send(context, request: nil, responder.reject(status, why, allocator: context.channel.allocator))
+                send(context, request: nil, responder.reject(status, why, allocator: allocator))
             case .request(let request, let consumed):
                 scannedIncomplete = 0
                 buffer.moveReaderIndex(forwardBy: consumed)
                 pending = buffer.readableBytes > 0 ? buffer : nil
                 if case .length(let length) = request.body { bodyToSkip = length }
-                send(context, request: request, responder.respond(to: request, allocator: context.channel.allocator))
+                send(context, request: request, responder.respond(to: request, allocator: allocator))
             }
         }
     }
@@ -183,7 +188,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     private func resume(_ context: ChannelHandlerContext) {
         process(context)
         flushIfNeeded(context)
-        if readingPaused, state != .closing, context.channel.isWritable {
+        if readingPaused, state != .closing, writable {
             readingPaused = false
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         }
@@ -206,12 +211,17 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             sendChunks(context, request, response, handle, from: file.from, to: file.to, sent: 0)
             return
         }
-        if response.keepAlive {
+        var last = response.bytes
+        if let tail = response.tail {
             context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
+            last = tail
+        }
+        if response.keepAlive {
+            context.write(wrapOutboundOut(.byteBuffer(last)), promise: nil)
             needsFlush = true
         } else {
             needsFlush = false
-            context.writeAndFlush(wrapOutboundOut(.byteBuffer(response.bytes))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(last))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
         finished(context, request, response, bodyBytes: response.bodyInBytes)
     }
@@ -243,7 +253,9 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             case .failure:
                 // The client went away mid-transfer: log what it got.
                 try? handle.close()
-                self.finished(context, request, MirrorResponse(status: response.status, bytes: response.bytes, bodyInBytes: 0, file: nil, keepAlive: false, project: response.project), bodyBytes: sent)
+                var cut = response
+                cut.keepAlive = false
+                self.finished(context, request, cut, bodyBytes: sent)
                 context.close(promise: nil)
             }
         }
@@ -263,7 +275,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
                 client: client, time: clock.logDate, method: request?.method.name ?? "", target: request?.target ?? "",
                 version: request?.version.minor == 0 ? "HTTP/1.0" : "HTTP/1.1", status: response.status.code, bodyBytes: bodyBytes,
                 referer: request?.referer, userAgent: request?.userAgent
-            )
+            ),
+            on: context.eventLoop
         )
         if response.keepAlive {
             state = .waiting

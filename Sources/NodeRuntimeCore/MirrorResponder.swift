@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 
 /// Everything a connection's handler shares with the server (one object, so a connection holds a
 /// reference rather than its own copy of the configuration).
@@ -18,6 +19,22 @@ public final class ServeContext: Sendable {
         self.metrics = metrics
         self.limits = HTTPRequestParser.Limits(maxTargetLength: configuration.maxURILength, maxHeadBytes: configuration.maxHeaderBytes, maxFields: 100)
     }
+
+    private final class CacheBox: @unchecked Sendable {
+        let cache: SmallFileCache
+        init(_ cache: SmallFileCache) { self.cache = cache }
+    }
+
+    /// This server's small-file caches, one per event-loop thread.
+    private let caches = ThreadSpecificVariable<CacheBox>()
+
+    /// The calling thread's small-file cache for this server; only that thread may use it.
+    func smallFileCache() -> SmallFileCache {
+        if let box = caches.currentValue { return box.cache }
+        let box = CacheBox(SmallFileCache(budget: configuration.smallFileCacheBytes, counters: metrics.cache))
+        caches.currentValue = box
+        return box.cache
+    }
 }
 
 /// What to send for one request: the head (with the body when it is small) and, for larger files,
@@ -26,8 +43,10 @@ struct MirrorResponse {
     var status: HTTPStatus
     /// The encoded head, and the whole body when `file` is nil.
     var bytes: ByteBuffer
-    /// Body bytes inside `bytes` (0 for HEAD and 304).
+    /// Body bytes in `bytes` and `tail` (0 for HEAD and 304).
     var bodyInBytes: Int64
+    /// More body, sent after `bytes` as its own buffer (larger in-memory files, without a copy).
+    var tail: ByteBuffer? = nil
     /// A file region sent after `bytes`: an open descriptor the sender closes, `from..<to`.
     var file: (descriptor: Int32, from: Int64, to: Int64)?
     var keepAlive: Bool
@@ -41,14 +60,20 @@ struct MirrorResponder {
     let shared: ServeContext
     /// The event loop's clock, for the `Date` header (the handler keeps it current).
     let clock: LoopClock
+    /// The event loop's small-file cache.
+    let cache: SmallFileCache
     /// Files up to this size are read into the response buffer rather than sent with sendfile.
     static let smallFileLimit: Int64 = 64 << 10
+    /// Bodies up to this size are copied behind the head (one buffer); larger ones are a second buffer.
+    static let copyLimit = 16 << 10
     /// The last `Last-Modified` text made, by mtime: mirrors serve the same files over and over.
     private var lastModifiedCache: (mtime: Int, text: String) = (-1, "")
 
+    /// Made on the connection's event loop (the clock and cache are that loop's).
     init(shared: ServeContext, clock: LoopClock) {
         self.shared = shared
         self.clock = clock
+        self.cache = shared.smallFileCache()
     }
 
     mutating func respond(to request: HTTPRequest, allocator: ByteBufferAllocator) -> MirrorResponse {
@@ -72,18 +97,26 @@ struct MirrorResponder {
             )
         }
         var response: MirrorResponse
-        switch shared.resolver.resolve(path) {
-        case .notFound:
+        let resolver = shared.resolver
+        let relative = resolver.relativePath(path)
+        if resolver.isHidden(path) {
             response = simple(.notFound, "not found\n", request: request, allocator: allocator)
-        case .directory(let directory):
-            if path.trailingSlash || path.components.isEmpty {
-                response = listing(request, path, directory, allocator: allocator)
-            } else {
-                let location = "/" + path.components.map(DirectoryListing.percentEncode).joined(separator: "/") + "/"
-                response = simple(.movedPermanently, "moved to \(location)\n", request: request, allocator: allocator, extra: .location(location))
+        } else if let entry = cache.entry(for: relative, resolver: resolver) {
+            response = file(request, entry.facts, body: .memory(entry.body), allocator: allocator)
+        } else {
+            switch resolver.resolve(relative: relative) {
+            case .notFound:
+                response = simple(.notFound, "not found\n", request: request, allocator: allocator)
+            case .directory(let directory):
+                if path.trailingSlash || path.components.isEmpty {
+                    response = listing(request, path, directory, allocator: allocator)
+                } else {
+                    let location = "/" + path.components.map(DirectoryListing.percentEncode).joined(separator: "/") + "/"
+                    response = simple(.movedPermanently, "moved to \(location)\n", request: request, allocator: allocator, extra: .location(location))
+                }
+            case .file(let descriptor, let info):
+                response = openedFile(request, path, relative, descriptor, info, allocator: allocator)
             }
-        case .file(let descriptor, let info):
-            response = file(request, path, descriptor, info, allocator: allocator)
         }
         response.project = project
         return response
@@ -104,79 +137,96 @@ struct MirrorResponder {
 
     // MARK: - Files
 
-    private mutating func file(
-        _ request: HTTPRequest, _ path: RequestPath, _ fd: Int32, _ info: MirrorFileResolver.FileInfo, allocator: ByteBufferAllocator
+    /// Where a file's body comes from.
+    enum FileBody {
+        /// Held in memory (a cached or just read small file).
+        case memory(ByteBuffer)
+        /// An open descriptor, sent with sendfile; whoever ends up not sending it closes it.
+        case descriptor(Int32)
+    }
+
+    /// A file just opened beneath the root: small ones are read whole (and cached), larger ones sent
+    /// from the descriptor.
+    private mutating func openedFile(
+        _ request: HTTPRequest, _ path: RequestPath, _ relative: String, _ fd: Int32, _ info: MirrorFileResolver.FileInfo, allocator: ByteBufferAllocator
     ) -> MirrorResponse {
-        let size = info.size
-        let etag = Self.etag(info)
         if lastModifiedCache.mtime != info.modified { lastModifiedCache = (info.modified, HTTPDate.format(info.modified)) }
-        let lastModified = lastModifiedCache.text
-        let name = path.components.last ?? ""
-
-        func fileHead(_ status: HTTPStatus, bodyCapacity: Int = 0) -> ResponseHead {
-            var head = ResponseHead(status, date: clock.httpDate, allocator: allocator, bodyCapacity: bodyCapacity)
-            head.add("Content-Type", MirrorContentType.type(for: name))
-            head.add("Last-Modified", lastModified)
-            head.add("ETag", etag)
-            head.add("Accept-Ranges", "bytes")
-            head.add("Cache-Control", MirrorContentType.cacheControl(for: path.components))
-            return head
+        let facts = FileFacts(info: info, path: path, lastModified: lastModifiedCache.text, allocator: allocator)
+        guard info.size <= Self.smallFileLimit else { return file(request, facts, body: .descriptor(fd), allocator: allocator) }
+        var body = allocator.buffer(capacity: Int(info.size))
+        let got = body.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(info.size)) { memory in
+            max(0, pread(fd, memory.baseAddress, Int(info.size), 0))
         }
+        close(fd)
+        guard got == Int(info.size) else {
+            // The file shrank under us (a sync replaced it): the promised length cannot be kept.
+            return reject(.internalServerError, "file changed while reading", allocator: allocator)
+        }
+        if cache.admits(size: info.size) { cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: relative), for: relative) }
+        return file(request, facts, body: .memory(body), allocator: allocator)
+    }
 
-        if Conditional.notModified(request, etag: etag, mtime: info.modified) {
-            close(fd)
-            var head = fileHead(.notModified)
+    /// The answer for a file: 304, 416, 206 or 200, HEAD or GET.
+    private func file(_ request: HTTPRequest, _ facts: FileFacts, body: FileBody, allocator: ByteBufferAllocator) -> MirrorResponse {
+        func release() { if case .descriptor(let fd) = body { close(fd) } }
+        let size = facts.info.size
+        let isHead = request.method == .head
+        if Conditional.notModified(request, etag: facts.etag, mtime: facts.info.modified) {
+            release()
+            var head = ResponseHead(.notModified, date: clock.httpDate, allocator: allocator)
+            head.add(encoded: facts.fields)
             head.add("Connection", request.keepAlive ? "keep-alive" : "close")
             head.end()
             return MirrorResponse(status: .notModified, bytes: head.buffer, bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "")
         }
         var range: ClosedRange<Int64>?
-        if let rangeHeader = request.range, Conditional.ifRangeHolds(request, etag: etag, lastModified: lastModified) {
+        if let rangeHeader = request.range, Conditional.ifRangeHolds(request, etag: facts.etag, lastModified: facts.lastModified) {
             switch ByteRange.parse(rangeHeader, size: size) {
             case .whole: break
             case .satisfiable(let r): range = r
             case .unsatisfiable:
-                close(fd)
-                let body = "range not satisfiable\n"
-                var head = ResponseHead(.rangeNotSatisfiable, date: clock.httpDate, allocator: allocator, bodyCapacity: body.utf8.count)
+                release()
+                let text = "range not satisfiable\n"
+                var head = ResponseHead(.rangeNotSatisfiable, date: clock.httpDate, allocator: allocator, bodyCapacity: text.utf8.count)
                 head.add("Content-Range", "bytes */\(size)")
-                head.add("Content-Length", Int64(body.utf8.count))
+                head.add("Content-Length", Int64(text.utf8.count))
                 head.add("Connection", "close")
                 head.end()
-                if !isHeadRequest(request) { head.writeBody(body) }
+                if !isHead { head.writeBody(text) }
                 return MirrorResponse(
-                    status: .rangeNotSatisfiable, bytes: head.buffer, bodyInBytes: isHeadRequest(request) ? 0 : Int64(body.utf8.count), file: nil,
-                    keepAlive: false, project: ""
+                    status: .rangeNotSatisfiable, bytes: head.buffer, bodyInBytes: isHead ? 0 : Int64(text.utf8.count), file: nil, keepAlive: false,
+                    project: ""
                 )
             }
         }
         let status: HTTPStatus = range == nil ? .ok : .partialContent
         let span = range ?? 0...max(0, size - 1)
         let length = size == 0 ? 0 : span.upperBound - span.lowerBound + 1
-        let inMemory = isHeadRequest(request) || length <= Self.smallFileLimit
-        var head = fileHead(status, bodyCapacity: inMemory && !isHeadRequest(request) ? Int(length) : 0)
+        var copied = false
+        if case .memory = body, !isHead, length <= Self.copyLimit { copied = true }
+        var head = ResponseHead(status, date: clock.httpDate, allocator: allocator, bodyCapacity: copied ? Int(length) : 0)
+        head.add(encoded: facts.fields)
         if let range { head.add("Content-Range", "bytes \(range.lowerBound)-\(range.upperBound)/\(size)") }
         head.add("Content-Length", length)
         head.add("Connection", request.keepAlive ? "keep-alive" : "close")
         head.end()
-        if isHeadRequest(request) || length == 0 {
-            close(fd)
+        if isHead || length == 0 {
+            release()
             return MirrorResponse(status: status, bytes: head.buffer, bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "")
         }
-        if inMemory {
-            // Small files: head and body in one buffer, one write; cheaper than sendfile.
-            let complete = head.readBody(from: fd, offset: span.lowerBound, count: Int(length))
-            close(fd)
-            guard complete else {
-                // The file shrank under us (a sync replaced it): the promised length cannot be kept.
-                return reject(.internalServerError, "file changed while reading", allocator: allocator)
-            }
-            return MirrorResponse(status: status, bytes: head.buffer, bodyInBytes: length, file: nil, keepAlive: request.keepAlive, project: "")
+        switch body {
+        case .memory(let bytes):
+            var slice = bytes.getSlice(at: bytes.readerIndex + Int(span.lowerBound), length: Int(length))!
+            if copied { head.writeBody(&slice) }
+            return MirrorResponse(
+                status: status, bytes: head.buffer, bodyInBytes: length, tail: copied ? nil : slice, file: nil, keepAlive: request.keepAlive, project: ""
+            )
+        case .descriptor(let fd):
+            return MirrorResponse(
+                status: status, bytes: head.buffer, bodyInBytes: 0, file: (fd, span.lowerBound, span.upperBound + 1), keepAlive: request.keepAlive,
+                project: ""
+            )
         }
-        return MirrorResponse(
-            status: status, bytes: head.buffer, bodyInBytes: 0, file: (fd, span.lowerBound, span.upperBound + 1), keepAlive: request.keepAlive,
-            project: ""
-        )
     }
 
     /// A strong validator from inode, size and modification time (ns): a file replaced by a sync

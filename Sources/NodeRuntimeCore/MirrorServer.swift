@@ -81,6 +81,12 @@ public final class MirrorServer: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(100))
         }
         children.closeAll()
+        // Closing is asynchronous: let the closed connections log their last lines, then write them.
+        let closing = ContinuousClock.now + .seconds(1)
+        while children.openCount > 0, ContinuousClock.now < closing {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        shared.accessLog?.flush()
         logger.info("stopped serving")
     }
 

@@ -24,8 +24,38 @@ struct ResponseHead {
     }
 
     /// Adds a field. Values are the server's own (never request text), so they hold no CR or LF.
-    mutating func add(_ name: StaticString, _ value: String) {
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + value.utf8.count + 4) { memory in
+    mutating func add(_ name: StaticString, _ value: String) { buffer.writeField(name, value) }
+
+    mutating func add(_ name: StaticString, _ value: Int64) { buffer.writeField(name, value) }
+
+    /// Adds fields encoded beforehand (`Fields`).
+    mutating func add(encoded fields: ByteBuffer) {
+        var fields = fields
+        buffer.writeBuffer(&fields)
+    }
+
+    /// A block of fields encoded once and added to many heads (a cached file's).
+    struct Fields {
+        private(set) var buffer: ByteBuffer
+
+        init(allocator: ByteBufferAllocator) { buffer = allocator.buffer(capacity: 256) }
+
+        mutating func add(_ name: StaticString, _ value: String) { buffer.writeField(name, value) }
+    }
+
+    /// Ends the head; what is written after this is body.
+    mutating func end() { buffer.writeStaticString("\r\n") }
+
+    /// Appends body bytes after `end()`.
+    mutating func writeBody(_ text: String) { buffer.writeString(text) }
+
+    mutating func writeBody(_ bytes: inout ByteBuffer) { buffer.writeBuffer(&bytes) }
+}
+
+extension ByteBuffer {
+    /// `name: value` CRLF, in one copy per piece.
+    mutating func writeField(_ name: StaticString, _ value: String) {
+        writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + value.utf8.count + 4) { memory in
             var out = ByteWriter(memory)
             out.put(name)
             out.put(": ")
@@ -35,8 +65,8 @@ struct ResponseHead {
         }
     }
 
-    mutating func add(_ name: StaticString, _ value: Int64) {
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + ByteWriter.maxDecimal + 4) { memory in
+    mutating func writeField(_ name: StaticString, _ value: Int64) {
+        writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + ByteWriter.maxDecimal + 4) { memory in
             var out = ByteWriter(memory)
             out.put(name)
             out.put(": ")
@@ -44,19 +74,5 @@ struct ResponseHead {
             out.put("\r\n")
             return out.count
         }
-    }
-
-    /// Ends the head; what is written after this is body.
-    mutating func end() { buffer.writeStaticString("\r\n") }
-
-    /// Appends body bytes after `end()`.
-    mutating func writeBody(_ text: String) { buffer.writeString(text) }
-
-    /// Reads `count` bytes of `descriptor` at `offset` into the body; false if the file was shorter.
-    mutating func readBody(from descriptor: Int32, offset: Int64, count: Int) -> Bool {
-        let got = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { pointer in
-            max(0, pread(descriptor, pointer.baseAddress, count, off_t(offset)))
-        }
-        return got == count
     }
 }

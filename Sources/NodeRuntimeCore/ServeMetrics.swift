@@ -8,9 +8,25 @@ public final class ServeMetrics: Sendable {
     private let factory: PrometheusMetricsFactory
     private let counters = NIOLockedValueBox([String: Counters]())
 
+    /// Small-file cache lookups, over all event loops.
+    public let cache: CacheCounters
+
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         self.factory = PrometheusMetricsFactory(registry: registry)
+        self.cache = CacheCounters(
+            hits: CoreMetrics.Counter(label: "micromirror_http_cache_hits_total", factory: factory),
+            misses: CoreMetrics.Counter(label: "micromirror_http_cache_misses_total", factory: factory)
+        )
+    }
+
+    /// Hits and misses of the in-memory small-file cache.
+    public struct CacheCounters: Sendable {
+        let hits: CoreMetrics.Counter
+        let misses: CoreMetrics.Counter
+
+        func hit() { hits.increment() }
+        func miss() { misses.increment() }
     }
 
     /// The two counters of one project and status class.

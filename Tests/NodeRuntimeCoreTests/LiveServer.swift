@@ -47,11 +47,26 @@ final class LiveServer: @unchecked Sendable {
 
     var base: String { "http://127.0.0.1:\(port)" }
 
-    func stop() async {
+    /// The access log once `predicate` holds, or as it is after 3 s: lines reach the file within a
+    /// second of their request.
+    func accessLogText(until predicate: (String) -> Bool) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(3)
+        while true {
+            let text = (try? String(contentsOfFile: accessLog, encoding: .utf8)) ?? ""
+            if predicate(text) || ContinuousClock.now > deadline { return text }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Shuts the server down and returns its access log as it was left.
+    @discardableResult
+    func stop() async -> String {
         await group.triggerGracefulShutdown()
         _ = try? await task.value
+        let log = (try? String(contentsOfFile: accessLog, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: root)
         try? FileManager.default.removeItem(atPath: accessLog)
+        return log
     }
 }
 

@@ -83,7 +83,7 @@ struct ServeTests {
             try Data(Self.payload.prefix(1_000_000)).write(to: URL(fileURLWithPath: dir + "/big.iso"))
             _ = try curl(["-C", "-", "-o", dir + "/big.iso", url])
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.iso")) == Data(Self.payload))
-            let log = try String(contentsOfFile: server.accessLog, encoding: .utf8)
+            let log = try await server.accessLogText { $0.contains("\" 206 2000000 ") }
             #expect(log.contains("\" 206 2000000 "), "the resumed transfer logs the bytes sent: \(log)")
         }
     }
@@ -253,9 +253,57 @@ struct ServeTests {
             // In order: the sendfile answer is the 201st.
             let big = try #require(answer.range(of: "Content-Length: \(ServeTests.payload.count)\r\n"))
             #expect(answer[..<big.lowerBound].components(separatedBy: "HTTP/1.1 200 OK").count == 202)
-            let log = try String(contentsOfFile: server.accessLog, encoding: .utf8)
-            #expect(log.components(separatedBy: "\n").filter { $0.contains("\"GET /ubuntu/medium.bin HTTP/1.1\" 200 60000") }.count == 399)
+            func served(_ log: String) -> Int { log.components(separatedBy: "\n").filter { $0.contains("\"GET /ubuntu/medium.bin HTTP/1.1\" 200 60000") }.count }
+            #expect(served(try await server.accessLogText { served($0) >= 399 }) == 399)
         }
+    }
+
+    @Test("small files come from memory, yet a replaced, edited or swapped-out file is never served stale")
+    func smallFileCache() async throws {
+        let outside = NSTemporaryDirectory() + "mm-cache-outside-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: outside + "/noble", withIntermediateDirectories: true)
+        try "OUTSIDE\n".write(toFile: outside + "/noble/Release", atomically: false, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        try await withServer { server in
+            let url = server.base + "/ubuntu/dists/noble/Release"
+            let file = server.root + "/ubuntu/dists/noble/Release"
+            try "version 1\n".write(toFile: file, atomically: false, encoding: .utf8)
+            // One connection, so one event loop and its cache: a miss, then two hits.
+            #expect(try curl([url, url, url]) == String(repeating: "version 1\n", count: 3))
+            let metrics = try curl([server.base + "/metrics"])
+            #expect(metrics.contains("micromirror_http_cache_hits_total 2"), "\(metrics)")
+
+            // A sync replaces the file: same size, new inode.
+            try "version 2\n".write(toFile: file + ".new", atomically: false, encoding: .utf8)
+            #expect(rename(file + ".new", file) == 0)
+            #expect(try curl([url]) == "version 2\n")
+
+            // Edited in place, same size, mtime put back: ctime still tells.
+            let before = try FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as! Date
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+            try handle.write(contentsOf: Data("version 3\n".utf8))
+            try handle.close()
+            try FileManager.default.setAttributes([.modificationDate: before], ofItemAtPath: file)
+            #expect(try curl([url]) == "version 3\n")
+
+            // The directory swapped for a symlink out of the root: not found, nothing from outside.
+            #expect(try curl([url]) == "version 3\n")
+            try FileManager.default.removeItem(atPath: server.root + "/ubuntu/dists/noble")
+            try FileManager.default.createSymbolicLink(atPath: server.root + "/ubuntu/dists/noble", withDestinationPath: outside + "/noble")
+            let swapped = try curl(["-w", "%{http_code}", url])
+            #expect(!swapped.contains("OUTSIDE") && swapped.hasSuffix("404"), "\(swapped)")
+        }
+    }
+
+    @Test("access log lines gather per event loop, reach the file within seconds, and all are written at shutdown")
+    func accessLogBatching() async throws {
+        let server = try await LiveServer.start(populate: Self.populate)
+        let url = server.base + "/ubuntu/dists/noble/InRelease"
+        func lines(_ log: String) -> Int { log.split(separator: "\n").filter { $0.contains("\"GET /ubuntu/dists/noble/InRelease HTTP/1.1\" 200 15 ") }.count }
+        _ = try curl(Array(repeating: url, count: 20))
+        #expect(lines(try await server.accessLogText { lines($0) >= 20 }) == 20)
+        _ = try curl(Array(repeating: url, count: 5))
+        #expect(lines(await server.stop()) == 25)
     }
 
     @Test("/metrics counts requests and bytes per project and status class")
@@ -286,8 +334,7 @@ struct ServeTests {
                 received += n
             }
             client.close()
-            try await Task.sleep(for: .seconds(1))
-            let log = try String(contentsOfFile: server.accessLog, encoding: .utf8)
+            let log = try await server.accessLogText { $0.contains("/ubuntu/huge.iso") }
             let line = try #require(log.split(separator: "\n").first { $0.contains("/ubuntu/huge.iso") })
             let bytes = try #require(Int(line.split(separator: " ")[9]))
             #expect(bytes >= 1 << 20 && bytes < 64 << 20, "logged \(bytes) bytes for an aborted 64 MiB download: \(line)")

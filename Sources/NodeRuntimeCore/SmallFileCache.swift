@@ -1,0 +1,101 @@
+import NIOCore
+
+/// Small files held in memory by one event loop, with their response fields already encoded: the
+/// files every client asks for again and again (repository metadata, indexes) cost one `fstatat`
+/// instead of open, stat, read and close.
+///
+/// Never stale: every use first compares the file on disk with what was read (device, inode, size,
+/// mtime and ctime to the nanosecond). A sync that replaces a file (rsync renames a new inode into
+/// place) or an edit in place misses, and the file is opened afresh beneath the root. Only bytes
+/// read through `MirrorFileResolver` (openat2 RESOLVE_BENEATH) are ever cached, so a symlink swapped
+/// in later cannot make the cache serve anything from outside the root.
+///
+/// One per event-loop thread: no locks, and a connection only ever uses its own loop's cache.
+final class SmallFileCache {
+    /// One cached file: what was read, its validators and its encoded fields.
+    final class Entry {
+        let facts: FileFacts
+        let body: ByteBuffer
+        /// What the entry costs against the budget.
+        let cost: Int
+
+        init(facts: FileFacts, body: ByteBuffer, key: String) {
+            self.facts = facts
+            self.body = body
+            self.cost = body.capacity + facts.fields.capacity + key.utf8.count + 256
+        }
+    }
+
+    /// Files larger than this are sent with sendfile and never cached.
+    static let maxFileSize: Int64 = 64 << 10
+
+    /// Bytes the cache may hold; 0 turns it off.
+    let budget: Int
+    private var entries: [String: Entry] = [:]
+    private(set) var bytes = 0
+    private let counters: ServeMetrics.CacheCounters
+
+    init(budget: Int, counters: ServeMetrics.CacheCounters) {
+        self.budget = budget
+        self.counters = counters
+    }
+
+    /// Whether a file of this size would be kept.
+    func admits(size: Int64) -> Bool { budget > 0 && size <= Self.maxFileSize }
+
+    /// The entry for `relative` if the file on disk is still exactly the one cached.
+    func entry(for relative: String, resolver: MirrorFileResolver) -> Entry? {
+        guard budget > 0 else { return nil }
+        guard let entry = entries[relative] else {
+            counters.miss()
+            return nil
+        }
+        guard resolver.currentInfo(relative: relative) == entry.facts.info else {
+            remove(relative)
+            counters.miss()
+            return nil
+        }
+        counters.hit()
+        return entry
+    }
+
+    func insert(_ entry: Entry, for relative: String) {
+        guard budget > 0, entry.cost <= budget else { return }
+        remove(relative)
+        // Evict in the dictionary's order until the newcomer fits: cheap, and a hot file that goes
+        // is back after its next request.
+        while bytes + entry.cost > budget, let victim = entries.first {
+            remove(victim.key)
+        }
+        entries[relative] = entry
+        bytes += entry.cost
+    }
+
+    private func remove(_ relative: String) {
+        if let old = entries.removeValue(forKey: relative) { bytes -= old.cost }
+    }
+
+    var count: Int { entries.count }
+}
+
+/// What the response to a file needs besides its bytes: the validators and the encoded
+/// `Content-Type`, `Last-Modified`, `ETag`, `Accept-Ranges` and `Cache-Control` fields.
+struct FileFacts {
+    let info: MirrorFileResolver.FileInfo
+    let etag: String
+    let lastModified: String
+    let fields: ByteBuffer
+
+    init(info: MirrorFileResolver.FileInfo, path: RequestPath, lastModified: String, allocator: ByteBufferAllocator) {
+        self.info = info
+        self.etag = MirrorResponder.etag(info)
+        self.lastModified = lastModified
+        var fields = ResponseHead.Fields(allocator: allocator)
+        fields.add("Content-Type", MirrorContentType.type(for: path.components.last ?? ""))
+        fields.add("Last-Modified", lastModified)
+        fields.add("ETag", etag)
+        fields.add("Accept-Ranges", "bytes")
+        fields.add("Cache-Control", MirrorContentType.cacheControl(for: path.components))
+        self.fields = fields.buffer
+    }
+}
