@@ -44,6 +44,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "DSCP marking on the server's sockets: cs1 or none.") var dscp = "none"
     @Option(help: "Host name shown in directory listings.") var sponsor = "micromirror"
     @Option(help: "Combined-format access log file.") var accessLog: String?
+    @Option(help: "MiB each event loop may use to keep small files in memory (0: off).") var smallFileCache = 16
 
     func run() async throws {
         let addresses = try (listen.isEmpty ? ["[::]:80"] : listen).map(Self.parseListen)
@@ -55,6 +56,8 @@ struct Serve: AsyncParsableCommand {
         configuration.tos = mark.tos
         configuration.sponsor = sponsor
         configuration.accessLogPath = accessLog
+        guard smallFileCache >= 0 else { throw ValidationError("--small-file-cache: expected MiB, 0 or more") }
+        configuration.smallFileCacheBytes = smallFileCache << 20
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "mm-node.serve")
         let server = MirrorServer(configuration: configuration, logger: logger) { bound in

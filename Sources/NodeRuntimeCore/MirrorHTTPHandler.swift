@@ -47,17 +47,18 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     private var waitingSince = NIODeadline.now()
     private var headAllowance = TimeAmount.seconds(12)
     private var lastRead = NIODeadline.now()
-    /// The counters this connection used last (a client mostly fetches from one project).
-    private var lastCounters: ServeMetrics.Counters?
+    /// The event loop's request counts (published to the shared counters every second).
+    private let tally: ServeMetrics.Tally
     /// One deadline timer per connection, re-armed only when it fires.
     private var timer: Scheduled<Void>?
 
-    /// Made on the connection's event loop: `clock` is that loop's (`LoopClock.current`).
-    init(context: ServeContext, limiter: ConnectionLimiter, clock: LoopClock) {
+    /// Made on the connection's event loop: `clock` and `eventLoop` are that loop's.
+    init(context: ServeContext, limiter: ConnectionLimiter, clock: LoopClock, eventLoop: any EventLoop) {
         self.shared = context
         self.limiter = limiter
         self.clock = clock
-        self.responder = MirrorResponder(shared: context, clock: clock)
+        self.tally = context.metrics.tally(on: eventLoop)
+        self.responder = MirrorResponder(shared: context, clock: clock, tally: tally)
     }
 
     // MARK: - Connection lifecycle
@@ -263,13 +264,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
 
     /// A response was handed over: log and count it, then wait for the next request or close.
     private func finished(_ context: ChannelHandlerContext, _ request: HTTPRequest?, _ response: MirrorResponse, bodyBytes: Int64) {
-        if let counters = lastCounters, counters.project == response.project, counters.statusClass == response.status.code / 100 {
-            counters.record(bytes: bodyBytes)
-        } else {
-            let counters = shared.metrics.counters(project: response.project, status: response.status.code)
-            counters.record(bytes: bodyBytes)
-            lastCounters = counters
-        }
+        tally.request(project: response.project, status: response.status.code, bytes: bodyBytes)
         shared.accessLog?.record(
             AccessLog.Entry(
                 client: client, time: clock.logDate, method: request?.method.name ?? "", target: request?.target ?? "",
@@ -294,8 +289,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     /// trickle in (slowloris). A transfer in progress is never cut by either.
     private func startWaiting(_ context: ChannelHandlerContext, afterResponse: Bool) {
         waitingSince = .now()
-        headAllowance = TimeAmount(shared.configuration.requestHeadTimeout + (afterResponse ? shared.configuration.keepAliveTimeout : .zero))
-        if timer == nil { schedule(context, at: waitingSince + TimeAmount(shared.configuration.keepAliveTimeout)) }
+        headAllowance = afterResponse ? shared.headTimeout + shared.keepAlive : shared.headTimeout
+        if timer == nil { schedule(context, at: waitingSince + shared.keepAlive) }
     }
 
     private func schedule(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
@@ -308,7 +303,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     }
 
     private func deadlineReached(_ context: ChannelHandlerContext) {
-        let keepAlive = TimeAmount(shared.configuration.keepAliveTimeout)
+        let keepAlive = shared.keepAlive
         switch state {
         case .closing:
             return

@@ -11,6 +11,9 @@ public final class ServeContext: Sendable {
     public let metrics: ServeMetrics
     /// The parser's limits, from the configuration.
     let limits: HTTPRequestParser.Limits
+    /// The configuration's deadlines as event-loop time, made once rather than per request.
+    let keepAlive: TimeAmount
+    let headTimeout: TimeAmount
 
     public init(configuration: ServeConfiguration, resolver: MirrorFileResolver, accessLog: AccessLog?, metrics: ServeMetrics) {
         self.configuration = configuration
@@ -18,6 +21,8 @@ public final class ServeContext: Sendable {
         self.accessLog = accessLog
         self.metrics = metrics
         self.limits = HTTPRequestParser.Limits(maxTargetLength: configuration.maxURILength, maxHeadBytes: configuration.maxHeaderBytes, maxFields: 100)
+        self.keepAlive = TimeAmount(configuration.keepAliveTimeout)
+        self.headTimeout = TimeAmount(configuration.requestHeadTimeout)
     }
 
     private final class CacheBox: @unchecked Sendable {
@@ -29,9 +34,9 @@ public final class ServeContext: Sendable {
     private let caches = ThreadSpecificVariable<CacheBox>()
 
     /// The calling thread's small-file cache for this server; only that thread may use it.
-    func smallFileCache() -> SmallFileCache {
+    func smallFileCache(tally: ServeMetrics.Tally) -> SmallFileCache {
         if let box = caches.currentValue { return box.cache }
-        let box = CacheBox(SmallFileCache(budget: configuration.smallFileCacheBytes, counters: metrics.cache))
+        let box = CacheBox(SmallFileCache(budget: configuration.smallFileCacheBytes, tally: tally))
         caches.currentValue = box
         return box.cache
     }
@@ -70,10 +75,10 @@ struct MirrorResponder {
     private var lastModifiedCache: (mtime: Int, text: String) = (-1, "")
 
     /// Made on the connection's event loop (the clock and cache are that loop's).
-    init(shared: ServeContext, clock: LoopClock) {
+    init(shared: ServeContext, clock: LoopClock, tally: ServeMetrics.Tally) {
         self.shared = shared
         self.clock = clock
-        self.cache = shared.smallFileCache()
+        self.cache = shared.smallFileCache(tally: tally)
     }
 
     mutating func respond(to request: HTTPRequest, allocator: ByteBufferAllocator) -> MirrorResponse {

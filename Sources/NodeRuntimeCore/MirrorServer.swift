@@ -45,7 +45,7 @@ public final class MirrorServer: Service, Sendable {
                 children.add(channel)
                 do {
                     try Self.markDSCP(channel, tos: configuration.tos)
-                    try channel.pipeline.syncOperations.addHandler(MirrorHTTPHandler(context: shared, limiter: limiter, clock: LoopClock.current))
+                    try channel.pipeline.syncOperations.addHandler(MirrorHTTPHandler(context: shared, limiter: limiter, clock: LoopClock.current, eventLoop: channel.eventLoop))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

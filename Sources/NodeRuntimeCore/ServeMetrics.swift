@@ -1,59 +1,52 @@
 import CoreMetrics
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 import Prometheus
 
-/// Per-project request, byte and status-class counters, exported at `/metrics` in Prometheus text.
+/// Per-project request, byte and status-class counters and the small-file cache's hits and misses,
+/// exported at `/metrics` in Prometheus text.
+///
+/// Requests are tallied per event loop and added to the shared counters once a second and before
+/// every scrape: shared atomic counters touched by every request from every core cost more than
+/// parsing the request. A scrape always sees every request that finished before it.
 public final class ServeMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     private let counters = NIOLockedValueBox([String: Counters]())
-
-    /// Small-file cache lookups, over all event loops.
-    public let cache: CacheCounters
+    private let cacheHits: CoreMetrics.Counter
+    private let cacheMisses: CoreMetrics.Counter
+    private let tallies = ThreadSpecificVariable<Tally>()
+    private let allTallies = NIOLockedValueBox<[Tally]>([])
+    /// How long a tally may hold counts before they are published.
+    static let publishInterval = TimeAmount.seconds(1)
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         self.factory = PrometheusMetricsFactory(registry: registry)
-        self.cache = CacheCounters(
-            hits: CoreMetrics.Counter(label: "micromirror_http_cache_hits_total", factory: factory),
-            misses: CoreMetrics.Counter(label: "micromirror_http_cache_misses_total", factory: factory)
-        )
-    }
-
-    /// Hits and misses of the in-memory small-file cache.
-    public struct CacheCounters: Sendable {
-        let hits: CoreMetrics.Counter
-        let misses: CoreMetrics.Counter
-
-        func hit() { hits.increment() }
-        func miss() { misses.increment() }
+        self.cacheHits = CoreMetrics.Counter(label: "micromirror_http_cache_hits_total", factory: factory)
+        self.cacheMisses = CoreMetrics.Counter(label: "micromirror_http_cache_misses_total", factory: factory)
     }
 
     /// The two counters of one project and status class.
     public struct Counters: Sendable {
-        public let project: String
-        public let statusClass: Int
         let requests: CoreMetrics.Counter
         let bytes: CoreMetrics.Counter
 
-        /// Counts one finished request that sent `bytes` body bytes.
-        public func record(bytes sent: Int64) {
-            requests.increment()
+        func add(requests count: Int, bytes sent: Int64) {
+            requests.increment(by: count)
             bytes.increment(by: Int(sent))
         }
     }
 
     /// The counters for `project` and the class of `status` (2xx, 4xx, ...), made on first use.
-    /// Connections keep the last ones they used, so the shared table is rarely consulted.
-    public func counters(project: String, status: Int) -> Counters {
+    func counters(project: String, statusClass: Int) -> Counters {
         let name = project.isEmpty ? "-" : project
-        let statusClass = status / 100
         let key = name + "\u{0}" + String(statusClass)
         return counters.withLockedValue { map in
             if let existing = map[key] { return existing }
             let dimensions = [("project", name), ("status", "\(statusClass)xx")]
             let made = Counters(
-                project: project, statusClass: statusClass,
                 requests: CoreMetrics.Counter(label: "micromirror_http_requests_total", dimensions: dimensions, factory: factory),
                 bytes: CoreMetrics.Counter(label: "micromirror_http_sent_bytes_total", dimensions: dimensions, factory: factory)
             )
@@ -62,10 +55,83 @@ public final class ServeMetrics: Sendable {
         }
     }
 
-    /// Counts one finished request.
+    /// Counts one finished request at once (off the event loops).
     public func record(project: String, status: Int, bytes: Int64) {
-        counters(project: project, status: status).record(bytes: bytes)
+        counters(project: project, statusClass: status / 100).add(requests: 1, bytes: bytes)
     }
 
-    public func prometheusText() -> String { registry.emitToString() }
+    /// The calling event loop's tally (made on first use). Only that loop may record into it.
+    func tally(on eventLoop: any EventLoop) -> Tally {
+        if let existing = tallies.currentValue { return existing }
+        let made = Tally(metrics: self, eventLoop: eventLoop)
+        tallies.currentValue = made
+        allTallies.withLockedValue { $0.append(made) }
+        return made
+    }
+
+    public func prometheusText() -> String {
+        for tally in allTallies.withLockedValue({ $0 }) { tally.publish() }
+        return registry.emitToString()
+    }
+
+    /// One event loop's counts since they were last published. Its lock is only ever contended by a
+    /// scrape.
+    final class Tally: @unchecked Sendable {
+        private struct Key: Hashable {
+            var project: String
+            var statusClass: Int
+        }
+
+        private let lock = NIOLock()
+        private var requests: [Key: (count: Int, bytes: Int64)] = [:]
+        private var hits = 0
+        private var misses = 0
+        private var publishScheduled = false
+        /// Weak: a publish scheduled before the server went away finds nothing to publish to.
+        private weak var metrics: ServeMetrics?
+        private let eventLoop: any EventLoop
+
+        fileprivate init(metrics: ServeMetrics, eventLoop: any EventLoop) {
+            self.metrics = metrics
+            self.eventLoop = eventLoop
+        }
+
+        func request(project: String, status: Int, bytes: Int64) {
+            lock.withLock {
+                let key = Key(project: project, statusClass: status / 100)
+                let old = requests[key] ?? (0, 0)
+                requests[key] = (old.count + 1, old.bytes + bytes)
+                schedulePublish()
+            }
+        }
+
+        func cacheHit() { lock.withLock { hits += 1; schedulePublish() } }
+
+        func cacheMiss() { lock.withLock { misses += 1; schedulePublish() } }
+
+        /// Adds the counts to the shared counters and starts again from zero.
+        func publish() {
+            guard let metrics else { return }
+            lock.withLock {
+                for (key, value) in requests where value.count > 0 {
+                    metrics.counters(project: key.project, statusClass: key.statusClass).add(requests: value.count, bytes: value.bytes)
+                }
+                // Keep the keys: the same few come back, and their slots need not be made again.
+                for key in requests.keys { requests[key] = (0, 0) }
+                if hits > 0 { metrics.cacheHits.increment(by: hits) }
+                if misses > 0 { metrics.cacheMisses.increment(by: misses) }
+                (hits, misses) = (0, 0)
+            }
+        }
+
+        /// Caller holds the lock.
+        private func schedulePublish() {
+            guard !publishScheduled else { return }
+            publishScheduled = true
+            eventLoop.scheduleTask(in: ServeMetrics.publishInterval) { [self] in
+                lock.withLock { publishScheduled = false }
+                publish()
+            }
+        }
+    }
 }

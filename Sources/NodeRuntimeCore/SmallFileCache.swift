@@ -33,11 +33,12 @@ final class SmallFileCache {
     let budget: Int
     private var entries: [String: Entry] = [:]
     private(set) var bytes = 0
-    private let counters: ServeMetrics.CacheCounters
+    /// The same event loop's counts, for hits and misses.
+    private let tally: ServeMetrics.Tally
 
-    init(budget: Int, counters: ServeMetrics.CacheCounters) {
+    init(budget: Int, tally: ServeMetrics.Tally) {
         self.budget = budget
-        self.counters = counters
+        self.tally = tally
     }
 
     /// Whether a file of this size would be kept.
@@ -47,15 +48,15 @@ final class SmallFileCache {
     func entry(for relative: String, resolver: MirrorFileResolver) -> Entry? {
         guard budget > 0 else { return nil }
         guard let entry = entries[relative] else {
-            counters.miss()
+            tally.cacheMiss()
             return nil
         }
         guard resolver.currentInfo(relative: relative) == entry.facts.info else {
             remove(relative)
-            counters.miss()
+            tally.cacheMiss()
             return nil
         }
-        counters.hit()
+        tally.cacheHit()
         return entry
     }
 
