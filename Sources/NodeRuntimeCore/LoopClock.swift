@@ -5,7 +5,8 @@ import NIOPosix
 /// event-loop thread. A connection looks its thread's clock up once and then reads it without a
 /// lock or a thread-local lookup per request.
 final class LoopClock {
-    private var second = -1
+    /// The second the texts are for.
+    private(set) var second = -1
     /// IMF-fixdate for the `Date` header.
     private(set) var httpDate = ""
     /// `10/Oct/2000:13:55:36 +0000` for the access log.

@@ -107,7 +107,16 @@ struct MirrorResponder {
         if resolver.isHidden(path) {
             response = simple(.notFound, "not found\n", request: request, allocator: allocator)
         } else if let entry = cache.entry(for: relative, resolver: resolver) {
-            response = file(request, entry.facts, body: .memory(entry.body), allocator: allocator)
+            // The plain GET of a hot small file: the whole response as encoded earlier this second.
+            let plain = request.method == .get && request.range == nil && request.ifNoneMatch == nil && request.ifModifiedSince == nil
+            if plain, let bytes = entry.encodedResponse(second: clock.second, keepAlive: request.keepAlive) {
+                response = MirrorResponse(status: .ok, bytes: bytes, bodyInBytes: entry.facts.info.size, file: nil, keepAlive: request.keepAlive, project: "")
+            } else {
+                response = file(request, entry.facts, body: .memory(entry.body), allocator: allocator)
+                if plain, response.status == .ok, response.tail == nil {
+                    entry.remember(response.bytes, second: clock.second, keepAlive: request.keepAlive)
+                }
+            }
         } else {
             switch resolver.resolve(relative: relative) {
             case .notFound:

@@ -19,10 +19,27 @@ final class SmallFileCache {
         /// What the entry costs against the budget.
         let cost: Int
 
+        /// The last plain `200` response made from this entry (head and body), valid within its
+        /// second (the `Date` header) for its keep-alive choice. Buffers are shared, never copied:
+        /// any number of connections of this loop can be writing it at once.
+        private var encoded: ByteBuffer?
+        private var encodedSecond = -1
+        private var encodedKeepAlive = true
+
         init(facts: FileFacts, body: ByteBuffer, key: String) {
             self.facts = facts
             self.body = body
-            self.cost = body.capacity + facts.fields.capacity + key.utf8.count + 256
+            // Room for the body twice: as read, and inside an encoded response.
+            self.cost = 2 * body.capacity + facts.fields.capacity + key.utf8.count + 768
+        }
+
+        func encodedResponse(second: Int, keepAlive: Bool) -> ByteBuffer? {
+            guard encodedSecond == second, encodedKeepAlive == keepAlive else { return nil }
+            return encoded
+        }
+
+        func remember(_ response: ByteBuffer, second: Int, keepAlive: Bool) {
+            (encoded, encodedSecond, encodedKeepAlive) = (response, second, keepAlive)
         }
     }
 

@@ -273,6 +273,26 @@ struct ServeTests {
             let metrics = try curl([server.base + "/metrics"])
             #expect(metrics.contains("micromirror_http_cache_hits_total 2"), "\(metrics)")
 
+            // From the encoded response and around it: GET twice, HEAD, a range, a conditional GET.
+            let name = "/ubuntu/dists/noble/Release"
+            let mixed = try rawExchange(
+                port: server.port,
+                Array(
+                    ("GET \(name) HTTP/1.1\r\nHost: x\r\n\r\nGET \(name) HTTP/1.1\r\nHost: x\r\n\r\nHEAD \(name) HTTP/1.1\r\nHost: x\r\n\r\n"
+                        + "GET \(name) HTTP/1.1\r\nHost: x\r\nRange: bytes=0-6\r\n\r\n"
+                        + "GET \(name) HTTP/1.1\r\nHost: x\r\nIf-None-Match: *\r\nConnection: close\r\n\r\n").utf8
+                )
+            )
+            let parts = mixed.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0) }
+            #expect(parts.count == 5, "\(mixed)")
+            if parts.count == 5 {
+                #expect(parts[0].hasPrefix("200 OK") && parts[0].hasSuffix("\r\n\r\nversion 1\n"))
+                #expect(parts[1].hasPrefix("200 OK") && parts[1].hasSuffix("\r\n\r\nversion 1\n"))
+                #expect(parts[2].hasPrefix("200 OK") && parts[2].contains("Content-Length: 10\r\n") && parts[2].hasSuffix("\r\n\r\n"))
+                #expect(parts[3].hasPrefix("206 Partial Content") && parts[3].hasSuffix("\r\n\r\nversion"))
+                #expect(parts[4].hasPrefix("304 Not Modified") && parts[4].contains("Connection: close\r\n"))
+            }
+
             // A sync replaces the file: same size, new inode.
             try "version 2\n".write(toFile: file + ".new", atomically: false, encoding: .utf8)
             #expect(rename(file + ".new", file) == 0)
