@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serving benchmark: mm-node serve against nginx on the same machine, same files, same wrk commands.
-#   sudo bench/serve.sh      (~3 minutes; installs nginx and wrk from Debian)
+#   bench/serve.sh      (as root, ~5 minutes; installs nginx and wrk from Debian)
 # Writes bench/results/serve-DATE.md and prints it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,4 +92,6 @@ mkdir -p bench/results
   echo "| 10,000 idle keep-alive connections: resident memory added | $(mib $((idle_ours_during-idle_ours_before))) | $(mib $((idle_nginx_during-idle_nginx_before))) | $(r $((idle_ours_during-idle_ours_before)) $((idle_nginx_during-idle_nginx_before))) (lower is better) |"
   echo "| 10,000 idle connections: resident memory in all | $(mib $idle_ours_during) | $(mib $idle_nginx_during) | $(r $idle_ours_during $idle_nginx_during) |"
   echo "| connections still open after the idle test | $idle_ours_alive | $idle_nginx_alive | |"
+  echo
+  echo "Small-file rounds (requests/s): mm-node ${small_ours[*]}; nginx ${small_nginx[*]}; mm-node with the cache off ${small_unc[*]}."
 } | tee "$out"
