@@ -93,7 +93,9 @@ let package = Package(
         .target(
             name: "NodeRuntimeCore",
             dependencies: [
-                "MicromirrorKit", "CLinuxShims",
+                "MicromirrorKit", "SystemKit", "CLinuxShims",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

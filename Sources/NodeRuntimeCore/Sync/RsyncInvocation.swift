@@ -1,0 +1,30 @@
+/// The rsync command line for one stage of a recipe.
+///
+/// What keeps the served tree whole while it changes, from the FCIX nodes, ftpsync and tunasync:
+/// `--delay-updates` gathers new and changed files in `.~tmp~` (never served) and renames them into
+/// place at the end; `--delete-delay` removes what the upstream dropped only after the transfer, and
+/// rsync skips deleting altogether after an I/O error; `--max-delete` refuses a run that would empty
+/// a project because the upstream served an empty tree; `--safe-links` keeps symlinks from pointing
+/// out of the tree; `--filter=risk .~tmp~/` and `--exclude=.~tmp~/` leave rsync's own work area alone.
+public enum RsyncInvocation {
+    /// Arguments for `rsync` to bring `destination` (a directory) to what `source`
+    /// (`rsync://host[:port]/module/`) holds, for `stage` of `recipe`.
+    public static func arguments(recipe: SyncRecipe, stage: SyncRecipe.Stage, source: String, destination: String) -> [String] {
+        var arguments = [
+            "--recursive", "--links", "--safe-links", "--hard-links", "--times", "--perms", "--chmod=D755,F644",
+            "--delay-updates", "--filter=risk .~tmp~/", "--exclude=.~tmp~/",
+            "--timeout=\(recipe.ioTimeout)", "--contimeout=60", "--no-motd", "--stats", "--no-human-readable",
+        ]
+        if let limit = recipe.bandwidthLimit { arguments.append("--bwlimit=\(limit)") }
+        if !stage.links { arguments.append("--no-links") }
+        if stage.delete { arguments += ["--delete-delay", "--max-delete=\(recipe.maxDelete)"] }
+        for pattern in recipe.exclude + stage.exclude { arguments.append("--exclude=\(pattern)") }
+        arguments += [source.hasSuffix("/") ? source : source + "/", destination.hasSuffix("/") ? destination : destination + "/"]
+        return arguments
+    }
+
+    /// `rsync://host/` plus a module: the source of a project.
+    public static func source(upstream: String, module: String) -> String {
+        (upstream.hasSuffix("/") ? upstream : upstream + "/") + module + "/"
+    }
+}

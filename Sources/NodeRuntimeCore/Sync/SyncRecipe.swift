@@ -1,0 +1,127 @@
+import Foundation
+import MicromirrorKit
+
+/// How one project is mirrored from the upstream: its rsync module, the passes (stages) that keep
+/// the tree consistent while it changes, and the limits that keep a run polite and safe.
+///
+/// One YAML file per project in `recipes/` (installed as `/usr/share/micromirror/recipes`):
+///
+/// ```yaml
+/// project: ubuntu
+/// module: ubuntu            # rsync module on the upstream (default: the project name)
+/// bwlimit: 25M              # per rsync process, rsync's units; 0 for none
+/// io-timeout: 600           # rsync --timeout: seconds without any I/O
+/// max-delete: 50000         # a run that would delete more is refused (exit 25)
+/// exclude: ["*.iso.zsync"]  # for every stage
+/// stages:                   # default: one stage that also deletes
+///   - name: packages        # new payloads first, indexes held back, nothing deleted
+///     exclude: ["Packages*", "Sources*", "Release*", "InRelease", "i18n/*"]
+///     delete: false
+///   - name: indexes         # then everything, and what upstream removed goes
+/// ```
+/// A stage may also say `links: false` (copy no symlinks in that pass).
+public struct SyncRecipe: Sendable, Equatable {
+    public struct Stage: Sendable, Equatable {
+        public var name: String
+        public var exclude: [String]
+        /// Whether this pass deletes what the upstream no longer has.
+        public var delete: Bool
+        /// Whether this pass copies symlinks (a first pass without them lets their targets arrive
+        /// first, so no link ever points at nothing: openSUSE's "Current" images).
+        public var links: Bool
+
+        public init(name: String, exclude: [String] = [], delete: Bool = true, links: Bool = true) {
+            self.name = name
+            self.exclude = exclude
+            self.delete = delete
+            self.links = links
+        }
+    }
+
+    public var project: String
+    public var module: String
+    /// rsync `--bwlimit` (e.g. `25M`); nil for no limit.
+    public var bandwidthLimit: String?
+    /// rsync `--timeout`: seconds without I/O before rsync gives up.
+    public var ioTimeout: Int
+    /// rsync `--max-delete`.
+    public var maxDelete: Int
+    public var exclude: [String]
+    public var stages: [Stage]
+
+    public init(
+        project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: Int = 50_000, exclude: [String] = [],
+        stages: [Stage] = [Stage(name: "all")]
+    ) {
+        self.project = project
+        self.module = module ?? project
+        self.bandwidthLimit = bandwidthLimit
+        self.ioTimeout = ioTimeout
+        self.maxDelete = maxDelete
+        self.exclude = exclude
+        self.stages = stages
+    }
+
+    /// Reads and checks a recipe file; every problem is reported at once with its line.
+    public static func load(path: String) throws(ConfigError) -> SyncRecipe {
+        try validate(YAMLConfig.load(path: path))
+    }
+
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> SyncRecipe {
+        try validate(YAMLConfig.parse(text, file: file))
+    }
+
+    static func validate(_ root: YAMLMapping) throws(ConfigError) -> SyncRecipe {
+        var recipe = SyncRecipe(project: "")
+        if let value = root.required("project"), let name = value.nonEmptyString() {
+            if isName(name) { recipe.project = name } else { value.report("must be letters, digits, '.', '_' or '-'") }
+        }
+        recipe.module = recipe.project
+        if let value = root.optional("module"), let name = value.nonEmptyString() {
+            if isName(name) { recipe.module = name } else { value.report("must be letters, digits, '.', '_' or '-'") }
+        }
+        if let value = root.optional("bwlimit"), let text = value.nonEmptyString() {
+            if text == "0" {
+                recipe.bandwidthLimit = nil
+            } else if text.range(of: #"^[0-9]+(\.[0-9]+)?[KMG]?$"#, options: .regularExpression) != nil {
+                recipe.bandwidthLimit = text
+            } else {
+                value.report("expected a rate such as 25M (rsync's units, bytes per second) or 0 for none")
+            }
+        }
+        if let value = root.optional("io-timeout"), let seconds = value.int() {
+            if seconds >= 30 { recipe.ioTimeout = seconds } else { value.report("must be at least 30 seconds") }
+        }
+        if let value = root.optional("max-delete"), let count = value.int() {
+            if count >= 1 { recipe.maxDelete = count } else { value.report("must be at least 1") }
+        }
+        if let value = root.optional("exclude"), let patterns = value.stringList() {
+            recipe.exclude = patterns
+        }
+        if let value = root.optional("stages"), let items = value.list() {
+            var stages: [Stage] = []
+            for (index, item) in items.enumerated() {
+                guard let map = item.mapping() else { continue }
+                var stage = Stage(name: "stage \(index + 1)")
+                if let name = map.optional("name")?.nonEmptyString() { stage.name = name }
+                if let patterns = map.optional("exclude")?.stringList() { stage.exclude = patterns }
+                if let delete = map.optional("delete")?.bool() { stage.delete = delete }
+                if let links = map.optional("links")?.bool() { stage.links = links }
+                map.rejectUnknownKeys()
+                stages.append(stage)
+            }
+            if items.isEmpty { value.report("needs at least one stage") }
+            if let last = stages.last, !last.delete {
+                value.report("the last stage must delete (delete: true), or what the upstream removed stays forever")
+            }
+            recipe.stages = stages
+        }
+        root.rejectUnknownKeys()
+        try root.diagnostics.throwIfAny()
+        return recipe
+    }
+
+    private static func isName(_ text: String) -> Bool {
+        text.range(of: #"^[A-Za-z0-9][A-Za-z0-9._-]*$"#, options: .regularExpression) != nil
+    }
+}

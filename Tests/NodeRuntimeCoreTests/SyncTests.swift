@@ -1,0 +1,209 @@
+import Foundation
+import Logging
+import MicromirrorKit
+import MicromirrorTestSupport
+import NodeRuntimeCore
+import Testing
+
+/// Syncing a project from a real rsync daemon on loopback.
+@Suite("Syncing from a real rsync daemon", .serialized)
+struct SyncTests {
+    /// Every file and symlink under `root` (relative path → content, or "-> target"), rsync's
+    /// work area excluded unless asked.
+    static func tree(_ root: String, includingWorkArea: Bool = false) -> [String: String] {
+        var result: [String: String] = [:]
+        guard let walker = FileManager.default.enumerator(atPath: root) else { return result }
+        while let relative = walker.nextObject() as? String {
+            if !includingWorkArea, relative.hasPrefix(".~tmp~") || relative.contains("/.~tmp~") { continue }
+            let path = root + "/" + relative
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+                result[relative] = "-> " + target
+            } else {
+                var isDirectory: ObjCBool = false
+                FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+                if !isDirectory.boolValue { result[relative] = (try? String(contentsOfFile: path, encoding: .utf8)) ?? "<binary>" }
+            }
+        }
+        return result
+    }
+
+    static func write(_ text: String, _ path: String) throws {
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+
+    /// An upstream directory, a daemon serving it as module `name`, and an empty mirror root.
+    static func withUpstream(_ name: String = "almalinux", _ body: (_ upstream: String, _ daemon: RsyncDaemon, _ root: String) async throws -> Void) async throws {
+        let upstream = try ToolRun.scratchDirectory("upstream")
+        let root = try ToolRun.scratchDirectory("mirror")
+        let daemon = try RsyncDaemon(modules: [name: upstream])
+        defer {
+            daemon.stop()
+            try? FileManager.default.removeItem(atPath: upstream)
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        try await body(upstream, daemon, root)
+    }
+
+    static func sync(_ recipe: SyncRecipe, _ daemon: RsyncDaemon, _ root: String, timeout: Duration = .seconds(120)) async -> ProjectSync.Report {
+        var sync = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+        sync.timeout = timeout
+        return await sync.run()
+    }
+
+    @Test("a project arrives whole: files, hard links, safe symlinks; unsafe symlinks stay out; a second run copies nothing")
+    func firstSync() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            try Self.write("<repomd/>\n", upstream + "/9/BaseOS/x86_64/os/repodata/repomd.xml")
+            try Self.write("rpm bytes\n", upstream + "/9/BaseOS/x86_64/os/Packages/a-1.0.rpm")
+            try FileManager.default.linkItem(atPath: upstream + "/9/BaseOS/x86_64/os/Packages/a-1.0.rpm", toPath: upstream + "/9/a-hardlink.rpm")
+            try FileManager.default.createSymbolicLink(atPath: upstream + "/latest", withDestinationPath: "9")
+            try FileManager.default.createSymbolicLink(atPath: upstream + "/escape", withDestinationPath: "/etc/passwd")
+            let report = await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: nil), daemon, root)
+            #expect(report.succeeded, "\(report)")
+            var expected = Self.tree(upstream)
+            expected["escape"] = nil  // --safe-links: an absolute link out of the tree is not copied
+            #expect(Self.tree(root + "/almalinux") == expected)
+            var a = stat(), b = stat()
+            stat(root + "/almalinux/9/BaseOS/x86_64/os/Packages/a-1.0.rpm", &a)
+            stat(root + "/almalinux/9/a-hardlink.rpm", &b)
+            #expect(a.st_ino == b.st_ino, "hard links stay hard links")
+            #expect(report.stages.first?.filesTransferred == 2 && report.stages.first?.exitCode == 0)
+
+            let again = await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: nil), daemon, root)
+            #expect(again.succeeded && again.stages.first?.filesTransferred == 0, "\(again)")
+        }
+    }
+
+    @Test("changes arrive, what the upstream dropped goes, and no work area is left behind")
+    func updates() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            try Self.write("one\n", upstream + "/a.txt")
+            try Self.write("two\n", upstream + "/dir/b.txt")
+            #expect(await Self.sync(SyncRecipe(project: "almalinux"), daemon, root).succeeded)
+            try Self.write("one, changed\n", upstream + "/a.txt")
+            try FileManager.default.removeItem(atPath: upstream + "/dir/b.txt")
+            try Self.write("three\n", upstream + "/c.txt")
+            let report = await Self.sync(SyncRecipe(project: "almalinux"), daemon, root)
+            #expect(report.succeeded && report.stages.first?.filesDeleted == 1, "\(report)")
+            #expect(Self.tree(root + "/almalinux", includingWorkArea: true) == Self.tree(upstream))
+        }
+    }
+
+    @Test("two stages: new payloads arrive before the indexes that name them, and the first stage deletes nothing")
+    func twoStages() async throws {
+        try await Self.withUpstream("ubuntu") { upstream, daemon, root in
+            try Self.write("old index\n", upstream + "/dists/noble/main/binary-amd64/Packages")
+            try Self.write("old\n", upstream + "/pool/main/o/old_1_amd64.deb")
+            let recipe = try SyncRecipe.load(path: Self.recipes + "/ubuntu.yaml")
+            #expect(recipe.stages.count == 2 && !recipe.stages[0].delete)
+            var fast = recipe
+            fast.bandwidthLimit = nil
+            #expect(await Self.sync(fast, daemon, root).succeeded)
+            // Upstream moves on: a new package and an index naming it; the old package goes.
+            try Self.write("new index\n", upstream + "/dists/noble/main/binary-amd64/Packages")
+            try Self.write("new\n", upstream + "/pool/main/n/new_1_amd64.deb")
+            try FileManager.default.removeItem(atPath: upstream + "/pool/main/o/old_1_amd64.deb")
+            var firstOnly = fast
+            firstOnly.stages = [recipe.stages[0]]
+            #expect(await Self.sync(firstOnly, daemon, root).succeeded)
+            let midway = Self.tree(root + "/ubuntu")
+            #expect(midway["pool/main/n/new_1_amd64.deb"] == "new\n", "the payload is there first")
+            #expect(midway["dists/noble/main/binary-amd64/Packages"] == "old index\n", "the index waits for the second stage")
+            #expect(midway["pool/main/o/old_1_amd64.deb"] == "old\n", "the first stage deletes nothing")
+            let full = await Self.sync(fast, daemon, root)
+            #expect(full.succeeded && full.stages.map(\.name) == recipe.stages.map(\.name), "\(full)")
+            #expect(Self.tree(root + "/ubuntu") == Self.tree(upstream))
+        }
+    }
+
+    @Test("an upstream that suddenly lost its files is stopped at max-delete, and the run counts as failed")
+    func maxDelete() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            for index in 0..<10 { try Self.write("\(index)\n", upstream + "/f\(index).rpm") }
+            let recipe = SyncRecipe(project: "almalinux", bandwidthLimit: nil, maxDelete: 3)
+            #expect(await Self.sync(recipe, daemon, root).succeeded)
+            for index in 0..<10 { try FileManager.default.removeItem(atPath: upstream + "/f\(index).rpm") }
+            let report = await Self.sync(recipe, daemon, root)
+            #expect(!report.succeeded && report.stages.first?.exitCode == 25, "\(report)")
+            #expect(report.failure?.contains("max-delete") == true)
+            #expect(Self.tree(root + "/almalinux").count >= 7, "no more than 3 files were deleted")
+        }
+    }
+
+    @Test("an unknown module or an unreachable upstream fails in words, and the tree stays as it was")
+    func unreachable() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            try Self.write("kept\n", root + "/nosuch/kept.txt")
+            let unknown = await Self.sync(SyncRecipe(project: "nosuch"), daemon, root)
+            #expect(!unknown.succeeded && unknown.stages.first?.exitCode == 5, "\(unknown)")
+            #expect(unknown.failure?.contains("unknown module") == true, "\(unknown.failure ?? "")")
+            let port = daemon.port
+            daemon.stop()
+            var gone = ProjectSync(recipe: SyncRecipe(project: "nosuch"), upstream: "rsync://127.0.0.1:\(port)/", root: root, logger: Logger(label: "test"))
+            gone.timeout = .seconds(60)
+            let report = await gone.run()
+            #expect(!report.succeeded && report.stages.first?.exitCode == 10, "\(report)")
+            #expect(Self.tree(root + "/nosuch") == ["kept.txt": "kept\n"])
+        }
+    }
+
+    @Test("a run past its timeout is stopped, and the served file is still the old one, whole")
+    func timeout() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            let old = String(repeating: "o", count: 1 << 20)
+            try Self.write(old, upstream + "/big.iso")
+            #expect(await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: nil), daemon, root).succeeded)
+            // A new size, so rsync's quick check (size and mtime) sees the change.
+            try Self.write(String(repeating: "n", count: 2 << 20), upstream + "/big.iso")
+            // 16 KiB/s for a 2 MiB change: far longer than the 2 s the run may take.
+            let report = await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: "16K"), daemon, root, timeout: .seconds(2))
+            #expect(!report.succeeded && report.failure?.contains("longer than") == true, "\(report)")
+            #expect(try String(contentsOfFile: root + "/almalinux/big.iso", encoding: .utf8) == old)
+            // rsync itself is gone, not still copying behind our back.
+            #expect(try run("pgrep", ["-f", "rsync .*\(root)/almalinux/"]).status == 1)
+        }
+    }
+
+    static var recipes: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/recipes"
+    }
+
+    @Test("every shipped recipe is valid, and the last stage of each deletes")
+    func shippedRecipes() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.recipes).filter { $0.hasSuffix(".yaml") }
+        #expect(files.count >= 5)
+        for file in files {
+            let recipe = try SyncRecipe.load(path: Self.recipes + "/" + file)
+            #expect(recipe.project + ".yaml" == file)
+            #expect(recipe.stages.last?.delete == true)
+        }
+    }
+
+    @Test("a bad recipe names every problem with its line")
+    func badRecipe() {
+        let text = """
+            project: "../evil"
+            bwlimit: fast
+            io-timeout: 5
+            max-delete: 0
+            stages:
+              - name: first
+                delete: false
+                colour: blue
+            surprise: 1
+            """
+        do {
+            _ = try SyncRecipe.parse(text, file: "recipes/evil.yaml")
+            Issue.record("accepted")
+        } catch {
+            let described = error.description
+            for expected in [
+                "recipes/evil.yaml:1: project", "recipes/evil.yaml:2: bwlimit", "recipes/evil.yaml:3: io-timeout", "recipes/evil.yaml:4: max-delete",
+                "stages[0].colour", "the last stage must delete", "surprise",
+            ] {
+                #expect(described.contains(expected), "\(expected) missing from: \(described)")
+            }
+        }
+    }
+}
