@@ -10,8 +10,8 @@ import UnixSignals
 struct MMNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-node",
-        abstract: "The node runtime: serve, sync, report, update. (Syncing, telemetry and updates are not built yet.)",
-        subcommands: [Run.self, Serve.self, Status.self]
+        abstract: "The node runtime: serve, sync, report, update. (Telemetry and updates are not built yet.)",
+        subcommands: [Run.self, Serve.self, Sync.self, Status.self]
     )
 }
 
@@ -77,6 +77,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Mirror root.") var root = "/srv/mirror"
     @Option(help: "Address to listen on (repeatable).") var listen: [String] = []
     @Option(help: "Access log.") var accessLog = "/srv/log/access.log"
+    @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = "/usr/share/micromirror/recipes"
+    @Option(help: "Where each project's last sync report is kept.") var syncState = "/srv/state/sync"
+    @Flag(help: "Serve only; do not sync.") var noSync = false
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -99,8 +102,45 @@ struct Run: AsyncParsableCommand {
         options.root = root
         options.accessLog = accessLog
         if !listen.isEmpty { options.listen = try listen.map(Serve.parseListen) }
+        options.recipes = recipes
+        options.syncState = syncState
         let server = MirrorServer(configuration: try NodeRuntime.serveConfiguration(node, options: options), logger: logger)
-        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        var services: [any Service] = [server]
+        if !noSync {
+            do {
+                services.append(try NodeRuntime.syncService(node, options: options, logger: logger))
+            } catch {
+                // Serving what is already on disk beats serving nothing: keep the server up.
+                logger.error("not syncing", metadata: ["why": "\(error)"])
+            }
+        }
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
+    }
+}
+
+struct Sync: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sync one project now, from its recipe, and print the report (JSON).")
+
+    @Argument(help: "The project, e.g. almalinux.") var project: String
+    @Option(help: "Upstream, rsync://HOST[:PORT]/. Default: the node file's.") var upstream: String?
+    @Option(help: "Node file (for the upstream).") var config = NodeConfig.defaultPath
+    @Option(help: "Mirror root; the project goes to ROOT/PROJECT.") var root = "/srv/mirror"
+    @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = "/usr/share/micromirror/recipes"
+    @Option(help: "Stop the run after this many minutes.") var timeoutMinutes = 360
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "mm-node.sync")
+        let recipe = try SyncRecipe.load(path: recipes + "/" + project + ".yaml")
+        let source = try upstream ?? NodeConfig.load(path: config).upstream
+        var sync = ProjectSync(recipe: recipe, upstream: source, root: root, logger: logger)
+        sync.timeout = .seconds(timeoutMinutes * 60)
+        let report = await sync.run()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        if !report.succeeded { throw ExitCode(1) }
     }
 }

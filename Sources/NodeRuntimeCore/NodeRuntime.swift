@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import MicromirrorKit
 
-/// What `mm-node run` starts on a node, from its node file. Today: the mirror's HTTP server.
-/// Syncing, MQTT, telemetry and updates join this list as they are built.
+/// What `mm-node run` starts on a node, from its node file: the mirror's HTTP server and the sync
+/// service. MQTT, telemetry and updates join this list as they are built.
 public enum NodeRuntime {
     public struct Options: Sendable {
         public var config = NodeConfig.defaultPath
@@ -11,6 +11,10 @@ public enum NodeRuntime {
         public var root = "/srv/mirror"
         public var listen: [(host: String, port: Int)] = [("::", 80)]
         public var accessLog: String? = "/srv/log/access.log"
+        /// One recipe per project, `PROJECT.yaml`.
+        public var recipes = "/usr/share/micromirror/recipes"
+        /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
+        public var syncState = "/srv/state/sync"
         public init() {}
     }
 
@@ -29,4 +33,37 @@ public enum NodeRuntime {
         configuration.accessLogPath = options.accessLog
         return configuration
     }
+
+    /// The sync service for a node's projects from its upstream. Every project needs a recipe;
+    /// all missing or invalid ones are reported together.
+    public static func syncService(_ node: NodeConfig, options: Options, logger: Logger) throws -> SyncService<ContinuousClock> {
+        var recipes: [String: SyncRecipe] = [:]
+        var problems: [String] = []
+        for project in node.projects {
+            let path = options.recipes + "/" + project + ".yaml"
+            do {
+                recipes[project] = try SyncRecipe.load(path: path)
+            } catch {
+                problems.append("\(error)")
+            }
+        }
+        guard problems.isEmpty else {
+            throw SyncSetupError("cannot sync every project of this node:\n" + problems.joined(separator: "\n"))
+        }
+        let upstream = node.upstream
+        let root = options.root
+        let loaded = recipes
+        return SyncService(
+            projects: node.projects, policy: SyncSchedule<ContinuousClock.Instant>.Policy(), clock: ContinuousClock(), stateDirectory: options.syncState,
+            logger: logger
+        ) { project in
+            await ProjectSync(recipe: loaded[project]!, upstream: upstream, root: root, logger: logger).run()
+        }
+    }
+}
+
+/// The sync service cannot start, and why.
+public struct SyncSetupError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -3,6 +3,7 @@ import Logging
 import MicromirrorKit
 import MicromirrorTestSupport
 import NodeRuntimeCore
+import ServiceLifecycle
 import Testing
 
 /// Syncing a project from a real rsync daemon on loopback.
@@ -100,8 +101,9 @@ struct SyncTests {
             var fast = recipe
             fast.bandwidthLimit = nil
             #expect(await Self.sync(fast, daemon, root).succeeded)
-            // Upstream moves on: a new package and an index naming it; the old package goes.
-            try Self.write("new index\n", upstream + "/dists/noble/main/binary-amd64/Packages")
+            // Upstream moves on: a new package and an index naming it; the old package goes. (A new
+            // size: within one second rsync's quick check compares size and mtime only.)
+            try Self.write("new index, longer\n", upstream + "/dists/noble/main/binary-amd64/Packages")
             try Self.write("new\n", upstream + "/pool/main/n/new_1_amd64.deb")
             try FileManager.default.removeItem(atPath: upstream + "/pool/main/o/old_1_amd64.deb")
             var firstOnly = fast
@@ -205,5 +207,102 @@ struct SyncTests {
                 #expect(described.contains(expected), "\(expected) missing from: \(described)")
             }
         }
+    }
+}
+
+/// The sync service on the real clock, with real rsync runs.
+@Suite("Sync service")
+struct SyncServiceTests {
+    /// Polls `condition` for up to 20 s.
+    func eventually(_ condition: () -> Bool) async throws -> Bool {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return condition()
+    }
+
+    @Test("syncs every project at start, picks up a push, records each run, retries a failing project, and stops cleanly")
+    func service() async throws {
+        let upstream = try ToolRun.scratchDirectory("upstream")
+        let root = try ToolRun.scratchDirectory("mirror")
+        let state = try ToolRun.scratchDirectory("sync-state")
+        let daemon = try RsyncDaemon(modules: ["almalinux": upstream])
+        defer {
+            daemon.stop()
+            for path in [upstream, root, state] { try? FileManager.default.removeItem(atPath: path) }
+        }
+        try SyncTests.write("v1\n", upstream + "/repodata/repomd.xml")
+        var policy = SyncSchedule<ContinuousClock.Instant>.Policy()
+        policy.interval = .seconds(3600)  // only the start and pushes run within this test
+        policy.jitter = .zero
+        policy.retryBase = .seconds(1)
+        let recipes = ["almalinux": SyncRecipe(project: "almalinux", bandwidthLimit: nil), "broken": SyncRecipe(project: "broken")]
+        let runs = RunCounter()
+        let service = SyncService(projects: ["almalinux", "broken"], policy: policy, clock: ContinuousClock(), stateDirectory: state, logger: Logger(label: "test")) {
+            project in
+            runs.add(project)
+            var sync = ProjectSync(recipe: recipes[project]!, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+            sync.timeout = .seconds(60)
+            return await sync.run()
+        }
+        let group = ServiceGroup(services: [service], logger: Logger(label: "test"))
+        let task = Task { try await group.run() }
+
+        func stateOf(_ project: String) -> String { (try? String(contentsOfFile: state + "/\(project).json", encoding: .utf8)) ?? "" }
+        #expect(try await eventually { stateOf("almalinux").contains("\"succeeded\" : true") })
+        #expect(SyncTests.tree(root + "/almalinux") == ["repodata/repomd.xml": "v1\n"])
+
+        try SyncTests.write("v2, a longer file\n", upstream + "/repodata/repomd.xml")
+        service.push("almalinux")
+        #expect(try await eventually { SyncTests.tree(root + "/almalinux")["repodata/repomd.xml"] == "v2, a longer file\n" })
+
+        #expect(try await eventually { stateOf("broken").contains("unknown module") })
+        #expect(try await eventually { runs.count("broken") >= 2 }, "a failed project is retried after the backoff")
+        #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
+
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+}
+
+/// Counts runs per project from the service's tasks.
+final class RunCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [String: Int] = [:]
+
+    func add(_ project: String) { lock.withLock { counts[project, default: 0] += 1 } }
+    func count(_ project: String) -> Int { lock.withLock { counts[project, default: 0] } }
+}
+
+/// `mm-node sync PROJECT`, the release program, against the real daemon.
+@Suite("mm-node sync")
+struct SyncCommandTests {
+    static var binaries: String {
+        ProcessInfo.processInfo.environment["MM_BINARIES"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/.build/release"
+    }
+
+    @Test("syncs a project from its recipe, prints the report, and exits 1 naming the failure")
+    func command() throws {
+        let upstream = try ToolRun.scratchDirectory("upstream")
+        let root = try ToolRun.scratchDirectory("mirror")
+        let daemon = try RsyncDaemon(modules: ["ubuntu": upstream])
+        defer {
+            daemon.stop()
+            try? FileManager.default.removeItem(atPath: upstream)
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        try SyncTests.write("index\n", upstream + "/dists/noble/InRelease")
+        let ok = try ToolRun.run(Self.binaries + "/mm-node", ["sync", "ubuntu", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        #expect(ok.status == 0, "\(ok.combined)")
+        #expect(ok.stdout.contains("\"succeeded\" : true") && ok.stdout.contains("\"name\" : \"indexes\""), "\(ok.stdout)")
+        #expect(SyncTests.tree(root + "/ubuntu") == ["dists/noble/InRelease": "index\n"])
+
+        let failed = try ToolRun.run(Self.binaries + "/mm-node", ["sync", "debian", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        #expect(failed.status == 1 && failed.stdout.contains("Unknown module"), "\(failed.combined)")
+        let missing = try ToolRun.run(Self.binaries + "/mm-node", ["sync", "nosuch", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        #expect(missing.status != 0 && missing.stderr.contains("nosuch.yaml"), "\(missing.combined)")
     }
 }

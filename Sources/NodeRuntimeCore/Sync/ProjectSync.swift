@@ -138,8 +138,11 @@ public struct ProjectSync: Sendable {
         }
         let elapsed = clock.now - start
         var meaning = result.meaning
-        if !result.succeeded, let lastError = errorText.split(separator: "\n").last(where: { !$0.isEmpty }) {
-            meaning += " — rsync said: \(lastError)"
+        // The daemon's own words (`@ERROR: Unknown module`) or rsync's first complaint say more
+        // than its closing "rsync error: ... (code 5)" line.
+        let lines = errorText.split(separator: "\n").filter { !$0.isEmpty }
+        if !result.succeeded, let said = lines.first(where: { $0.hasPrefix("@ERROR") }) ?? lines.first(where: { $0.hasPrefix("rsync: ") }) ?? lines.last {
+            meaning += " — rsync said: \(said)"
         }
         return StageReport(
             name: stage, exitCode: result.exitCode, meaning: meaning, filesTransferred: result.filesTransferred, filesDeleted: result.filesDeleted,

@@ -1,0 +1,108 @@
+/// When each project syncs: a pure state machine over a clock's instants. The sync service feeds
+/// it the time and events (a push from the upstream, a run that finished) and starts what `due`
+/// returns; tests drive it with any instants they like.
+///
+/// - Every project runs at most once at a time, and at most `maxConcurrent` projects run at once
+///   (upstreams cap connections per address).
+/// - Each project runs every `interval` plus a random part of `jitter`, so a fleet does not hit the
+///   upstream at the same minute (Arch's mirror rules ask for a random minute).
+/// - A push (the upstream says the project changed) makes it due now; pushes that arrive while it
+///   runs collapse into one follow-up run right after, so the last change is never missed.
+/// - A failed run is retried after `retryBase`, doubling up to `retryMax`; a success resets that.
+public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where Instant.Duration == Duration {
+    public struct Policy: Sendable, Equatable {
+        public var interval: Duration = .seconds(3 * 3600)
+        public var jitter: Duration = .seconds(30 * 60)
+        public var retryBase: Duration = .seconds(5 * 60)
+        public var retryMax: Duration = .seconds(3600)
+        public var maxConcurrent = 2
+
+        public init() {}
+    }
+
+    /// Where a project stands.
+    public enum State: Sendable, Equatable {
+        /// Waiting; due at the instant.
+        case waiting(until: Instant)
+        /// Running; `followUp` when a push arrived meanwhile.
+        case running(followUp: Bool)
+    }
+
+    public let policy: Policy
+    public private(set) var states: [String: State] = [:]
+    /// Consecutive failures per project (for the backoff).
+    public private(set) var failures: [String: Int] = [:]
+    /// Order in which due projects start: the longest-waiting first.
+    private var order: [String]
+    private var random: any RandomNumberGenerator & Sendable
+
+    /// Every project starts due at `now` plus a random part of the jitter (a node that boots does
+    /// not sync everything in the same second).
+    public init(projects: [String], policy: Policy, now: Instant, random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()) {
+        self.policy = policy
+        self.order = projects
+        self.random = random
+        for project in projects { states[project] = .waiting(until: now.advanced(by: randomJitter())) }
+    }
+
+    /// The upstream says `project` changed.
+    public mutating func push(_ project: String, now: Instant) {
+        switch states[project] {
+        case .waiting: states[project] = .waiting(until: now)
+        case .running: states[project] = .running(followUp: true)
+        case nil: return  // not a project of this node
+        }
+    }
+
+    /// The projects to start now, marked running; the caller must report each with `finished`.
+    public mutating func due(now: Instant) -> [String] {
+        var running = states.values.filter { if case .running = $0 { true } else { false } }.count
+        let ready = order.compactMap { project -> (String, Instant)? in
+            if case .waiting(let until) = states[project], until <= now { return (project, until) }
+            return nil
+        }
+        .sorted { $0.1 < $1.1 }
+        var started: [String] = []
+        for (project, _) in ready where running < policy.maxConcurrent {
+            states[project] = .running(followUp: false)
+            running += 1
+            started.append(project)
+        }
+        return started
+    }
+
+    /// A run of `project` ended.
+    public mutating func finished(_ project: String, succeeded: Bool, now: Instant) {
+        guard case .running(let followUp) = states[project] else { return }
+        if succeeded {
+            failures[project] = nil
+        } else {
+            failures[project, default: 0] += 1
+        }
+        if followUp {
+            states[project] = .waiting(until: now)
+        } else if succeeded {
+            states[project] = .waiting(until: now.advanced(by: policy.interval + randomJitter()))
+        } else {
+            states[project] = .waiting(until: now.advanced(by: backoff(failures[project] ?? 1)))
+        }
+    }
+
+    /// When the next waiting project falls due (nil when none waits).
+    public var nextDue: Instant? {
+        states.values.compactMap { if case .waiting(let until) = $0 { until } else { nil } }.min()
+    }
+
+    /// `retryBase` doubled per consecutive failure, capped at `retryMax`.
+    func backoff(_ failures: Int) -> Duration {
+        var delay = policy.retryBase
+        for _ in 1..<max(1, failures) where delay < policy.retryMax { delay = delay * 2 }
+        return min(delay, policy.retryMax)
+    }
+
+    private mutating func randomJitter() -> Duration {
+        let (seconds, _) = policy.jitter.components
+        guard seconds > 0 else { return .zero }
+        return .seconds(Int64.random(in: 0...seconds, using: &random))
+    }
+}

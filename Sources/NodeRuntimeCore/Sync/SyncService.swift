@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SystemKit
+
+/// Keeps a node's projects in sync: runs `SyncSchedule` on a clock, starts each due project's run,
+/// takes pushes from the upstream, and writes every run's report to `stateDirectory/PROJECT.json`.
+///
+/// Generic over the clock so tests can drive time; on a node it is `ContinuousClock`. At shutdown
+/// running syncs are stopped: what rsync had not yet renamed into place stays in `.~tmp~`, which is
+/// never served, and the next run picks it up.
+public final class SyncService<C: Clock>: Service, Sendable where C.Duration == Duration, C.Instant: Sendable {
+    public typealias Runner = @Sendable (String) async -> ProjectSync.Report
+
+    private enum Event: Sendable {
+        case push(String)
+        case finished(String, ProjectSync.Report)
+        case tick
+    }
+
+    private let projects: [String]
+    private let policy: SyncSchedule<C.Instant>.Policy
+    private let clock: C
+    private let runner: Runner
+    private let stateDirectory: String?
+    private let logger: Logger
+    private let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+
+    public init(
+        projects: [String], policy: SyncSchedule<C.Instant>.Policy, clock: C, stateDirectory: String?, logger: Logger, runner: @escaping Runner
+    ) {
+        self.projects = projects
+        self.policy = policy
+        self.clock = clock
+        self.runner = runner
+        self.stateDirectory = stateDirectory
+        self.logger = logger
+        (events, continuation) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    /// The upstream says `project` changed (an MQTT push).
+    public func push(_ project: String) { continuation.yield(.push(project)) }
+
+    public func run() async throws {
+        var schedule = SyncSchedule(projects: projects, policy: policy, now: clock.now)
+        var running: [String: Task<Void, Never>] = [:]
+        var timer: Task<Void, Never>?
+        let continuation = self.continuation
+        let runner = self.runner
+        let clock = self.clock
+
+        await withGracefulShutdownHandler {
+            var iterator = events.makeAsyncIterator()
+            while !Task.isCancelled {
+                for project in schedule.due(now: clock.now) {
+                    logger.info("sync starting", metadata: ["project": "\(project)"])
+                    running[project] = Task {
+                        let report = await runner(project)
+                        continuation.yield(.finished(project, report))
+                    }
+                }
+                timer?.cancel()
+                if let next = schedule.nextDue {
+                    timer = Task {
+                        try? await clock.sleep(until: next, tolerance: nil)
+                        if !Task.isCancelled { continuation.yield(.tick) }
+                    }
+                }
+                guard let event = await iterator.next() else { break }
+                switch event {
+                case .push(let project):
+                    logger.info("sync pushed", metadata: ["project": "\(project)"])
+                    schedule.push(project, now: clock.now)
+                case .finished(let project, let report):
+                    running[project] = nil
+                    schedule.finished(project, succeeded: report.succeeded, now: clock.now)
+                    record(report)
+                case .tick:
+                    break
+                }
+            }
+        } onGracefulShutdown: {
+            continuation.finish()
+        }
+        timer?.cancel()
+        for task in running.values { task.cancel() }
+        for task in running.values { await task.value }
+    }
+
+    /// Logs a finished run and keeps its report as the project's state.
+    private func record(_ report: ProjectSync.Report) {
+        var metadata: Logger.Metadata = [
+            "project": "\(report.project)", "seconds": "\(Int(report.finished.timeIntervalSince(report.started)))",
+            "files": "\(report.stages.reduce(0) { $0 + $1.filesTransferred })", "deleted": "\(report.stages.reduce(0) { $0 + $1.filesDeleted })",
+        ]
+        if report.succeeded {
+            logger.info("sync done", metadata: metadata)
+        } else {
+            metadata["why"] = "\(report.failure ?? "?")"
+            logger.warning("sync failed", metadata: metadata)
+        }
+        guard let stateDirectory else { return }
+        do {
+            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.dateEncodingStrategy = .iso8601
+            let data = try encoder.encode(report)
+            try AtomicFile.write(Array(data) + [0x0a], to: stateDirectory + "/" + report.project + ".json")
+        } catch {
+            logger.error("cannot write the sync state", metadata: ["project": "\(report.project)", "error": "\(error)"])
+        }
+    }
+}

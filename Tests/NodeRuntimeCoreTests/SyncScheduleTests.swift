@@ -1,0 +1,110 @@
+import NodeRuntimeCore
+import Testing
+
+/// A repeatable random source (SplitMix64) so jitter is the same on every run.
+struct SeededRandom: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The sync schedule driven by hand-made instants: no sleeping, no real time.
+@Suite("Sync schedule")
+struct SyncScheduleTests {
+    typealias Schedule = SyncSchedule<ContinuousClock.Instant>
+    let start = ContinuousClock.now
+
+    func at(_ seconds: Int64) -> ContinuousClock.Instant { start.advanced(by: .seconds(seconds)) }
+
+    func policy(interval: Int64 = 3600, jitter: Int64 = 0, maxConcurrent: Int = 2) -> Schedule.Policy {
+        var policy = Schedule.Policy()
+        policy.interval = .seconds(interval)
+        policy.jitter = .seconds(jitter)
+        policy.retryBase = .seconds(300)
+        policy.retryMax = .seconds(3600)
+        policy.maxConcurrent = maxConcurrent
+        return policy
+    }
+
+    @Test("every project runs once at start, then every interval; never two at once")
+    func interval() {
+        var schedule = Schedule(projects: ["a"], policy: policy(), now: at(0))
+        #expect(schedule.due(now: at(0)) == ["a"])
+        #expect(schedule.due(now: at(1)) == [], "already running")
+        schedule.finished("a", succeeded: true, now: at(100))
+        #expect(schedule.nextDue == at(3700))
+        #expect(schedule.due(now: at(3699)) == [])
+        #expect(schedule.due(now: at(3700)) == ["a"])
+    }
+
+    @Test("at most maxConcurrent projects run; the longest-waiting start first")
+    func concurrency() {
+        var schedule = Schedule(projects: ["a", "b", "c"], policy: policy(maxConcurrent: 2), now: at(0))
+        schedule.push("c", now: at(0))
+        let first = schedule.due(now: at(10))
+        #expect(first.count == 2)
+        #expect(schedule.due(now: at(11)) == [])
+        schedule.finished(first[0], succeeded: true, now: at(20))
+        let next = schedule.due(now: at(21))
+        #expect(next.count == 1 && !first.contains(next[0]))
+    }
+
+    @Test("pushes while running collapse into one follow-up run right after")
+    func pushes() {
+        var schedule = Schedule(projects: ["ubuntu"], policy: policy(), now: at(0))
+        #expect(schedule.due(now: at(0)) == ["ubuntu"])
+        for second in 1...5 { schedule.push("ubuntu", now: at(Int64(second))) }
+        schedule.finished("ubuntu", succeeded: true, now: at(50))
+        #expect(schedule.nextDue == at(50), "the follow-up is due at once, not after the interval")
+        #expect(schedule.due(now: at(50)) == ["ubuntu"])
+        schedule.finished("ubuntu", succeeded: true, now: at(60))
+        #expect(schedule.nextDue == at(3660), "one follow-up for five pushes")
+        schedule.push("ubuntu", now: at(100))
+        #expect(schedule.due(now: at(100)) == ["ubuntu"], "a push while waiting makes it due now")
+        schedule.push("unknown", now: at(101))
+        #expect(schedule.states["unknown"] == nil)
+    }
+
+    @Test("failures back off, doubling to the cap; a success resets the backoff")
+    func backoff() {
+        var schedule = Schedule(projects: ["a"], policy: policy(), now: at(0))
+        var now: Int64 = 0
+        var delays: [Int64] = []
+        for _ in 0..<6 {
+            #expect(schedule.due(now: at(now)) == ["a"])
+            schedule.finished("a", succeeded: false, now: at(now))
+            let due = schedule.nextDue!
+            delays.append(at(now).duration(to: due).components.seconds)
+            now = at(0).duration(to: due).components.seconds
+        }
+        #expect(delays == [300, 600, 1200, 2400, 3600, 3600])
+        #expect(schedule.due(now: at(now)) == ["a"])
+        schedule.finished("a", succeeded: true, now: at(now))
+        #expect(schedule.failures["a"] == nil)
+        #expect(at(now).duration(to: schedule.nextDue!) == .seconds(3600))
+    }
+
+    @Test("jitter spreads start times within its bound, repeatably for one seed")
+    func jitter() {
+        let projects = (0..<50).map { "p\($0)" }
+        let one = Schedule(projects: projects, policy: policy(jitter: 1800), now: at(0), random: SeededRandom(state: 7))
+        let two = Schedule(projects: projects, policy: policy(jitter: 1800), now: at(0), random: SeededRandom(state: 7))
+        var offsets: Set<Int64> = []
+        for project in projects {
+            guard case .waiting(let until) = one.states[project] else {
+                Issue.record("\(project) not waiting")
+                continue
+            }
+            let offset = at(0).duration(to: until).components.seconds
+            #expect((0...1800).contains(offset))
+            offsets.insert(offset)
+            #expect(one.states[project] == two.states[project])
+        }
+        #expect(offsets.count > 40, "starts are spread, not all at one second")
+    }
+}
