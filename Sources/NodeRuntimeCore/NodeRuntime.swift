@@ -56,8 +56,10 @@ public enum NodeRuntime {
         return SyncService(
             projects: node.projects, policy: SyncSchedule<ContinuousClock.Instant>.Policy(), clock: ContinuousClock(), stateDirectory: options.syncState,
             logger: logger
-        ) { project in
-            await ProjectSync(recipe: loaded[project]!, upstream: upstream, root: root, logger: logger).run()
+        ) { project, previous in
+            var sync = ProjectSync(recipe: loaded[project]!, upstream: upstream, root: root, logger: logger)
+            sync.previousSucceeded = previous?.succeeded == true
+            return await sync.run()
         }
     }
 }

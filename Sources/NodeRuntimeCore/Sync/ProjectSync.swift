@@ -17,6 +17,9 @@ public struct ProjectSync: Sendable {
     public var root: String
     /// The whole run, all stages.
     public var timeout: Duration = .seconds(6 * 3600)
+    /// Whether the project's previous run succeeded: only then may an unchanged upstream (the
+    /// recipe's freshness files) skip the full sync.
+    public var previousSucceeded = false
     public var logger: Logger
 
     public init(recipe: SyncRecipe, upstream: String, root: String, logger: Logger) {
@@ -47,6 +50,8 @@ public struct ProjectSync: Sendable {
         public var succeeded: Bool
         /// Why the run failed, in words; nil on success.
         public var failure: String?
+        /// Why nothing was copied when the run skipped the full sync (the upstream had not changed).
+        public var skipped: String?
         public var stages: [StageReport]
     }
 
@@ -68,6 +73,13 @@ public struct ProjectSync: Sendable {
             return report
         }
         let source = RsyncInvocation.source(upstream: upstream, module: recipe.module)
+        if previousSucceeded, !recipe.freshness.isEmpty, await Self.unchanged(recipe.freshness, source: source, local: destination, rsync: rsync) {
+            logger.info("sync skipped: the upstream has not changed", metadata: ["project": "\(recipe.project)"])
+            report.succeeded = true
+            report.skipped = "the upstream has not changed (\(recipe.freshness.joined(separator: ", ")))"
+            report.finished = Date()
+            return report
+        }
         let stages = recipe.stages
         let logger = self.logger
         let project = recipe.project
@@ -111,6 +123,41 @@ public struct ProjectSync: Sendable {
             report.succeeded = true
         }
         return report
+    }
+
+    /// Whether every freshness file (or directory) upstream is byte for byte what we have. Fetched
+    /// into a scratch directory with `--times`; any doubt (a fetch fails, a file is missing) means
+    /// changed, so the full sync runs.
+    static func unchanged(_ paths: [String], source: String, local: String, rsync: String) async -> Bool {
+        let scratch = NSTemporaryDirectory() + "mm-freshness-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        for (index, path) in paths.enumerated() {
+            let target = scratch + "/\(index)"
+            let isDirectory = path.hasSuffix("/")
+            let arguments = ["--no-motd", "--timeout=60", "--contimeout=60", "--times", "--links"] + (isDirectory ? ["--recursive"] : [])
+                + [source + path, isDirectory ? target + "/" : target]
+            try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            let fetched = try? await Subprocess.run(
+                .path(FilePath(rsync)), arguments: Arguments(arguments), input: .none, output: .discarded, error: .discarded
+            )
+            guard case .exited(0) = fetched?.terminationStatus else { return false }
+            guard sameContents(target, local + "/" + path) else { return false }
+        }
+        return true
+    }
+
+    /// Two files with the same bytes, or two directories holding the same files with the same bytes.
+    static func sameContents(_ a: String, _ b: String) -> Bool {
+        let fm = FileManager.default
+        var aIsDirectory: ObjCBool = false, bIsDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: a, isDirectory: &aIsDirectory), fm.fileExists(atPath: b, isDirectory: &bIsDirectory),
+            aIsDirectory.boolValue == bIsDirectory.boolValue
+        else { return false }
+        guard aIsDirectory.boolValue else { return fm.contentsEqual(atPath: a, andPath: b) }
+        guard let names = try? fm.contentsOfDirectory(atPath: a).sorted(),
+            let others = try? fm.contentsOfDirectory(atPath: b).filter({ $0 != ".~tmp~" }).sorted(), names == others
+        else { return false }
+        return names.allSatisfy { sameContents(a + "/" + $0, b + "/" + $0) }
     }
 
     /// Runs rsync once; its exit status and `--stats` become the stage's report.

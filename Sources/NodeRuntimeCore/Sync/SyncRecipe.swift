@@ -19,7 +19,8 @@ import MicromirrorKit
 ///     delete: false
 ///   - name: indexes         # then everything, and what upstream removed goes
 /// ```
-/// A stage may also say `links: false` (copy no symlinks in that pass).
+/// A stage may also say `links: false` (copy no symlinks in that pass). `freshness:` lists the
+/// upstream files that change whenever the project does (see `freshness`).
 public struct SyncRecipe: Sendable, Equatable {
     public struct Stage: Sendable, Equatable {
         public var name: String
@@ -48,10 +49,15 @@ public struct SyncRecipe: Sendable, Equatable {
     public var maxDelete: Int
     public var exclude: [String]
     public var stages: [Stage]
+    /// Files (or directories, ending in `/`) the upstream changes whenever the project changes
+    /// (Arch's `lastupdate`, Debian's `project/trace/`, Fedora's `fullfiletimelist-*`). When all
+    /// are as we have them and the last run succeeded, a run fetches only these and stops: the
+    /// upstream is spared walking the whole tree.
+    public var freshness: [String]
 
     public init(
         project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: Int = 50_000, exclude: [String] = [],
-        stages: [Stage] = [Stage(name: "all")]
+        stages: [Stage] = [Stage(name: "all")], freshness: [String] = []
     ) {
         self.project = project
         self.module = module ?? project
@@ -60,6 +66,7 @@ public struct SyncRecipe: Sendable, Equatable {
         self.maxDelete = maxDelete
         self.exclude = exclude
         self.stages = stages
+        self.freshness = freshness
     }
 
     /// Reads and checks a recipe file; every problem is reported at once with its line.
@@ -97,6 +104,12 @@ public struct SyncRecipe: Sendable, Equatable {
         }
         if let value = root.optional("exclude"), let patterns = value.stringList() {
             recipe.exclude = patterns
+        }
+        if let value = root.optional("freshness"), let paths = value.stringList() {
+            for path in paths where path.hasPrefix("/") || path.split(separator: "/").contains("..") {
+                value.report("\(path): must be a path inside the module, without '..'")
+            }
+            recipe.freshness = paths
         }
         if let value = root.optional("stages"), let items = value.list() {
             var stages: [Stage] = []

@@ -10,7 +10,8 @@ import SystemKit
 /// running syncs are stopped: what rsync had not yet renamed into place stays in `.~tmp~`, which is
 /// never served, and the next run picks it up.
 public final class SyncService<C: Clock>: Service, Sendable where C.Duration == Duration, C.Instant: Sendable {
-    public typealias Runner = @Sendable (String) async -> ProjectSync.Report
+    /// Runs one project; gets the project's previous report (nil before its first run).
+    public typealias Runner = @Sendable (_ project: String, _ previous: ProjectSync.Report?) async -> ProjectSync.Report
 
     private enum Event: Sendable {
         case push(String)
@@ -45,6 +46,9 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
     public func run() async throws {
         var schedule = SyncSchedule(projects: projects, policy: policy, now: clock.now)
         var running: [String: Task<Void, Never>] = [:]
+        // What each project's last run did, from the state files of earlier lives too.
+        var previous: [String: ProjectSync.Report] = [:]
+        for project in projects { previous[project] = loadState(project) }
         var timer: Task<Void, Never>?
         let continuation = self.continuation
         let runner = self.runner
@@ -55,8 +59,9 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
             while !Task.isCancelled {
                 for project in schedule.due(now: clock.now) {
                     logger.info("sync starting", metadata: ["project": "\(project)"])
+                    let last = previous[project]
                     running[project] = Task {
-                        let report = await runner(project)
+                        let report = await runner(project, last)
                         continuation.yield(.finished(project, report))
                     }
                 }
@@ -74,6 +79,7 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
                     schedule.push(project, now: clock.now)
                 case .finished(let project, let report):
                     running[project] = nil
+                    previous[project] = report
                     schedule.finished(project, succeeded: report.succeeded, now: clock.now)
                     record(report)
                 case .tick:
@@ -88,13 +94,28 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         for task in running.values { await task.value }
     }
 
+    private static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+
+    /// The report kept by an earlier run, if there is a readable one.
+    private func loadState(_ project: String) -> ProjectSync.Report? {
+        guard let stateDirectory, let data = FileManager.default.contents(atPath: stateDirectory + "/" + project + ".json") else { return nil }
+        return try? Self.decoder.decode(ProjectSync.Report.self, from: data)
+    }
+
     /// Logs a finished run and keeps its report as the project's state.
     private func record(_ report: ProjectSync.Report) {
         var metadata: Logger.Metadata = [
             "project": "\(report.project)", "seconds": "\(Int(report.finished.timeIntervalSince(report.started)))",
             "files": "\(report.stages.reduce(0) { $0 + $1.filesTransferred })", "deleted": "\(report.stages.reduce(0) { $0 + $1.filesDeleted })",
         ]
-        if report.succeeded {
+        if let skipped = report.skipped {
+            metadata["skipped"] = "\(skipped)"
+            logger.info("sync not needed", metadata: metadata)
+        } else if report.succeeded {
             logger.info("sync done", metadata: metadata)
         } else {
             metadata["why"] = "\(report.failure ?? "?")"
