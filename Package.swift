@@ -31,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         // Linux system calls without a glibc wrapper (openat2); header only.
         .systemLibrary(name: "CLinuxShims"),
 
@@ -38,7 +39,7 @@ let package = Package(
         .target(
             name: "SystemKit",
             dependencies: [
-                "CParted", "CBlkid", "CArchive", "COpenSSL",
+                "CParted", "CBlkid", "CArchive", "COpenSSL", "CMosquitto",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),

@@ -15,8 +15,8 @@ packages=(
   iproute2 nftables tcpdump iputils-ping systemd
   # serving tests: real clients
   curl wget aria2 apt-utils dpkg-dev python3
-  # syncing tests: a real rsync daemon and client
-  rsync
+  # syncing tests: a real rsync daemon and client, a real MQTT broker and publisher
+  rsync mosquitto mosquitto-clients
 )
 
 if [ "$(id -u)" -ne 0 ]; then

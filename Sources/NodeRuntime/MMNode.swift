@@ -108,7 +108,21 @@ struct Run: AsyncParsableCommand {
         var services: [any Service] = [server]
         if !noSync {
             do {
-                services.append(try NodeRuntime.syncService(node, options: options, logger: logger))
+                let sync = try NodeRuntime.syncService(node, options: options, logger: logger)
+                services.append(sync)
+                if let mqtt = node.mqtt {
+                    do {
+                        services.append(
+                            try PushListener(
+                                broker: mqtt.broker, topicPrefix: mqtt.topicPrefix, clientID: "mm-" + node.hostname, projects: node.projects,
+                                logger: logger
+                            ) { sync.push($0) }
+                        )
+                    } catch {
+                        // The interval still syncs; pushes only make it sooner.
+                        logger.error("not listening for pushes", metadata: ["why": "\(error)"])
+                    }
+                }
             } catch {
                 // Serving what is already on disk beats serving nothing: keep the server up.
                 logger.error("not syncing", metadata: ["why": "\(error)"])

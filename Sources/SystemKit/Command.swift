@@ -100,14 +100,14 @@ public struct CommandRunner: Sendable {
             error: .string(limit: 4 << 20)
         )
         guard result.terminationStatus.isSuccess else {
-            let combined = (result.standardError ?? "") + (result.standardOutput ?? "")
+            let combined = result.standardError + result.standardOutput
             throw CommandError(
                 kind: .failed(status: "\(result.terminationStatus)"),
                 commandLine: commandLine,
                 outputTail: Self.tail(combined, lines: 30)
             )
         }
-        return result.standardOutput ?? ""
+        return result.standardOutput
     }
 
     /// Runs a long tool, handing every output line (stdout and stderr merged) to `onLine` as it

@@ -41,7 +41,8 @@ final class RsyncDaemon: @unchecked Sendable {
 
     func stop() {
         if process.isRunning {
-            process.terminate()
+            // SIGKILL: processes started from the test runner may not get SIGTERM.
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(atPath: directory)
@@ -49,7 +50,7 @@ final class RsyncDaemon: @unchecked Sendable {
 
     deinit { stop() }
 
-    private static func freePort() throws -> Int {
+    static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -63,7 +64,7 @@ final class RsyncDaemon: @unchecked Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    private static func waitForListener(port: Int, while process: Process) -> Bool {
+    static func waitForListener(port: Int, while process: Process) -> Bool {
         for _ in 0..<100 {
             guard process.isRunning else { return false }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
