@@ -104,11 +104,12 @@ struct Run: AsyncParsableCommand {
         if !listen.isEmpty { options.listen = try listen.map(Serve.parseListen) }
         options.recipes = recipes
         options.syncState = syncState
-        let server = MirrorServer(configuration: try NodeRuntime.serveConfiguration(node, options: options), logger: logger)
+        let serveMetrics = ServeMetrics()
+        let server = MirrorServer(configuration: try NodeRuntime.serveConfiguration(node, options: options), metrics: serveMetrics, logger: logger)
         var services: [any Service] = [server]
         if !noSync {
             do {
-                let sync = try NodeRuntime.syncService(node, options: options, logger: logger)
+                let sync = try NodeRuntime.syncService(node, options: options, metrics: SyncMetrics(sharing: serveMetrics), logger: logger)
                 services.append(sync)
                 if let mqtt = node.mqtt {
                     do {

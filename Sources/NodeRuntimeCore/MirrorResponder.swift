@@ -96,6 +96,15 @@ struct MirrorResponder {
         case .failure(.badRequest(let why)): return simple(.badRequest, "bad request: \(why)\n", request: request, allocator: allocator)
         }
         let project = path.components.first ?? ""
+        if path.components == ["status"], !path.trailingSlash {
+            let projects = StatusPage.projects(shared.configuration.projects, stateDirectory: shared.configuration.syncStateDirectory)
+            let wantsJSON = path.query?.split(separator: "&").contains("format=json") == true || request.accept?.contains("application/json") == true
+            return wantsJSON
+                ? simple(.ok, StatusPage.json(node: shared.configuration.sponsor, projects: projects), request: request, allocator: allocator,
+                    contentType: "application/json", cache: "no-store")
+                : simple(.ok, StatusPage.html(node: shared.configuration.sponsor, projects: projects), request: request, allocator: allocator,
+                    contentType: "text/html; charset=utf-8", cache: "no-store")
+        }
         if path.components == ["metrics"] {
             return simple(
                 .ok, shared.metrics.prometheusText(), request: request, allocator: allocator, contentType: "text/plain; version=0.0.4", cache: "no-store"

@@ -31,12 +31,14 @@ public enum NodeRuntime {
         configuration.tos = node.dscp.tos
         configuration.sponsor = node.hostname
         configuration.accessLogPath = options.accessLog
+        configuration.projects = node.projects
+        configuration.syncStateDirectory = options.syncState
         return configuration
     }
 
     /// The sync service for a node's projects from its upstream. Every project needs a recipe;
     /// all missing or invalid ones are reported together.
-    public static func syncService(_ node: NodeConfig, options: Options, logger: Logger) throws -> SyncService<ContinuousClock> {
+    public static func syncService(_ node: NodeConfig, options: Options, metrics: SyncMetrics? = nil, logger: Logger) throws -> SyncService<ContinuousClock> {
         var recipes: [String: SyncRecipe] = [:]
         var problems: [String] = []
         for project in node.projects {
@@ -55,7 +57,7 @@ public enum NodeRuntime {
         let loaded = recipes
         return SyncService(
             projects: node.projects, policy: SyncSchedule<ContinuousClock.Instant>.Policy(), clock: ContinuousClock(), stateDirectory: options.syncState,
-            logger: logger
+            metrics: metrics, logger: logger
         ) { project, previous in
             var sync = ProjectSync(recipe: loaded[project]!, upstream: upstream, root: root, logger: logger)
             sync.previousSucceeded = previous?.succeeded == true

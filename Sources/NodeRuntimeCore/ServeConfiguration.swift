@@ -25,6 +25,9 @@ public struct ServeConfiguration: Sendable {
     public var accessLogPath: String?
     /// How long graceful shutdown lets running transfers continue before closing them.
     public var shutdownGrace: Duration = .seconds(30)
+    /// The node's projects and where the sync service keeps their reports, for `/status`.
+    public var projects: [String] = []
+    public var syncStateDirectory: String?
     /// Memory each event loop may use to keep small files (up to 64 KiB) with their encoded
     /// fields; 0 turns the cache off. Every use is checked against the file on disk.
     public var smallFileCacheBytes = 16 << 20

@@ -267,7 +267,11 @@ struct SyncServiceTests {
         policy.retryBase = .seconds(1)
         let recipes = ["almalinux": SyncRecipe(project: "almalinux", bandwidthLimit: nil), "broken": SyncRecipe(project: "broken")]
         let runs = RunCounter()
-        let service = SyncService(projects: ["almalinux", "broken"], policy: policy, clock: ContinuousClock(), stateDirectory: state, logger: Logger(label: "test")) {
+        let serving = ServeMetrics()
+        let service = SyncService(
+            projects: ["almalinux", "broken"], policy: policy, clock: ContinuousClock(), stateDirectory: state, metrics: SyncMetrics(sharing: serving),
+            logger: Logger(label: "test")
+        ) {
             project, _ in
             runs.add(project)
             var sync = ProjectSync(recipe: recipes[project]!, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
@@ -289,8 +293,64 @@ struct SyncServiceTests {
         #expect(try await eventually { runs.count("broken") >= 2 }, "a failed project is retried after the backoff")
         #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
 
+        let metrics = serving.prometheusText()
+        #expect(metrics.contains("micromirror_sync_runs_total{project=\"almalinux\",result=\"success\"} 2"), "\(metrics)")
+        #expect(metrics.contains("micromirror_sync_runs_total{project=\"broken\",result=\"failed\"}"))
+        #expect(metrics.contains("micromirror_sync_last_success_timestamp_seconds{project=\"almalinux\"}"))
+        #expect(!metrics.contains("micromirror_sync_last_success_timestamp_seconds{project=\"broken\"}"))
+
         await group.triggerGracefulShutdown()
         try await task.value
+    }
+}
+
+/// `/status` on the mirror server, from the sync reports.
+@Suite("Status page")
+struct StatusPageTests {
+    @Test("each project's last sync in HTML and JSON: ok, failed (escaped), not synced yet")
+    func statusPage() async throws {
+        let state = try ToolRun.scratchDirectory("sync-state")
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        let now = Date()
+        func report(_ project: String, succeeded: Bool, failure: String?) throws {
+            let stage = ProjectSync.StageReport(
+                name: "all", exitCode: succeeded ? 0 : 10, meaning: "", filesTransferred: 12, filesDeleted: 1, bytesTransferred: 5000,
+                bytesReceived: 3 << 20, seconds: 42
+            )
+            let value = ProjectSync.Report(
+                project: project, upstream: "rsync://up/", started: now.addingTimeInterval(-3642), finished: now.addingTimeInterval(-3600),
+                succeeded: succeeded, failure: failure, skipped: nil, stages: [stage]
+            )
+            try encoder.encode(value).write(to: URL(fileURLWithPath: state + "/\(project).json"))
+        }
+        try report("almalinux", succeeded: true, failure: nil)
+        try report("ubuntu", succeeded: false, failure: "stage all: <script>alert(1)</script> unreachable")
+        let server = try await LiveServer.start(configure: {
+            $0.projects = ["almalinux", "ubuntu", "archlinux"]
+            $0.syncStateDirectory = state
+            $0.sponsor = "example-isp.mm.fcix.net"
+        }) { _ in }
+        let html = try run("curl", ["-sS", server.base + "/status"]).output
+        #expect(html.contains("example-isp.mm.fcix.net: mirror status"))
+        #expect(html.contains("<td><a href=\"/almalinux/\">almalinux</a></td><td>ok</td>") && html.contains("(60 min ago)"), "\(html)")
+        #expect(html.contains("failed: stage all: &lt;script&gt;alert(1)&lt;/script&gt; unreachable") && !html.contains("<script>"))
+        #expect(html.contains("<td><a href=\"/archlinux/\">archlinux</a></td><td>not synced yet</td>"))
+        #expect(html.contains("3.0 MiB") && html.contains(">12<"))
+
+        let json = try run("curl", ["-sS", server.base + "/status?format=json"]).output
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        struct Page: Decodable {
+            var node: String
+            var projects: [StatusPage.Project]
+        }
+        let page = try decoder.decode(Page.self, from: Data(json.utf8))
+        #expect(page.node == "example-isp.mm.fcix.net")
+        #expect(page.projects.map(\.state) == ["success", "failed", "never"])
+        #expect(page.projects[0].bytesReceived == 3 << 20 && page.projects[1].failure?.contains("unreachable") == true)
+        await server.stop()
     }
 }
 

@@ -39,6 +39,20 @@ public struct ProjectSync: Sendable {
         public var bytesTransferred: Int64
         public var bytesReceived: Int64
         public var seconds: Double
+
+        public init(
+            name: String, exitCode: Int32, meaning: String, filesTransferred: Int, filesDeleted: Int, bytesTransferred: Int64, bytesReceived: Int64,
+            seconds: Double
+        ) {
+            self.name = name
+            self.exitCode = exitCode
+            self.meaning = meaning
+            self.filesTransferred = filesTransferred
+            self.filesDeleted = filesDeleted
+            self.bytesTransferred = bytesTransferred
+            self.bytesReceived = bytesReceived
+            self.seconds = seconds
+        }
     }
 
     /// What a run did, kept as the project's last sync state.
@@ -53,6 +67,20 @@ public struct ProjectSync: Sendable {
         /// Why nothing was copied when the run skipped the full sync (the upstream had not changed).
         public var skipped: String?
         public var stages: [StageReport]
+
+        public init(
+            project: String, upstream: String, started: Date, finished: Date, succeeded: Bool, failure: String? = nil, skipped: String? = nil,
+            stages: [StageReport] = []
+        ) {
+            self.project = project
+            self.upstream = upstream
+            self.started = started
+            self.finished = finished
+            self.succeeded = succeeded
+            self.failure = failure
+            self.skipped = skipped
+            self.stages = stages
+        }
     }
 
     /// Runs every stage; never throws: a failure is in the report.

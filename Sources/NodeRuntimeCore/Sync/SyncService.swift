@@ -24,13 +24,16 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
     private let clock: C
     private let runner: Runner
     private let stateDirectory: String?
+    private let metrics: SyncMetrics?
     private let logger: Logger
     private let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
 
     public init(
-        projects: [String], policy: SyncSchedule<C.Instant>.Policy, clock: C, stateDirectory: String?, logger: Logger, runner: @escaping Runner
+        projects: [String], policy: SyncSchedule<C.Instant>.Policy, clock: C, stateDirectory: String?, metrics: SyncMetrics? = nil, logger: Logger,
+        runner: @escaping Runner
     ) {
+        self.metrics = metrics
         self.projects = projects
         self.policy = policy
         self.clock = clock
@@ -108,6 +111,7 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
 
     /// Logs a finished run and keeps its report as the project's state.
     private func record(_ report: ProjectSync.Report) {
+        metrics?.record(report)
         var metadata: Logger.Metadata = [
             "project": "\(report.project)", "seconds": "\(Int(report.finished.timeIntervalSince(report.started)))",
             "files": "\(report.stages.reduce(0) { $0 + $1.filesTransferred })", "deleted": "\(report.stages.reduce(0) { $0 + $1.filesDeleted })",

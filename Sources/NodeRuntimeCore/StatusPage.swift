@@ -1,0 +1,89 @@
+import Foundation
+import MicromirrorKit
+
+/// `/status`: each project's last sync, for the mirror admin and the sponsor, in HTML and JSON
+/// (`?format=json`), read from the sync service's reports (`STATE/PROJECT.json`).
+public enum StatusPage {
+    /// One project as the page shows it.
+    public struct Project: Sendable, Codable, Equatable {
+        public var name: String
+        /// `success`, `failed`, or `never` (no finished run yet).
+        public var state: String
+        public var lastFinished: Date?
+        public var lastStarted: Date?
+        public var seconds: Double?
+        public var filesTransferred: Int?
+        public var bytesReceived: Int64?
+        public var failure: String?
+        public var skipped: String?
+    }
+
+    struct Page: Codable {
+        var node: String
+        var generated: Date
+        var projects: [Project]
+    }
+
+    /// Reads the reports of `projects` (a missing or unreadable one is `never`).
+    public static func projects(_ names: [String], stateDirectory: String?) -> [Project] {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return names.map { name in
+            guard let stateDirectory, let data = FileManager.default.contents(atPath: stateDirectory + "/" + name + ".json"),
+                let report = try? decoder.decode(ProjectSync.Report.self, from: data)
+            else { return Project(name: name, state: "never") }
+            return Project(
+                name: name, state: report.succeeded ? "success" : "failed", lastFinished: report.finished, lastStarted: report.started,
+                seconds: report.finished.timeIntervalSince(report.started), filesTransferred: report.stages.reduce(0) { $0 + $1.filesTransferred },
+                bytesReceived: report.stages.reduce(Int64(0)) { $0 + $1.bytesReceived }, failure: report.failure, skipped: report.skipped
+            )
+        }
+    }
+
+    public static func json(node: String, projects: [Project], now: Date = Date()) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return String(decoding: (try? encoder.encode(Page(node: node, generated: now, projects: projects))) ?? Data(), as: UTF8.self) + "\n"
+    }
+
+    public static func html(node: String, projects: [Project], now: Date = Date()) -> String {
+        let e = DirectoryListing.escape
+        var rows = ""
+        for project in projects {
+            let result: String
+            switch project.state {
+            case "success": result = project.skipped != nil ? "up to date (upstream unchanged)" : "ok"
+            case "failed": result = "failed: " + e(project.failure ?? "?")
+            default: result = "not synced yet"
+            }
+            let finished = project.lastFinished.map { "\(HTTPDate.format(Int($0.timeIntervalSince1970))) (\(age(now.timeIntervalSince($0))) ago)" } ?? "-"
+            let data = project.bytesReceived.map { ByteSize.format($0) } ?? "-"
+            let files = project.filesTransferred.map(String.init) ?? "-"
+            rows += "<tr class=\"\(e(project.state))\"><td><a href=\"/\(DirectoryListing.percentEncode(project.name))/\">\(e(project.name))</a></td>"
+                + "<td>\(result)</td><td>\(finished)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td></tr>\n"
+        }
+        return """
+            <!DOCTYPE html>
+            <html><head><meta charset="utf-8"><title>\(e(node)): mirror status</title>
+            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td{color:#a00}</style></head>
+            <body><h1>\(e(node)): mirror status</h1>
+            <table>
+            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Files copied</th><th>Received</th></tr>
+            \(rows)</table>
+            <p>As JSON: <a href="/status?format=json">/status?format=json</a>. Counters: <a href="/metrics">/metrics</a>.
+            Problems with this mirror go to the FCIX NOC, not to the hosting network.</p>
+            </body></html>
+
+            """
+    }
+
+    /// `45 s`, `12 min`, `3 h`, `2 d`.
+    static func age(_ seconds: Double) -> String {
+        let s = max(0, Int(seconds))
+        if s < 120 { return "\(s) s" }
+        if s < 7200 { return "\(s / 60) min" }
+        if s < 172_800 { return "\(s / 3600) h" }
+        return "\(s / 86400) d"
+    }
+}
