@@ -15,7 +15,9 @@ struct PushTests {
         var all: [String] { lock.withLock { projects } }
     }
 
-    func eventually(seconds: Int = 20, _ condition: () -> Bool) async throws -> Bool {
+    /// Polls for up to 5 minutes: it returns as soon as `condition` holds; the bound is for a suite
+    /// whose other tests may hold every concurrency thread for a while.
+    func eventually(seconds: Int = 300, _ condition: () -> Bool) async throws -> Bool {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while ContinuousClock.now < deadline {
             if condition() { return true }
@@ -92,7 +94,7 @@ struct PushTests {
         try await withListener(broker, pushes: pushes) {
             try await Task.sleep(for: .seconds(1))
             try broker.start()
-            let reached = try await eventually(seconds: 40) {
+            let reached = try await eventually {
                 try? broker.publish("rsync/mirror.example/ubuntu")
                 return pushes.all.contains("ubuntu")
             }

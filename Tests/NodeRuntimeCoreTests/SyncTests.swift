@@ -46,7 +46,9 @@ struct SyncTests {
         try await body(upstream, daemon, root)
     }
 
-    static func sync(_ recipe: SyncRecipe, _ daemon: RsyncDaemon, _ root: String, timeout: Duration = .seconds(120)) async -> ProjectSync.Report {
+    /// The timeout only catches a hung rsync: the suite's other tests may hold every concurrency
+    /// thread for minutes (image builds wait on tools synchronously), so it is generous.
+    static func sync(_ recipe: SyncRecipe, _ daemon: RsyncDaemon, _ root: String, timeout: Duration = .seconds(900)) async -> ProjectSync.Report {
         var sync = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
         sync.timeout = timeout
         return await sync.run()
@@ -143,7 +145,7 @@ struct SyncTests {
             let port = daemon.port
             daemon.stop()
             var gone = ProjectSync(recipe: SyncRecipe(project: "nosuch"), upstream: "rsync://127.0.0.1:\(port)/", root: root, logger: Logger(label: "test"))
-            gone.timeout = .seconds(60)
+            gone.timeout = .seconds(900)
             let report = await gone.run()
             #expect(!report.succeeded && report.stages.first?.exitCode == 10, "\(report)")
             #expect(Self.tree(root + "/nosuch") == ["kept.txt": "kept\n"])
@@ -158,8 +160,9 @@ struct SyncTests {
             #expect(await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: nil), daemon, root).succeeded)
             // A new size, so rsync's quick check (size and mtime) sees the change.
             try Self.write(String(repeating: "n", count: 2 << 20), upstream + "/big.iso")
-            // 16 KiB/s for a 2 MiB change: far longer than the 2 s the run may take.
-            let report = await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: "16K"), daemon, root, timeout: .seconds(2))
+            // 1 KiB/s for a 2 MiB change: far longer than the 2 s the run may take, even if this
+            // test is held up for minutes by the rest of the suite.
+            let report = await Self.sync(SyncRecipe(project: "almalinux", bandwidthLimit: "1K"), daemon, root, timeout: .seconds(2))
             #expect(!report.succeeded && report.failure?.contains("longer than") == true, "\(report)")
             #expect(try String(contentsOfFile: root + "/almalinux/big.iso", encoding: .utf8) == old)
             // rsync itself is gone, not still copying behind our back.
@@ -240,9 +243,10 @@ struct SyncTests {
 /// The sync service on the real clock, with real rsync runs.
 @Suite("Sync service")
 struct SyncServiceTests {
-    /// Polls `condition` for up to 20 s.
+    /// Polls `condition` for up to 5 minutes (it returns as soon as it holds; the bound is for a
+    /// suite whose other tests may hold every concurrency thread for a while).
     func eventually(_ condition: () -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(300)
         while ContinuousClock.now < deadline {
             if condition() { return true }
             try await Task.sleep(for: .milliseconds(100))
@@ -275,7 +279,7 @@ struct SyncServiceTests {
             project, _ in
             runs.add(project)
             var sync = ProjectSync(recipe: recipes[project]!, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
-            sync.timeout = .seconds(60)
+            sync.timeout = .seconds(900)
             return await sync.run()
         }
         let group = ServiceGroup(services: [service], logger: Logger(label: "test"))
