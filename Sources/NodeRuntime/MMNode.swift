@@ -152,10 +152,7 @@ struct Sync: AsyncParsableCommand {
         var sync = ProjectSync(recipe: recipe, upstream: source, root: root, logger: logger)
         sync.timeout = .seconds(timeoutMinutes * 60)
         let report = await sync.run()
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
-        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        FileHandle.standardOutput.write(try report.json())
         if !report.succeeded { throw ExitCode(1) }
     }
 }

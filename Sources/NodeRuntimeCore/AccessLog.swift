@@ -40,13 +40,10 @@ public final class AccessLog: Sendable {
 
     /// Adds one line to the calling event loop's buffer.
     public func record(_ entry: Entry, on eventLoop: any EventLoop) {
-        let buffer: LineBuffer
-        if let existing = buffers.currentValue {
-            buffer = existing
-        } else {
-            buffer = LineBuffer()
-            buffers.currentValue = buffer
-            allBuffers.withLockedValue { $0.append(buffer) }
+        let buffer = buffers.value {
+            let made = LineBuffer()
+            allBuffers.withLockedValue { $0.append(made) }
+            return made
         }
         buffer.lock.withLock {
             buffer.bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.capacity(for: entry)) { memory in

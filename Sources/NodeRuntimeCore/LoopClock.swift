@@ -3,8 +3,8 @@ import NIOPosix
 
 /// The texts that change once a second (the `Date` header, the access log's timestamp), kept per
 /// event-loop thread. A connection looks its thread's clock up once and then reads it without a
-/// lock or a thread-local lookup per request.
-final class LoopClock {
+/// lock or a thread-local lookup per request. (`@unchecked Sendable`: only its own thread uses it.)
+final class LoopClock: @unchecked Sendable {
     /// The second the texts are for.
     private(set) var second = -1
     /// IMF-fixdate for the `Date` header.
@@ -21,17 +21,8 @@ final class LoopClock {
         logDate = AccessLog.formatCLF(now)
     }
 
-    private final class Box: @unchecked Sendable {
-        let clock = LoopClock()
-    }
-
-    private static let perThread = ThreadSpecificVariable<Box>()
+    private static let perThread = ThreadSpecificVariable<LoopClock>()
 
     /// The calling thread's clock; only that thread may use it.
-    static var current: LoopClock {
-        if let box = perThread.currentValue { return box.clock }
-        let box = Box()
-        perThread.currentValue = box
-        return box.clock
-    }
+    static var current: LoopClock { perThread.value { LoopClock() } }
 }

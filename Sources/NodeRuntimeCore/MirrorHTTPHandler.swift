@@ -244,13 +244,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
                     return
                 }
                 try? handle.close()
-                if response.keepAlive {
-                    self.finished(context, request, response, bodyBytes: total)
-                    self.resume(context)
-                } else {
-                    self.finished(context, request, response, bodyBytes: total)
-                    context.close(promise: nil)
-                }
+                self.finished(context, request, response, bodyBytes: total)
+                if response.keepAlive { self.resume(context) } else { context.close(promise: nil) }
             case .failure:
                 // The client went away mid-transfer: log what it got.
                 try? handle.close()

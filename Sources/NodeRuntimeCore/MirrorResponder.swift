@@ -25,20 +25,12 @@ public final class ServeContext: Sendable {
         self.headTimeout = TimeAmount(configuration.requestHeadTimeout)
     }
 
-    private final class CacheBox: @unchecked Sendable {
-        let cache: SmallFileCache
-        init(_ cache: SmallFileCache) { self.cache = cache }
-    }
-
     /// This server's small-file caches, one per event-loop thread.
-    private let caches = ThreadSpecificVariable<CacheBox>()
+    private let caches = ThreadSpecificVariable<SmallFileCache>()
 
     /// The calling thread's small-file cache for this server; only that thread may use it.
     func smallFileCache(tally: ServeMetrics.Tally) -> SmallFileCache {
-        if let box = caches.currentValue { return box.cache }
-        let box = CacheBox(SmallFileCache(budget: configuration.smallFileCacheBytes, tally: tally))
-        caches.currentValue = box
-        return box.cache
+        caches.value { SmallFileCache(budget: configuration.smallFileCacheBytes, tally: tally) }
     }
 }
 
@@ -98,8 +90,7 @@ struct MirrorResponder {
         let project = path.components.first ?? ""
         if path.components == ["status"], !path.trailingSlash {
             let projects = StatusPage.projects(shared.configuration.projects, stateDirectory: shared.configuration.syncStateDirectory)
-            let wantsJSON = path.query?.split(separator: "&").contains("format=json") == true || request.accept?.contains("application/json") == true
-            return wantsJSON
+            return Self.wantsJSON(request, path)
                 ? simple(.ok, StatusPage.json(node: shared.configuration.sponsor, projects: projects), request: request, allocator: allocator,
                     contentType: "application/json", cache: "no-store")
                 : simple(.ok, StatusPage.html(node: shared.configuration.sponsor, projects: projects), request: request, allocator: allocator,
@@ -253,8 +244,8 @@ struct MirrorResponder {
     }
 
     /// A strong validator from inode, size and modification time (ns): a file replaced by a sync
-    /// gets a new one even when its size and second do not change.
-    /// `"inode-size-mtime(s)mtime(ns)"` in hex, written in one go (it is made for every request).
+    /// gets a new one even when its size and second do not change. `"inode-size-mtime(s)mtime(ns)"`
+    /// in hex, written in one go.
     static func etag(_ info: MirrorFileResolver.FileInfo) -> String {
         String(unsafeUninitializedCapacity: 72) { out in
             var index = 0
@@ -281,15 +272,17 @@ struct MirrorResponder {
         }
     }
 
-    private func isHeadRequest(_ request: HTTPRequest) -> Bool { request.method == .head }
+    /// `?format=json` or `Accept: application/json` (listings and `/status`).
+    private static func wantsJSON(_ request: HTTPRequest, _ path: RequestPath) -> Bool {
+        path.query?.split(separator: "&").contains("format=json") == true || request.accept?.contains("application/json") == true
+    }
 
     // MARK: - Listings and short answers
 
     private func listing(_ request: HTTPRequest, _ path: RequestPath, _ directory: String, allocator: ByteBufferAllocator) -> MirrorResponse {
         let entries = DirectoryListing.entries(of: directory, resolver: shared.resolver)
         let shown = "/" + path.components.joined(separator: "/") + (path.components.isEmpty ? "" : "/")
-        let wantsJSON = path.query?.split(separator: "&").contains("format=json") == true || request.accept?.contains("application/json") == true
-        if wantsJSON {
+        if Self.wantsJSON(request, path) {
             return simple(
                 .ok, DirectoryListing.json(path: shown, entries: entries), request: request, allocator: allocator, contentType: "application/json",
                 cache: "max-age=60, must-revalidate"
@@ -307,7 +300,7 @@ struct MirrorResponder {
     ) -> MirrorResponse {
         // An error answer closes the connection: after a request we refused, what follows is suspect.
         let keepAlive = request.keepAlive && status.code < 400
-        let sendsBody = !isHeadRequest(request)
+        let sendsBody = request.method != .head
         let length = body.utf8.count
         var head = ResponseHead(status, date: clock.httpDate, allocator: allocator, bodyCapacity: sendsBody ? length : 0)
         head.add("Content-Type", contentType)

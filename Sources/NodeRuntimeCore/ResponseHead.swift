@@ -55,22 +55,20 @@ struct ResponseHead {
 extension ByteBuffer {
     /// `name: value` CRLF, in one copy per piece.
     mutating func writeField(_ name: StaticString, _ value: String) {
-        writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + value.utf8.count + 4) { memory in
-            var out = ByteWriter(memory)
-            out.put(name)
-            out.put(": ")
-            out.put(value)
-            out.put("\r\n")
-            return out.count
-        }
+        writeField(name, valueBytes: value.utf8.count) { $0.put(value) }
     }
 
     mutating func writeField(_ name: StaticString, _ value: Int64) {
-        writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + ByteWriter.maxDecimal + 4) { memory in
+        writeField(name, valueBytes: ByteWriter.maxDecimal) { $0.putDecimal(value) }
+    }
+
+    /// `putValue` writes at most `valueBytes`.
+    private mutating func writeField(_ name: StaticString, valueBytes: Int, putValue: (inout ByteWriter) -> Void) {
+        writeWithUnsafeMutableBytes(minimumWritableBytes: name.utf8CodeUnitCount + valueBytes + 4) { memory in
             var out = ByteWriter(memory)
             out.put(name)
             out.put(": ")
-            out.putDecimal(value)
+            putValue(&out)
             out.put("\r\n")
             return out.count
         }

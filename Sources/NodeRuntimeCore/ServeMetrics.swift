@@ -62,11 +62,11 @@ public final class ServeMetrics: Sendable {
 
     /// The calling event loop's tally (made on first use). Only that loop may record into it.
     func tally(on eventLoop: any EventLoop) -> Tally {
-        if let existing = tallies.currentValue { return existing }
-        let made = Tally(metrics: self, eventLoop: eventLoop)
-        tallies.currentValue = made
-        allTallies.withLockedValue { $0.append(made) }
-        return made
+        tallies.value {
+            let made = Tally(metrics: self, eventLoop: eventLoop)
+            allTallies.withLockedValue { $0.append(made) }
+            return made
+        }
     }
 
     public func prometheusText() -> String {

@@ -10,8 +10,9 @@ import NIOCore
 /// read through `MirrorFileResolver` (openat2 RESOLVE_BENEATH) are ever cached, so a symlink swapped
 /// in later cannot make the cache serve anything from outside the root.
 ///
-/// One per event-loop thread: no locks, and a connection only ever uses its own loop's cache.
-final class SmallFileCache {
+/// One per event-loop thread: no locks, and a connection only ever uses its own loop's cache
+/// (hence `@unchecked Sendable`: it is handed around only to be used on that thread).
+final class SmallFileCache: @unchecked Sendable {
     /// One cached file: what was read, its validators and its encoded fields.
     final class Entry {
         let facts: FileFacts

@@ -26,12 +26,10 @@ public enum StatusPage {
 
     /// Reads the reports of `projects` (a missing or unreadable one is `never`).
     public static func projects(_ names: [String], stateDirectory: String?) -> [Project] {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return names.map { name in
-            guard let stateDirectory, let data = FileManager.default.contents(atPath: stateDirectory + "/" + name + ".json"),
-                let report = try? decoder.decode(ProjectSync.Report.self, from: data)
-            else { return Project(name: name, state: "never") }
+        names.map { name in
+            guard let report = stateDirectory.flatMap({ ProjectSync.Report.load(path: $0 + "/" + name + ".json") }) else {
+                return Project(name: name, state: "never")
+            }
             return Project(
                 name: name, state: report.succeeded ? "success" : "failed", lastFinished: report.finished, lastStarted: report.started,
                 seconds: report.finished.timeIntervalSince(report.started), filesTransferred: report.stages.reduce(0) { $0 + $1.filesTransferred },

@@ -50,12 +50,9 @@ final class LiveServer: @unchecked Sendable {
     /// The access log once `predicate` holds, or as it is after 60 s: lines reach the file within a
     /// second of their request (the bound is generous for a suite that may hold every thread).
     func accessLogText(until predicate: (String) -> Bool) async throws -> String {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while true {
-            let text = (try? String(contentsOfFile: accessLog, encoding: .utf8)) ?? ""
-            if predicate(text) || ContinuousClock.now > deadline { return text }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        func text() -> String { (try? String(contentsOfFile: accessLog, encoding: .utf8)) ?? "" }
+        _ = try await eventually(seconds: 60) { predicate(text()) }
+        return text()
     }
 
     /// Shuts the server down and returns its access log as it was left.
@@ -68,6 +65,18 @@ final class LiveServer: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: accessLog)
         return log
     }
+}
+
+/// Polls `condition` every 100 ms until it holds or `seconds` pass. It returns as soon as the
+/// condition holds; the generous bound is for a suite whose other tests may hold every
+/// concurrency thread for a while (they wait on tools synchronously).
+func eventually(seconds: Int = 300, _ condition: () -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return condition()
 }
 
 struct TestError: Error, CustomStringConvertible {

@@ -15,17 +15,6 @@ struct PushTests {
         var all: [String] { lock.withLock { projects } }
     }
 
-    /// Polls for up to 5 minutes: it returns as soon as `condition` holds; the bound is for a suite
-    /// whose other tests may hold every concurrency thread for a while.
-    func eventually(seconds: Int = 300, _ condition: () -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while ContinuousClock.now < deadline {
-            if condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return condition()
-    }
-
     /// Runs a listener for `body`, then shuts it down.
     func withListener(
         _ broker: MosquittoBroker, clientID: String = "mm-test-\(UUID().uuidString)", pushes: Pushes, _ body: () async throws -> Void

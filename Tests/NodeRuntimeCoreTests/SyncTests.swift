@@ -243,17 +243,6 @@ struct SyncTests {
 /// The sync service on the real clock, with real rsync runs.
 @Suite("Sync service")
 struct SyncServiceTests {
-    /// Polls `condition` for up to 5 minutes (it returns as soon as it holds; the bound is for a
-    /// suite whose other tests may hold every concurrency thread for a while).
-    func eventually(_ condition: () -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(300)
-        while ContinuousClock.now < deadline {
-            if condition() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return condition()
-    }
-
     @Test("syncs every project at start, picks up a push, records each run, retries a failing project, and stops cleanly")
     func service() async throws {
         let upstream = try ToolRun.scratchDirectory("upstream")

@@ -81,6 +81,22 @@ public struct ProjectSync: Sendable {
             self.skipped = skipped
             self.stages = stages
         }
+
+        /// The report as kept on disk and printed by `mm-node sync`: pretty, sorted, ISO 8601 dates.
+        public func json() throws -> Data {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            encoder.dateEncodingStrategy = .iso8601
+            return try encoder.encode(self) + Data("\n".utf8)
+        }
+
+        /// A report kept at `path`, or nil when there is none or it cannot be read.
+        public static func load(path: String) -> Report? {
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            return try? decoder.decode(Report.self, from: data)
+        }
     }
 
     /// Runs every stage; never throws: a failure is in the report.

@@ -97,16 +97,9 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         for task in running.values { await task.value }
     }
 
-    private static var decoder: JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }
-
     /// The report kept by an earlier run, if there is a readable one.
     private func loadState(_ project: String) -> ProjectSync.Report? {
-        guard let stateDirectory, let data = FileManager.default.contents(atPath: stateDirectory + "/" + project + ".json") else { return nil }
-        return try? Self.decoder.decode(ProjectSync.Report.self, from: data)
+        stateDirectory.flatMap { ProjectSync.Report.load(path: $0 + "/" + project + ".json") }
     }
 
     /// Logs a finished run and keeps its report as the project's state.
@@ -128,11 +121,7 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         guard let stateDirectory else { return }
         do {
             try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            encoder.dateEncodingStrategy = .iso8601
-            let data = try encoder.encode(report)
-            try AtomicFile.write(Array(data) + [0x0a], to: stateDirectory + "/" + report.project + ".json")
+            try AtomicFile.write(Array(report.json()), to: stateDirectory + "/" + report.project + ".json")
         } catch {
             logger.error("cannot write the sync state", metadata: ["project": "\(report.project)", "error": "\(error)"])
         }
