@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "ImageBuilderCore",
             dependencies: [
-                "SystemKit", "MicromirrorKit", "FirstbootCore",
+                "SystemKit", "MicromirrorKit",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],

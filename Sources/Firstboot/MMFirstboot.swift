@@ -10,31 +10,8 @@ struct MMFirstboot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-firstboot",
         abstract: "Apply the node's configuration at boot.",
-        subcommands: [Apply.self, Render.self, Status.self]
+        subcommands: [Apply.self, Render.self]
     )
-}
-
-struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Report which slot and image this node booted.")
-
-    @Option(help: "Kernel command line to read.") var cmdline = "/proc/cmdline"
-    @Option(help: "Image identity file.") var identity = "/usr/lib/micromirror/image.json"
-    @Flag(help: "Also list the units systemd reports as failed.") var failedUnits = false
-
-    func run() async throws {
-        var status = try BootStatus.read(cmdlinePath: cmdline, identityPath: identity)
-        if failedUnits {
-            let runner = CommandRunner(logger: Logger(label: "mm-firstboot"))
-            let listing = try await runner.run(
-                Tool("systemctl", package: "systemd"), ["list-units", "--state=failed", "--plain", "--no-legend", "--no-pager"]
-            )
-            status.failedUnits = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-            status.firstboot = try await runner.run(
-                Tool("systemctl", package: "systemd"), ["show", "--property=ActiveState", "--value", "mm-firstboot.service"]
-            ).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        print(status.line)
-    }
 }
 
 /// Logs to stderr (the journal, under the unit) at MM_LOG_LEVEL, default info.
@@ -53,7 +30,7 @@ struct Apply: AsyncParsableCommand {
     )
 
     @Option(help: "Node file.") var config = NodeConfig.defaultPath
-    @Option(help: "Persistent state directory (the mm-config mount).") var state = "/var/lib/mm-config"
+    @Option(help: "Persistent state directory (the mm-config mount).") var state = NodePaths.standard.config
     @Option(help: "Root of the system to configure.") var root = "/"
     @Option(help: "Disk to grow on first boot. Default: the disk holding mm-config.") var disk: String?
     @Option(help: "sysfs net directory.") var sysfsNet = "/sys/class/net"

@@ -15,7 +15,7 @@ public struct Firstboot {
         /// The node file.
         public var config: String = NodeConfig.defaultPath
         /// Persistent state: the mounted `mm-config` partition.
-        public var state: String = "/var/lib/mm-config"
+        public var state: String = NodePaths.standard.config
         /// Root of the running system (tests point it at a scratch directory).
         public var root: String = "/"
         /// sysfs network directory.
@@ -42,8 +42,9 @@ public struct Firstboot {
         self.runner = runner
     }
 
-    var lastGood: String { options.state + "/node.last-good.yaml" }
-    var stamp: String { options.state + "/firstboot.done" }
+    var paths: NodePaths { NodePaths(config: options.state) }
+    var lastGood: String { paths.lastGoodNodeFile }
+    var stamp: String { paths.firstbootStamp }
 
     func path(_ absolute: String) -> String {
         options.root == "/" ? absolute : options.root + absolute
@@ -109,7 +110,7 @@ public struct Firstboot {
             do { try await mountData() } catch { problems.append("disk: \(error)") }
         }
         if steps.contains(.console) {
-            let slot = (try? BootStatus.read(cmdlinePath: path("/proc/cmdline"), identityPath: path("/usr/lib/micromirror/image.json")).slot) ?? "?"
+            let slot = KernelCommandLine.read(path: path("/proc/cmdline")).slot
             let text = ConsoleReport.render(hostname: config?.hostname ?? "unconfigured", addresses: addresses, slot: slot, problems: problems)
             try FileManager.default.createDirectory(atPath: path("/etc/issue.d"), withIntermediateDirectories: true)
             try AtomicFile.write(text, to: path(ConsoleReport.path))
@@ -153,7 +154,7 @@ public struct Firstboot {
         if mounts.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst().first == "/srv" }) { return }
         try FileManager.default.createDirectory(atPath: "/srv", withIntermediateDirectories: true)
         try await runner.run(
-            Tool("mount", package: "mount"), ["-o", "noatime,nodev,nosuid", "/dev/disk/by-partlabel/\(DiskLayout.Label.data)", "/srv"]
+            Tool("mount", package: "mount"), ["-o", "noatime,nodev,nosuid", "/dev/disk/by-partlabel/\(DiskLayout.Label.data)", NodePaths.standard.data]
         )
     }
 

@@ -39,14 +39,14 @@ struct RootfsCustomizer {
             try install(source, file.target, mode: Int32(file.mode))
         }
         for key in trustedKeys {
-            try write(String(decoding: try key.pem(), as: UTF8.self), "/usr/share/micromirror/keyring/\(key.keyID).pub")
+            try write(String(decoding: try key.pem(), as: UTF8.self), NodePaths.keyring + "/\(key.keyID).pub")
         }
         if let recipesDirectory, let names = try? fm.contentsOfDirectory(atPath: recipesDirectory) {
             for name in names.sorted() where name.hasSuffix(".yaml") {
-                try install(recipesDirectory + "/" + name, "/usr/share/micromirror/recipes/\(name)", mode: 0o644)
+                try install(recipesDirectory + "/" + name, NodePaths.recipes + "/\(name)", mode: 0o644)
             }
         }
-        try write(identity.json, "/usr/lib/micromirror/image.json")
+        try write(identity.json, NodePaths.imageIdentity)
 
         // os-release carries the image identity, as the BLS/os-release specs expect.
         let osRelease = root + "/usr/lib/os-release"
@@ -59,12 +59,12 @@ struct RootfsCustomizer {
             """
             # micromirror: partitions are found by GPT label, never by device name.
             PARTLABEL=\(DiskLayout.Label.esp)     /efi               vfat  umask=0077,nofail  0 2
-            PARTLABEL=\(DiskLayout.Label.config)  /var/lib/mm-config ext4  nodev,nosuid,noexec  0 2
+            PARTLABEL=\(DiskLayout.Label.config)  \(NodePaths.standard.config) ext4  nodev,nosuid,noexec  0 2
 
             """,
             "/etc/fstab"
         )
-        for directory in ["/efi", "/srv", "/var/lib/mm-config"] {
+        for directory in ["/efi", NodePaths.standard.data, NodePaths.standard.config] {
             try fm.createDirectory(atPath: root + directory, withIntermediateDirectories: true)
         }
         if !hardware.loadModules.isEmpty {
@@ -94,19 +94,5 @@ struct RootfsCustomizer {
         } catch let error as CommandError {
             throw BuildError(stage: "customize", "\(definition.path): units: cannot \(verb) \(unit): \(error.outputTail)")
         }
-    }
-}
-
-/// Who this image is, written into it as `/usr/lib/micromirror/image.json`.
-public struct ImageIdentity: Codable, Sendable, Equatable {
-    public var name: String
-    public var version: String
-    public var buildNumber: Int64
-    public var hardware: String
-
-    var json: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        return String(decoding: try! encoder.encode(self), as: UTF8.self) + "\n"
     }
 }

@@ -8,13 +8,13 @@ public enum NodeRuntime {
     public struct Options: Sendable {
         public var config = NodeConfig.defaultPath
         /// Where the mirrored projects live (on the data partition).
-        public var root = "/srv/mirror"
+        public var root = NodePaths.standard.mirror
         public var listen: [(host: String, port: Int)] = [("::", 80)]
-        public var accessLog: String? = "/srv/log/access.log"
+        public var accessLog: String? = NodePaths.standard.accessLog
         /// One recipe per project, `PROJECT.yaml`.
-        public var recipes = "/usr/share/micromirror/recipes"
+        public var recipes = NodePaths.recipes
         /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
-        public var syncState = "/srv/state/sync"
+        public var syncState = NodePaths.standard.syncState
         public init() {}
     }
 

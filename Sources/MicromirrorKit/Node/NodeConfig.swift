@@ -7,7 +7,7 @@ import Foundation
 /// half of a file: either the whole file validates, or nothing from it is used.
 public struct NodeConfig: Sendable, Equatable {
     /// Where on the node the file lives (the `mm-config` partition's mount point).
-    public static let defaultPath = "/var/lib/mm-config/node.yaml"
+    public static let defaultPath = NodePaths.standard.nodeFile
     public static let domain = "mm.fcix.net"
 
     public struct Sponsor: Sendable, Equatable {

@@ -1,7 +1,9 @@
 import Foundation
+import MicromirrorKit
+import SystemKit
 
 /// Which slot the running system booted and which image it is, from the kernel command line
-/// (`mm.slot=`, `root=PARTLABEL=`) and `/usr/lib/micromirror/image.json`.
+/// (`mm.slot=`, `root=PARTLABEL=`) and the image identity (`NodePaths.imageIdentity`).
 public struct BootStatus: Sendable, Equatable {
     public var slot: String
     public var rootLabel: String
@@ -22,27 +24,11 @@ public struct BootStatus: Sendable, Equatable {
         "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) tcp=\(tcp) qdisc=\(qdisc) firstboot=\(firstboot) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
     }
 
-    public static func read(cmdlinePath: String, identityPath: String) throws -> BootStatus {
-        let cmdline = (try? String(contentsOfFile: cmdlinePath, encoding: .utf8)) ?? ""
-        var slot = "unknown"
-        var root = "unknown"
-        for word in cmdline.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
-            if word.hasPrefix("mm.slot=") { slot = String(word.dropFirst("mm.slot=".count)) }
-            if word.hasPrefix("root=PARTLABEL=") { root = String(word.dropFirst("root=PARTLABEL=".count)) }
-        }
-        struct Identity: Decodable {
-            var name: String
-            var version: String
-            var buildNumber: Int64
-            var hardware: String
-        }
-        guard let data = FileManager.default.contents(atPath: identityPath),
-            let identity = try? JSONDecoder().decode(Identity.self, from: data)
-        else {
-            throw ConfigError(problems: [ConfigProblem(file: identityPath, line: nil, field: "", message: "missing or unreadable image identity")])
-        }
+    public static func read(cmdlinePath: String = "/proc/cmdline", identityPath: String = NodePaths.imageIdentity) throws -> BootStatus {
+        let cmdline = KernelCommandLine.read(path: cmdlinePath)
+        let identity = try ImageIdentity.load(path: identityPath)
         var status = BootStatus(
-            slot: slot, rootLabel: root, name: identity.name, version: identity.version, buildNumber: identity.buildNumber,
+            slot: cmdline.slot, rootLabel: cmdline.rootLabel, name: identity.name, version: identity.version, buildNumber: identity.buildNumber,
             hardware: identity.hardware
         )
         func sysctl(_ path: String) -> String {
@@ -51,5 +37,14 @@ public struct BootStatus: Sendable, Equatable {
         status.tcp = sysctl("/proc/sys/net/ipv4/tcp_congestion_control")
         status.qdisc = sysctl("/proc/sys/net/core/default_qdisc")
         return status
+    }
+
+    /// Fills in the failed units and mm-firstboot's state from systemd.
+    public mutating func readUnits(runner: CommandRunner) async throws {
+        let systemctl = Tool("systemctl", package: "systemd")
+        let listing = try await runner.run(systemctl, ["list-units", "--state=failed", "--plain", "--no-legend", "--no-pager"])
+        failedUnits = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        firstboot = try await runner.run(systemctl, ["show", "--property=ActiveState", "--value", "mm-firstboot.service"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
