@@ -60,11 +60,11 @@ struct ApplyTests {
     }
 
     @Test("mm-firstboot render writes exactly the files apply would write")
-    func render() throws {
+    func render() async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let binaries = ProcessInfo.processInfo.environment["MM_BINARIES"] ?? packageRoot + "/.build/release"
-        let result = try Shell.run(binaries + "/mm-firstboot", ["render", "--config", packageRoot + "/nodes/example.yaml", "--out", dir + "/out"])
+        let result = try await Shell.run(binaries + "/mm-firstboot", ["render", "--config", packageRoot + "/nodes/example.yaml", "--out", dir + "/out"])
         #expect(result.status == 0, "\(result.output)")
         let config = try NodeConfig.load(path: packageRoot + "/nodes/example.yaml")
         for file in Firstboot.render(config, mac: "52:54:00:12:34:56") {
@@ -72,7 +72,7 @@ struct ApplyTests {
             #expect(written == file.content, "\(file.path) differs")
         }
         #expect(try String(contentsOfFile: dir + "/out/run/systemd/network/10-micromirror-wan.link", encoding: .utf8).contains("MACAddress=52:54:00:12:34:56"))
-        let bad = try Shell.run(binaries + "/mm-firstboot", ["render", "--config", "/nonexistent.yaml", "--out", dir + "/out2"])
+        let bad = try await Shell.run(binaries + "/mm-firstboot", ["render", "--config", "/nonexistent.yaml", "--out", dir + "/out2"])
         #expect(bad.status == 1 && bad.output.contains("/nonexistent.yaml: file does not exist"))
         #expect(!FileManager.default.fileExists(atPath: dir + "/out2"))
     }

@@ -16,7 +16,7 @@ struct NetnsTests {
         var peer: String
         var nodeMAC: String
 
-        init(tag: String) throws {
+        init(tag: String) async throws {
             let suffix = String(UUID().uuidString.prefix(6)).lowercased()
             node = "mmt-n-\(tag)-\(suffix)"
             peer = "mmt-p-\(tag)-\(suffix)"
@@ -32,7 +32,7 @@ struct NetnsTests {
                 ["-n", peer, "link", "set", peerIf, "up"], ["-n", peer, "link", "set", "lo", "up"],
                 ["-n", node, "link", "set", "lo", "up"],
             ] {
-                let result = try Shell.run("ip", command)
+                let result = try await Shell.run("ip", command)
                 guard result.status == 0 else { throw NetnsError("ip \(command.joined(separator: " ")): \(result.output)") }
             }
             self.peerInterface = peerIf
@@ -41,8 +41,8 @@ struct NetnsTests {
         var peerInterface: String
 
         func destroy() {
-            _ = try? Shell.run("ip", ["netns", "del", node])
-            _ = try? Shell.run("ip", ["netns", "del", peer])
+            ToolRun.cleanUp("ip", ["netns", "del", node])
+            ToolRun.cleanUp("ip", ["netns", "del", peer])
         }
     }
 
@@ -53,12 +53,12 @@ struct NetnsTests {
 
     /// Applies `nodeText` in the pair's node namespace with mm-firstboot, then runs systemd-networkd
     /// there (its own /run, read-only /sys so it does not wait for udev) for `seconds`.
-    func applyAndRunNetworkd(_ pair: Pair, nodeText: String, seconds: Int) throws -> (Process, String) {
+    func applyAndRunNetworkd(_ pair: Pair, nodeText: String, seconds: Int) async throws -> (Process, String) {
         let dir = NSTemporaryDirectory() + "mm-netns-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/root", withIntermediateDirectories: true)
         try nodeText.write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
-        let apply = try Shell.run(
+        let apply = try await Shell.run(
             "ip",
             [
                 "netns", "exec", pair.node, Self.binaries + "/mm-firstboot", "apply", "--config", dir + "/node.yaml", "--state", dir + "/state",
@@ -81,26 +81,26 @@ struct NetnsTests {
     }
 
     /// Waits until the node namespace has `address` on wan0.
-    func waitForAddress(_ pair: Pair, _ address: String) throws -> Bool {
+    func waitForAddress(_ pair: Pair, _ address: String) async throws -> Bool {
         for _ in 0..<50 {
-            let out = try Shell.run("ip", ["-n", pair.node, "addr", "show", "dev", "wan0"]).output
+            let out = try await Shell.run("ip", ["-n", pair.node, "addr", "show", "dev", "wan0"]).output
             if out.contains(address) && !out.contains("tentative") { return true }
-            Thread.sleep(forTimeInterval: 0.2)
+            try await Task.sleep(for: .milliseconds(200))
         }
         return false
     }
 
     /// Captures the node's ICMP replies in the peer namespace while pinging it; returns tcpdump -v output.
-    func captureReplies(_ pair: Pair) throws -> String {
-        try ToolRun.capture(
+    func captureReplies(_ pair: Pair) async throws -> String {
+        try await ToolRun.capture(
             [
                 "ip", "netns", "exec", pair.peer, "timeout", "15", "tcpdump", "-n", "-v", "-l", "-c", "4", "-i", pair.peerInterface,
                 "(icmp and src 192.0.2.10) or (icmp6 and src 2001:db8:10::10 and ip6[40] == 129)",
             ],
             settle: 1.5
         ) {
-            let v4 = try Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-c", "2", "-i", "0.3", "-W", "2", "192.0.2.10"])
-            let v6 = try Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-6", "-c", "2", "-i", "0.3", "-W", "2", "2001:db8:10::10"])
+            let v4 = try await Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-c", "2", "-i", "0.3", "-W", "2", "192.0.2.10"])
+            let v6 = try await Shell.run("ip", ["netns", "exec", pair.peer, "ping", "-6", "-c", "2", "-i", "0.3", "-W", "2", "2001:db8:10::10"])
             #expect(v4.status == 0, "IPv4 ping failed: \(v4.output)")
             #expect(v6.status == 0, "IPv6 ping failed: \(v6.output)")
         }
@@ -111,20 +111,20 @@ struct NetnsTests {
     }
 
     @Test("static addresses from networkd, both families reachable, replies marked CS1")
-    func marked() throws {
-        let pair = try Pair(tag: "cs1")
+    func marked() async throws {
+        let pair = try await Pair(tag: "cs1")
         defer { pair.destroy() }
-        let (networkd, dir) = try applyAndRunNetworkd(pair, nodeText: nodeFile(mac: pair.nodeMAC, dscp: "cs1"), seconds: 30)
+        let (networkd, dir) = try await applyAndRunNetworkd(pair, nodeText: nodeFile(mac: pair.nodeMAC, dscp: "cs1"), seconds: 30)
         defer { networkd.terminate(); try? FileManager.default.removeItem(atPath: dir) }
-        #expect(try waitForAddress(pair, "192.0.2.10/24"), "networkd did not configure IPv4")
-        #expect(try waitForAddress(pair, "2001:db8:10::10/64"), "networkd did not configure IPv6")
-        let routes = try Shell.run("ip", ["-n", pair.node, "route", "show", "default"]).output
+        await #expect(try waitForAddress(pair, "192.0.2.10/24"), "networkd did not configure IPv4")
+        await #expect(try waitForAddress(pair, "2001:db8:10::10/64"), "networkd did not configure IPv6")
+        let routes = try await Shell.run("ip", ["-n", pair.node, "route", "show", "default"]).output
         #expect(routes.contains("default via 192.0.2.1 dev wan0"))
-        let routes6 = try Shell.run("ip", ["-n", pair.node, "-6", "route", "show", "default"]).output
+        let routes6 = try await Shell.run("ip", ["-n", pair.node, "-6", "route", "show", "default"]).output
         #expect(routes6.contains("default via 2001:db8:10::1 dev wan0"))
-        let rules = try Shell.run("ip", ["netns", "exec", pair.node, "nft", "list", "table", "inet", "micromirror"]).output
+        let rules = try await Shell.run("ip", ["netns", "exec", pair.node, "nft", "list", "table", "inet", "micromirror"]).output
         #expect(rules.contains("ip dscp set cs1") && rules.contains("ip6 dscp set cs1"))
-        let capture = try captureReplies(pair)
+        let capture = try await captureReplies(pair)
         #expect(capture.contains("tos 0x20"), "IPv4 replies not CS1:\n\(capture)")
         #expect(capture.contains("class 0x20"), "IPv6 replies not CS1:\n\(capture)")
         // The rendered files are what apply wrote.
@@ -135,25 +135,25 @@ struct NetnsTests {
     }
 
     @Test("an opted-out node's replies carry no DSCP mark")
-    func optedOut() throws {
-        let pair = try Pair(tag: "none")
+    func optedOut() async throws {
+        let pair = try await Pair(tag: "none")
         defer { pair.destroy() }
-        let (networkd, dir) = try applyAndRunNetworkd(pair, nodeText: nodeFile(mac: pair.nodeMAC, dscp: "none"), seconds: 30)
+        let (networkd, dir) = try await applyAndRunNetworkd(pair, nodeText: nodeFile(mac: pair.nodeMAC, dscp: "none"), seconds: 30)
         defer { networkd.terminate(); try? FileManager.default.removeItem(atPath: dir) }
-        #expect(try waitForAddress(pair, "192.0.2.10/24"))
-        #expect(try waitForAddress(pair, "2001:db8:10::10/64"))
-        let capture = try captureReplies(pair)
+        await #expect(try waitForAddress(pair, "192.0.2.10/24"))
+        await #expect(try waitForAddress(pair, "2001:db8:10::10/64"))
+        let capture = try await captureReplies(pair)
         #expect(!capture.contains("tos 0x20") && capture.contains("tos 0x0"), "IPv4 replies should be unmarked:\n\(capture)")
         #expect(!capture.contains("class 0x20"), "IPv6 replies should be unmarked:\n\(capture)")
     }
 
     @Test("the firewall drops what the mirror does not serve")
-    func firewall() throws {
-        let pair = try Pair(tag: "fw")
+    func firewall() async throws {
+        let pair = try await Pair(tag: "fw")
         defer { pair.destroy() }
-        let (networkd, dir) = try applyAndRunNetworkd(pair, nodeText: nodeFile(mac: pair.nodeMAC, dscp: "cs1"), seconds: 30)
+        let (networkd, dir) = try await applyAndRunNetworkd(pair, nodeText: nodeFile(mac: pair.nodeMAC, dscp: "cs1"), seconds: 30)
         defer { networkd.terminate(); try? FileManager.default.removeItem(atPath: dir) }
-        #expect(try waitForAddress(pair, "192.0.2.10/24"))
+        await #expect(try waitForAddress(pair, "192.0.2.10/24"))
         // A listener on an unlisted port inside the node namespace is unreachable; one on 873 is reachable.
         let listeners = Process()
         listeners.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -163,10 +163,10 @@ struct NetnsTests {
         ]
         try listeners.run()
         defer { listeners.terminate() }
-        Thread.sleep(forTimeInterval: 1)
+        try await Task.sleep(for: .seconds(1))
         let probe = "import socket,sys\ns=socket.socket();s.settimeout(2)\ntry:\n s.connect(('192.0.2.10',int(sys.argv[1])));print('open')\nexcept Exception as e:\n print('closed',e)"
-        let open = try Shell.run("ip", ["netns", "exec", pair.peer, "python3", "-c", probe, "873"]).output
-        let closed = try Shell.run("ip", ["netns", "exec", pair.peer, "python3", "-c", probe, "8081"]).output
+        let open = try await Shell.run("ip", ["netns", "exec", pair.peer, "python3", "-c", probe, "873"]).output
+        let closed = try await Shell.run("ip", ["netns", "exec", pair.peer, "python3", "-c", probe, "8081"]).output
         #expect(open.contains("open"), "rsync port should be admitted: \(open)")
         #expect(closed.contains("closed") && closed.contains("timed out"), "port 8081 should be dropped: \(closed)")
     }

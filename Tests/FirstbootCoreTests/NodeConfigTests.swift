@@ -184,11 +184,11 @@ struct RenderTests {
     }
 
     @Test("nft itself accepts both rulesets")
-    func nftChecks() throws {
+    func nftChecks() async throws {
         for edits in [[], [("network:\n", "network:\n  dscp: none\n")]] as [[(String, String)]] {
             let path = NSTemporaryDirectory() + "rules-\(UUID().uuidString).nft"
             try FirewallRuleset.render(try NodeConfig.parse(node(edits), file: "n.yaml")).write(toFile: path, atomically: true, encoding: .utf8)
-            let result = try Shell.run("nft", ["-c", "-f", path])
+            let result = try await Shell.run("nft", ["-c", "-f", path])
             #expect(result.status == 0, "nft -c: \(result.output)")
         }
     }
@@ -208,8 +208,8 @@ enum Shell {
         var output: String
     }
 
-    static func run(_ tool: String, _ arguments: [String]) throws -> Result {
-        let result = try ToolRun.run(tool, arguments)
+    static func run(_ tool: String, _ arguments: [String]) async throws -> Result {
+        let result = try await ToolRun.run(tool, arguments)
         return Result(status: result.status, output: result.combined)
     }
 }

@@ -11,8 +11,8 @@ struct BadInputTests {
     }
 
     /// Runs a build in a scratch directory with the given overrides.
-    func build(_ name: String, definition: String? = nil, hardware: String? = nil, extra: [String] = [], key: Bool = true) throws -> Run {
-        let dir = try TestSupport.scratch("bad-\(name)")
+    func build(_ name: String, definition: String? = nil, hardware: String? = nil, extra: [String] = [], key: Bool = true) async throws -> Run {
+        let dir = try await TestSupport.scratch("bad-\(name)")
         var args = ["build", "--out", dir + "/out", "--cache", dir + "/cache", "--binaries", TestSupport.binaries]
         if let definition {
             let path = dir + "/images/def.yaml"
@@ -30,10 +30,10 @@ struct BadInputTests {
             args += ["--hardware", TestSupport.packageRoot + "/hardware/qemu-x86_64.yaml"]
         }
         if key {
-            try TestSupport.check(TestSupport.mmImage, ["keygen", "--out", dir + "/k"])
+            try await TestSupport.check(TestSupport.mmImage, ["keygen", "--out", dir + "/k"])
             args += ["--key", dir + "/k.key"]
         }
-        let output = try TestSupport.run(TestSupport.mmImage, args + extra, environment: ["SOURCE_DATE_EPOCH": "1700000000"])
+        let output = try await TestSupport.run(TestSupport.mmImage, args + extra, environment: ["SOURCE_DATE_EPOCH": "1700000000"])
         return Run(output: output, out: dir + "/out")
     }
 
@@ -47,15 +47,15 @@ struct BadInputTests {
     static let validDefinition = try! String(contentsOfFile: TestSupport.packageRoot + "/images/micromirror.yaml", encoding: .utf8)
 
     @Test("YAML that does not parse names the file and line")
-    func invalidYAML() throws {
-        let run = try build("yaml", definition: "name: micromirror\npackages: [systemd\nunits: {}\n")
+    func invalidYAML() async throws {
+        let run = try await build("yaml", definition: "name: micromirror\npackages: [systemd\nunits: {}\n")
         #expect(run.output.status == 1)
         #expect(run.output.stderr.range(of: #"def\.yaml:\d+: invalid YAML"#, options: .regularExpression) != nil, "\(run.output.stderr)")
         try expectNothingWritten(run)
     }
 
     @Test("every problem of a definition is reported at once, with line and field")
-    func manyProblems() throws {
+    func manyProblems() async throws {
         let text = """
             name: micro mirror
             distribution:
@@ -73,7 +73,7 @@ struct BadInputTests {
               config: 64MiB
             surprise: true
             """
-        let run = try build("many", definition: text)
+        let run = try await build("many", definition: text)
         let err = run.output.stderr
         #expect(run.output.status == 1)
         for expected in [
@@ -92,16 +92,16 @@ struct BadInputTests {
     }
 
     @Test("a hardware profile with a key of the wrong type")
-    func badHardware() throws {
-        let run = try build("hw", hardware: "name: qemu\nkernel:\n  options: console=ttyS0\nwatchdog-seconds: soon\n")
+    func badHardware() async throws {
+        let run = try await build("hw", hardware: "name: qemu\nkernel:\n  options: console=ttyS0\nwatchdog-seconds: soon\n")
         #expect(run.output.status == 1)
         #expect(run.output.stderr.contains("hw.yaml:3: kernel.options: expected a list"), "\(run.output.stderr)")
         #expect(run.output.stderr.contains("hw.yaml:4: watchdog-seconds: expected a whole number"), "\(run.output.stderr)")
     }
 
     @Test("a missing signing key says how to make one")
-    func missingKey() throws {
-        let run = try build("nokey", extra: ["--key", "/nonexistent/release.key"], key: false)
+    func missingKey() async throws {
+        let run = try await build("nokey", extra: ["--key", "/nonexistent/release.key"], key: false)
         #expect(run.output.status == 1)
         #expect(run.output.stderr.contains("signing key /nonexistent/release.key does not exist"), "\(run.output.stderr)")
         #expect(run.output.stderr.contains("mm-image keygen --out /nonexistent/release"))
@@ -109,36 +109,36 @@ struct BadInputTests {
     }
 
     @Test("a key that is not an Ed25519 PEM key")
-    func wrongKey() throws {
-        let dir = try TestSupport.scratch("badkey")
+    func wrongKey() async throws {
+        let dir = try await TestSupport.scratch("badkey")
         try "not a key\n".write(toFile: dir + "/bad.key", atomically: true, encoding: .utf8)
-        let run = try build("wrongkey", extra: ["--key", dir + "/bad.key"], key: false)
+        let run = try await build("wrongkey", extra: ["--key", dir + "/bad.key"], key: false)
         #expect(run.output.status == 1)
         #expect(run.output.stderr.contains("reading the private key \(dir)/bad.key"), "\(run.output.stderr)")
     }
 
     @Test("a disk too small for the layout")
-    func diskTooSmall() throws {
-        let run = try build("small", extra: ["--disk-size", "1GiB"])
+    func diskTooSmall() async throws {
+        let run = try await build("small", extra: ["--disk-size", "1GiB"])
         #expect(run.output.status == 1)
         #expect(run.output.stderr.contains("the disk is 1.0 GiB but the layout needs at least"), "\(run.output.stderr)")
         try expectNothingWritten(run)
     }
 
     @Test("missing programs name the build command")
-    func missingBinaries() throws {
-        let dir = try TestSupport.scratch("nobin")
-        let run = try build("nobin", extra: ["--binaries", dir])
+    func missingBinaries() async throws {
+        let dir = try await TestSupport.scratch("nobin")
+        let run = try await build("nobin", extra: ["--binaries", dir])
         #expect(run.output.status == 1)
         #expect(run.output.stderr.contains("\(dir)/mm-firstboot is missing") || run.output.stderr.contains("\(dir)/mm-image is missing"))
         #expect(run.output.stderr.contains("swift build -c release --static-swift-stdlib"))
     }
 
     @Test("an unknown package is named with the file that lists it; nothing is left behind")
-    func unknownPackage() throws {
+    func unknownPackage() async throws {
         let definition = Self.validDefinition.replacingOccurrences(of: "  - rsync\n", with: "  - rsync\n  - no-such-package-mm\n")
             .replacingOccurrences(of: "source: files/", with: "source: \(TestSupport.packageRoot)/images/files/")
-        let run = try build("unknown", definition: definition)
+        let run = try await build("unknown", definition: definition)
         #expect(run.output.status == 1)
         #expect(run.output.stderr.contains("unknown package \"no-such-package-mm\" (listed in "), "\(run.output.stderr.suffix(3000))")
         try expectNothingWritten(run)

@@ -26,23 +26,23 @@ actor BuiltImage {
 
     func artifacts() async throws -> Artifacts {
         if let task { return try await task.value }
-        let task = Task { try Self.build(name: "fixture", keyBase: nil) }
+        let task = Task { try await Self.build(name: "fixture", keyBase: nil) }
         self.task = task
         return try await task.value
     }
 
     /// Builds the default definition for QEMU into a fresh output and cache directory.
-    static func build(name: String, keyBase: String?) throws -> Artifacts {
-        let work = try TestSupport.scratch(name)
+    static func build(name: String, keyBase: String?) async throws -> Artifacts {
+        let work = try await TestSupport.scratch(name)
         let key: String
         if let keyBase {
             key = keyBase
         } else {
             key = work + "/keys/test"
-            try TestSupport.check(TestSupport.mmImage, ["keygen", "--out", key])
+            try await TestSupport.check(TestSupport.mmImage, ["keygen", "--out", key])
         }
         let out = work + "/out"
-        let result = try TestSupport.run(
+        let result = try await TestSupport.run(
             TestSupport.mmImage,
             [
                 "build", "--image", TestSupport.packageRoot + "/images/micromirror.yaml",

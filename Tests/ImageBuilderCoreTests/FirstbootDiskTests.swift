@@ -11,31 +11,31 @@ struct FirstbootDiskTests {
     func growth() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let grown: Int64 = 4 << 30
-        let image = try TestSupport.copyImage(a.image, scratchName: "grow", size: grown)
+        let image = try await TestSupport.copyImage(a.image, scratchName: "grow", size: grown)
         let dir = (image as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
-        let device = try TestSupport.check("losetup", ["--find", "--show", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        defer { _ = try? TestSupport.run("losetup", ["-d", device]) }
+        let device = try await TestSupport.check("losetup", ["--find", "--show", image]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { ToolRun.cleanUp("losetup", ["-d", device]) }
         let firstboot = TestSupport.binaries + "/mm-firstboot"
         let args = [
             "apply", "--config", TestSupport.packageRoot + "/nodes/example.yaml", "--state", dir + "/state", "--root", dir + "/root",
             "--disk", device, "--steps", "disk,identity",
         ]
-        let first = try TestSupport.run(firstboot, args)
+        let first = try await TestSupport.run(firstboot, args)
         #expect(first.status == 0, "\(first.combined)")
         #expect(first.stdout.contains("grew mm-data from 64.0 MiB to"), "\(first.stdout)")
-        #expect(try TestSupport.check("sgdisk", ["-v", device]).stdout.contains("No problems found"))
+        await #expect(try TestSupport.check("sgdisk", ["-v", device]).stdout.contains("No problems found"))
 
         let gpt = try GPT.read(from: RawFile.openForReading(image))
         let data = try #require(gpt.partition(named: "mm-data"))
         #expect(gpt.backupLBA == grown / 512 - 1)
         #expect(data.offsetInBytes + data.sizeInBytes == grown - (1 << 20), "mm-data must end 1 MiB before the end of the disk")
-        let fs = try TestSupport.withLoopDevice(image, offset: data.offsetInBytes, length: data.sizeInBytes) { part in
-            try TestSupport.check("blkid", ["-p", "-o", "export", part]).stdout
+        let fs = try await TestSupport.withLoopDevice(image, offset: data.offsetInBytes, length: data.sizeInBytes) { part in
+            try await TestSupport.check("blkid", ["-p", "-o", "export", part]).stdout
         }
         #expect(fs.contains("TYPE=ext4") && fs.contains("LABEL=mm-data"), "\(fs)")
-        let blocks = try TestSupport.withLoopDevice(image, offset: data.offsetInBytes, length: data.sizeInBytes) { part in
-            try TestSupport.check("dumpe2fs", ["-h", part]).stdout
+        let blocks = try await TestSupport.withLoopDevice(image, offset: data.offsetInBytes, length: data.sizeInBytes) { part in
+            try await TestSupport.check("dumpe2fs", ["-h", part]).stdout
         }
         let blockCount = try #require(blocks.firstMatch(of: /Block count:\s+(\d+)/)).1
         #expect(Int64(blockCount)! * 4096 == data.sizeInBytes, "the filesystem must fill the grown partition")
@@ -45,24 +45,24 @@ struct FirstbootDiskTests {
         let keyBefore = try Data(contentsOf: URL(fileURLWithPath: dir + "/state/identity/node.key"))
 
         // Second boot: nothing changes, not the table, not the filesystem, not the identity.
-        let before = try TestSupport.check("sha256sum", [image]).stdout
-        let second = try TestSupport.run(firstboot, args)
+        let before = try await TestSupport.check("sha256sum", [image]).stdout
+        let second = try await TestSupport.run(firstboot, args)
         #expect(second.status == 0, "\(second.combined)")
         #expect(!second.stdout.contains("grew") && !second.stdout.contains("created"), "\(second.stdout)")
-        #expect(try TestSupport.check("sha256sum", [image]).stdout == before, "the second run changed the disk")
+        await #expect(try TestSupport.check("sha256sum", [image]).stdout == before, "the second run changed the disk")
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/state/identity/node.key")) == keyBefore)
     }
 
     @Test("mm-image node check: ok for the example, every problem at once for a bad file")
-    func nodeCheck() throws {
-        let ok = try TestSupport.run(TestSupport.mmImage, ["node", "check", TestSupport.packageRoot + "/nodes/example.yaml"])
+    func nodeCheck() async throws {
+        let ok = try await TestSupport.run(TestSupport.mmImage, ["node", "check", TestSupport.packageRoot + "/nodes/example.yaml"])
         #expect(ok.status == 0 && ok.stdout.contains("ok: example-isp.mm.fcix.net"), "\(ok.combined)")
-        let dir = try TestSupport.scratch("nodecheck")
+        let dir = try await TestSupport.scratch("nodecheck")
         let text = try String(contentsOfFile: TestSupport.packageRoot + "/nodes/example.yaml", encoding: .utf8)
             .replacingOccurrences(of: "gateway: 192.0.2.1", with: "gateway: 198.51.100.1")
             .replacingOccurrences(of: "mtu: 1500", with: "mtu: 70000\n  vlan: 3")
         try text.write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
-        let bad = try TestSupport.run(TestSupport.mmImage, ["node", "check", dir + "/bad.yaml"])
+        let bad = try await TestSupport.run(TestSupport.mmImage, ["node", "check", dir + "/bad.yaml"])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("3 problems:"), "\(bad.stderr)")
         #expect(bad.stderr.contains("bad.yaml:14: network.mtu: 70000 is out of range"), "\(bad.stderr)")
@@ -73,33 +73,33 @@ struct FirstbootDiskTests {
     @Test("mm-image node write puts the file into mm-config; an invalid file writes nothing")
     func nodeWrite() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let image = try TestSupport.copyImage(a.image, scratchName: "nodewrite")
+        let image = try await TestSupport.copyImage(a.image, scratchName: "nodewrite")
         let dir = (image as NSString).deletingLastPathComponent
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let config = try #require(manifest.partitions.first { $0.label == "mm-config" })
 
         let invalid = dir + "/bad.yaml"
         try "sponsor: {name: Bad Name}\n".write(toFile: invalid, atomically: true, encoding: .utf8)
-        let refused = try TestSupport.run(TestSupport.mmImage, ["node", "write", image, invalid])
+        let refused = try await TestSupport.run(TestSupport.mmImage, ["node", "write", image, invalid])
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("nothing was written"))
-        let absent = try TestSupport.run("debugfs", ["-R", "stat node.yaml", "\(image)?offset=\(config.offset)"])
+        let absent = try await TestSupport.run("debugfs", ["-R", "stat node.yaml", "\(image)?offset=\(config.offset)"])
         #expect(absent.combined.contains("File not found"), "\(absent.combined)")
 
         let example = TestSupport.packageRoot + "/nodes/example.yaml"
-        try TestSupport.check(TestSupport.mmImage, ["node", "write", image, example])
+        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, example])
         // Read it back through a real ext4 mount of the partition.
-        try TestSupport.withLoopDevice(image, offset: config.offset, length: config.size) { device in
-            let mountpoint = try TestSupport.scratch("config-mount")
-            try TestSupport.check("mount", ["-t", "ext4", "-o", "ro", device, mountpoint])
-            defer { _ = try? TestSupport.run("umount", [mountpoint]) }
+        try await TestSupport.withLoopDevice(image, offset: config.offset, length: config.size) { device in
+            let mountpoint = try await TestSupport.scratch("config-mount")
+            try await TestSupport.check("mount", ["-t", "ext4", "-o", "ro", device, mountpoint])
+            defer { ToolRun.cleanUp("umount", [mountpoint]) }
             let written = try String(contentsOfFile: mountpoint + "/node.yaml", encoding: .utf8)
             #expect(written == (try String(contentsOfFile: example, encoding: .utf8)))
             let mode = try FileManager.default.attributesOfItem(atPath: mountpoint + "/node.yaml")[.posixPermissions] as? NSNumber
             #expect(mode?.intValue == 0o600)
         }
         // Writing again replaces it.
-        try TestSupport.check(TestSupport.mmImage, ["node", "write", image, example])
-        #expect(try TestSupport.check("fsck.ext4", ["-n", "\(image)?offset=\(config.offset)"]).status == 0)
+        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, example])
+        await #expect(try TestSupport.check("fsck.ext4", ["-n", "\(image)?offset=\(config.offset)"]).status == 0)
     }
 }

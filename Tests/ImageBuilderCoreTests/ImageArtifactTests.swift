@@ -19,7 +19,7 @@ struct ImageArtifactTests {
     @Test("sgdisk finds a valid GPT with the DPS types and our labels")
     func sgdisk() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let verify = try TestSupport.check("sgdisk", ["-v", a.image])
+        let verify = try await TestSupport.check("sgdisk", ["-v", a.image])
         #expect(verify.stdout.contains("No problems found"))
         let expected: [(Int, String, String)] = [
             (1, "mm-esp", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
@@ -29,7 +29,7 @@ struct ImageArtifactTests {
             (5, "mm-data", "3B8F8425-20E0-4F3B-907F-1A25A76F98E8"),
         ]
         for (number, label, type) in expected {
-            let info = try TestSupport.check("sgdisk", ["-i", "\(number)", a.image]).stdout
+            let info = try await TestSupport.check("sgdisk", ["-i", "\(number)", a.image]).stdout
             #expect(info.contains("Partition name: '\(label)'"), "partition \(number): \(info)")
             #expect(info.contains("Partition GUID code: \(type)"), "partition \(number): \(info)")
         }
@@ -41,10 +41,10 @@ struct ImageArtifactTests {
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let wanted = ["mm-esp": "vfat", "mm-root-a": "erofs", "mm-config": "ext4"]
         for partition in manifest.partitions {
-            try TestSupport.withLoopDevice(a.image, offset: partition.offset, length: partition.size) { device in
-                let blkid = try TestSupport.run("blkid", ["-p", "-o", "export", device]).stdout
+            try await TestSupport.withLoopDevice(a.image, offset: partition.offset, length: partition.size) { device in
+                let blkid = try await TestSupport.run("blkid", ["-p", "-o", "export", device]).stdout
                 // No udev here, so lsblk cannot report filesystems; it does report the device size.
-                let lsblk = try TestSupport.check("lsblk", ["-b", "-n", "-d", "-o", "SIZE", device]).stdout
+                let lsblk = try await TestSupport.check("lsblk", ["-b", "-n", "-d", "-o", "SIZE", device]).stdout
                 #expect(Int64(lsblk.trimmingCharacters(in: .whitespacesAndNewlines)) == partition.size)
                 if let type = wanted[partition.label] {
                     #expect(blkid.contains("TYPE=\(type)"), "\(partition.label): \(blkid)")
@@ -55,7 +55,7 @@ struct ImageArtifactTests {
                     #expect(!blkid.contains("TYPE="), "\(partition.label) should be empty: \(blkid)")
                 }
                 if partition.label == "mm-esp" {
-                    let fsck = try TestSupport.run("fsck.vfat", ["-n", device])
+                    let fsck = try await TestSupport.run("fsck.vfat", ["-n", device])
                     #expect(fsck.status == 0, "fsck.vfat: \(fsck.combined)")
                 }
             }
@@ -67,14 +67,14 @@ struct ImageArtifactTests {
         let a = try await BuiltImage.shared.artifacts()
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let root = try #require(manifest.partitions.first { $0.label == "mm-root-a" })
-        try TestSupport.withLoopDevice(a.image, offset: root.offset, length: root.size) { device in
-            let dump = try TestSupport.check("dump.erofs", [device]).stdout
+        try await TestSupport.withLoopDevice(a.image, offset: root.offset, length: root.size) { device in
+            let dump = try await TestSupport.check("dump.erofs", [device]).stdout
             #expect(dump.lowercased().contains(root.filesystemUUID!.lowercased()), "dump.erofs: \(dump)")
-            let fsck = try TestSupport.run("fsck.erofs", [device])
+            let fsck = try await TestSupport.run("fsck.erofs", [device])
             #expect(fsck.status == 0, "fsck.erofs: \(fsck.combined)")
-            let mountpoint = try TestSupport.scratch("erofs-mount")
-            try TestSupport.check("mount", ["-t", "erofs", "-o", "ro", device, mountpoint])
-            defer { _ = try? TestSupport.run("umount", [mountpoint]) }
+            let mountpoint = try await TestSupport.scratch("erofs-mount")
+            try await TestSupport.check("mount", ["-t", "erofs", "-o", "ro", device, mountpoint])
+            defer { ToolRun.cleanUp("umount", [mountpoint]) }
             for path in [
                 "/usr/bin/mm-image", "/usr/bin/mm-firstboot", "/usr/bin/mm-node", "/usr/lib/systemd/system/mm-boot-status.service",
                 "/etc/initramfs-tools/scripts/local-bottom/micromirror-overlay", "/usr/lib/micromirror/image.json",
@@ -100,7 +100,7 @@ struct ImageArtifactTests {
         let a = try await BuiltImage.shared.artifacts()
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let esp = try #require(manifest.partitions.first { $0.label == "mm-esp" })
-        let listing = try TestSupport.initramfsListing(image: a.image, espOffset: esp.offset)
+        let listing = try await TestSupport.initramfsListing(image: a.image, espOffset: esp.offset)
         for needed in ["erofs.ko", "overlay.ko", "virtio_blk.ko", "scripts/local-bottom/micromirror-overlay"] {
             #expect(listing.contains(needed), "\(needed) missing from the initramfs")
         }
@@ -109,9 +109,9 @@ struct ImageArtifactTests {
     @Test("bmaptool copy with our block map reproduces the raw image exactly")
     func bmaptoolCopy() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let target = try TestSupport.scratch("bmap") + "/copy.img"
-        try TestSupport.check("bmaptool", ["copy", "--bmap", a.bmap, a.image, target])
-        try TestSupport.check("cmp", [a.image, target])
+        let target = try await TestSupport.scratch("bmap") + "/copy.img"
+        try await TestSupport.check("bmaptool", ["copy", "--bmap", a.bmap, a.image, target])
+        try await TestSupport.check("cmp", [a.image, target])
         let bmap = try String(contentsOfFile: a.bmap, encoding: .utf8)
         let mapped = try #require(bmap.firstMatch(of: /<MappedBlocksCount> (\d+) </)).1
         let total = try #require(bmap.firstMatch(of: /<BlocksCount> (\d+) </)).1
@@ -121,7 +121,7 @@ struct ImageArtifactTests {
     @Test("openssl pkeyutl verifies our manifest signature with our public key")
     func opensslVerifies() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let out = try TestSupport.check(
+        let out = try await TestSupport.check(
             "openssl",
             ["pkeyutl", "-verify", "-pubin", "-inkey", a.publicKey, "-rawin", "-in", a.manifest, "-sigfile", a.manifest + ".sig"]
         )
@@ -132,7 +132,7 @@ struct ImageArtifactTests {
     func manifestMatchesFiles() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
-        let sum = try TestSupport.check("sha256sum", [a.image]).stdout.split(separator: " ").first.map(String.init)
+        let sum = try await TestSupport.check("sha256sum", [a.image]).stdout.split(separator: " ").first.map(String.init)
         #expect(sum == manifest.disk.sha256)
         let size = try #require(try FileManager.default.attributesOfItem(atPath: a.image)[.size] as? NSNumber)
         #expect(manifest.disk.size == size.int64Value)
@@ -144,11 +144,11 @@ struct ImageArtifactTests {
     @Test("mm-image verify accepts the untouched image and bundle")
     func verifyAccepts() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let image = try TestSupport.run(TestSupport.mmImage, ["verify", a.image, "--pubkey", a.publicKey])
+        let image = try await TestSupport.run(TestSupport.mmImage, ["verify", a.image, "--pubkey", a.publicKey])
         #expect(image.status == 0, "\(image.combined)")
         #expect(image.stdout.contains("ok  partition mm-root-a"))
         #expect(image.stdout.contains("ok  disk"))
-        let bundle = try TestSupport.run(TestSupport.mmImage, ["verify", a.bundle, "--pubkey", a.publicKey])
+        let bundle = try await TestSupport.run(TestSupport.mmImage, ["verify", a.bundle, "--pubkey", a.publicKey])
         #expect(bundle.status == 0, "\(bundle.combined)")
         #expect(bundle.stdout.contains("ok  payload root.erofs"))
     }
@@ -156,9 +156,9 @@ struct ImageArtifactTests {
     @Test("mm-image verify rejects a key that did not sign")
     func verifyRejectsOtherKey() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let other = try TestSupport.scratch("otherkey") + "/other"
-        try TestSupport.check(TestSupport.mmImage, ["keygen", "--out", other])
-        let result = try TestSupport.run(TestSupport.mmImage, ["verify", a.image, "--pubkey", other + ".pub"])
+        let other = try await TestSupport.scratch("otherkey") + "/other"
+        try await TestSupport.check(TestSupport.mmImage, ["keygen", "--out", other])
+        let result = try await TestSupport.run(TestSupport.mmImage, ["verify", a.image, "--pubkey", other + ".pub"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("signature"))
     }
@@ -166,7 +166,7 @@ struct ImageArtifactTests {
     @Test("mm-image inspect shows partitions, filesystems, the slot A entry and the version")
     func inspect() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let json = try TestSupport.check(TestSupport.mmImage, ["inspect", a.image, "--json"]).stdout
+        let json = try await TestSupport.check(TestSupport.mmImage, ["inspect", a.image, "--json"]).stdout
         let report = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
         let partitions = report["partitions"] as! [[String: Any]]
         #expect(partitions.map { $0["label"] as! String } == ["mm-esp", "mm-root-a", "mm-root-b", "mm-config", "mm-data"])
@@ -179,7 +179,7 @@ struct ImageArtifactTests {
         #expect(fields["options"]?.contains("root=PARTLABEL=mm-root-a") == true)
         #expect(fields["linux"] == "/micromirror/a/vmlinuz")
         #expect(report["manifestVersion"] as? String == "0.1.0")
-        let text = try TestSupport.check(TestSupport.mmImage, ["inspect", a.image]).stdout
+        let text = try await TestSupport.check(TestSupport.mmImage, ["inspect", a.image]).stdout
         #expect(text.contains("mm-root-a") && text.contains("erofs") && text.contains("micromirror-a.conf"))
     }
 }

@@ -9,13 +9,13 @@ struct ReproducibleBuildTests {
     func byteIdentical() async throws {
         let first = try await BuiltImage.shared.artifacts()
         let keyBase = String(first.privateKey.dropLast(4))
-        let second = try BuiltImage.build(name: "rebuild", keyBase: keyBase)
+        let second = try await BuiltImage.build(name: "rebuild", keyBase: keyBase)
         #expect(!second.buildOutput.contains("reused cached"), "the second build must start from an empty cache")
         for (a, b) in [
             (first.image, second.image), (first.bundle, second.bundle), (first.bmap, second.bmap),
             (first.manifest, second.manifest), (first.manifest + ".sig", second.manifest + ".sig"),
         ] {
-            let result = try TestSupport.run("cmp", [a, b])
+            let result = try await TestSupport.run("cmp", [a, b])
             #expect(result.status == 0, "\((a as NSString).lastPathComponent) differs between builds: \(result.combined)")
         }
     }

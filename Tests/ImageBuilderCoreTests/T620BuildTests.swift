@@ -11,8 +11,8 @@ struct T620BuildTests {
     func t620() async throws {
         // Reuse the fixture's key; a separate cache, since the package set differs.
         let fixture = try await BuiltImage.shared.artifacts()
-        let work = try TestSupport.scratch("t620")
-        let result = try TestSupport.run(
+        let work = try await TestSupport.scratch("t620")
+        let result = try await TestSupport.run(
             TestSupport.mmImage,
             [
                 "build", "--image", TestSupport.packageRoot + "/images/micromirror.yaml",
@@ -29,10 +29,10 @@ struct T620BuildTests {
         #expect(manifest.kernelCommandLine.contains("console=tty0"))
         #expect(!manifest.kernelCommandLine.contains("ttyS0"))
         let root = try #require(manifest.partitions.first { $0.label == "mm-root-a" })
-        try TestSupport.withLoopDevice(image, offset: root.offset, length: root.size) { device in
-            let mountpoint = try TestSupport.scratch("t620-mount")
-            try TestSupport.check("mount", ["-t", "erofs", "-o", "ro", device, mountpoint])
-            defer { _ = try? TestSupport.run("umount", [mountpoint]) }
+        try await TestSupport.withLoopDevice(image, offset: root.offset, length: root.size) { device in
+            let mountpoint = try await TestSupport.scratch("t620-mount")
+            try await TestSupport.check("mount", ["-t", "erofs", "-o", "ro", device, mountpoint])
+            defer { ToolRun.cleanUp("umount", [mountpoint]) }
             let firmware = (try? FileManager.default.contentsOfDirectory(atPath: mountpoint + "/lib/firmware/rtl_nic")) ?? []
             #expect(firmware.contains { $0.hasPrefix("rtl8168") }, "r8169 firmware missing: \(firmware.prefix(5))")
             #expect(FileManager.default.fileExists(atPath: mountpoint + "/lib/firmware/amd-ucode"), "amd64-microcode missing")
@@ -43,11 +43,11 @@ struct T620BuildTests {
         }
         // The initramfs on the ESP carries the disk and NIC drivers and erofs.
         let esp = try #require(manifest.partitions.first { $0.label == "mm-esp" })
-        let modules = try TestSupport.initramfsListing(image: image, espOffset: esp.offset)
+        let modules = try await TestSupport.initramfsListing(image: image, espOffset: esp.offset)
         for module in ["r8169.ko", "ahci.ko", "erofs.ko", "overlay.ko"] {
             #expect(modules.contains(module), "\(module) missing from the T620 initramfs")
         }
-        let verify = try TestSupport.run(TestSupport.mmImage, ["verify", image, "--pubkey", fixture.publicKey])
+        let verify = try await TestSupport.run(TestSupport.mmImage, ["verify", image, "--pubkey", fixture.publicKey])
         #expect(verify.status == 0, "\(verify.combined)")
     }
 }

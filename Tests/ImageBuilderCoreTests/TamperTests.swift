@@ -7,11 +7,11 @@ import Testing
 @Suite("Tampered artifacts are rejected", .serialized)
 struct TamperTests {
     /// Copies the image (sparse) with its manifest and signature into a scratch directory.
-    func copyImage(_ a: BuiltImage.Artifacts) throws -> (image: String, manifest: String) {
-        let dir = try TestSupport.scratch("tamper")
+    func copyImage(_ a: BuiltImage.Artifacts) async throws -> (image: String, manifest: String) {
+        let dir = try await TestSupport.scratch("tamper")
         let image = dir + "/" + (a.image as NSString).lastPathComponent
-        try TestSupport.check("cp", ["--sparse=always", a.image, image])
-        try TestSupport.check("cp", [a.manifest, a.manifest + ".sig", dir])
+        try await TestSupport.check("cp", ["--sparse=always", a.image, image])
+        try await TestSupport.check("cp", [a.manifest, a.manifest + ".sig", dir])
         return (image, dir + "/manifest.json")
     }
 
@@ -24,8 +24,8 @@ struct TamperTests {
         try handle.write(contentsOf: [byte ^ 0x01])
     }
 
-    func verifyFails(_ artifact: String, _ key: String, naming check: String) throws {
-        let result = try TestSupport.run(TestSupport.mmImage, ["verify", artifact, "--pubkey", key])
+    func verifyFails(_ artifact: String, _ key: String, naming check: String) async throws {
+        let result = try await TestSupport.run(TestSupport.mmImage, ["verify", artifact, "--pubkey", key])
         #expect(result.status == 1, "verify should fail: \(result.combined)")
         #expect(result.stderr.contains("verification FAILED: \(check)"), "expected a failure naming \(check), got: \(result.stderr)")
     }
@@ -33,35 +33,35 @@ struct TamperTests {
     @Test("a byte flipped inside mm-root-a", arguments: ["mm-root-a", "mm-esp", "mm-config"])
     func partitionByte(label: String) async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let (image, manifestPath) = try copyImage(a)
+        let (image, manifestPath) = try await copyImage(a)
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: manifestPath))), source: manifestPath)
         let partition = try #require(manifest.partitions.first { $0.label == label })
         try flipByte(image, at: partition.offset + partition.contentSize / 2)
-        try verifyFails(image, a.publicKey, naming: "partition \(label)")
+        try await verifyFails(image, a.publicKey, naming: "partition \(label)")
     }
 
     @Test("a byte flipped in the GPT")
     func gptByte() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let (image, _) = try copyImage(a)
+        let (image, _) = try await copyImage(a)
         try flipByte(image, at: 512 + 60)  // inside the disk GUID, covered by the header CRC
-        try verifyFails(image, a.publicKey, naming: "partition table")
+        try await verifyFails(image, a.publicKey, naming: "partition table")
     }
 
     @Test("a byte flipped in the manifest")
     func manifestByte() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let (image, manifest) = try copyImage(a)
+        let (image, manifest) = try await copyImage(a)
         try flipByte(manifest, at: 40)
-        try verifyFails(image, a.publicKey, naming: "signature")
+        try await verifyFails(image, a.publicKey, naming: "signature")
     }
 
     @Test("a byte flipped in the signature")
     func signatureByte() async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let (image, manifest) = try copyImage(a)
+        let (image, manifest) = try await copyImage(a)
         try flipByte(manifest + ".sig", at: 10)
-        try verifyFails(image, a.publicKey, naming: "signature")
+        try await verifyFails(image, a.publicKey, naming: "signature")
     }
 
     /// Offsets of the bundle's entries: ustar headers of 512 bytes, data padded to 512.
@@ -86,13 +86,13 @@ struct TamperTests {
     @Test("bundle: a flipped payload byte, manifest byte or signature byte", arguments: ["root.erofs", "initrd.img", "manifest.json", "manifest.json.sig"])
     func bundleByte(entry: String) async throws {
         let a = try await BuiltImage.shared.artifacts()
-        let dir = try TestSupport.scratch("tamper-bundle")
+        let dir = try await TestSupport.scratch("tamper-bundle")
         let bundle = dir + "/b.mmb"
-        try TestSupport.check("cp", [a.bundle, bundle])
+        try await TestSupport.check("cp", [a.bundle, bundle])
         let offsets = try bundleOffsets(bundle)
         let (data, size) = try #require(offsets[entry], "no \(entry) in \(offsets.keys)")
         try flipByte(bundle, at: data + size / 2)
         let check = entry.hasPrefix("manifest") ? "signature" : "payload \(entry)"
-        try verifyFails(bundle, a.publicKey, naming: check)
+        try await verifyFails(bundle, a.publicKey, naming: check)
     }
 }

@@ -94,7 +94,7 @@ struct GPTTests {
     }
 
     @Test("setting DPS types and seeded GUIDs keeps the GPT valid for sgdisk")
-    func rewriteIsValid() throws {
+    func rewriteIsValid() async throws {
         let (path, _) = try makeDisk()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let file = try RawFile.openForWriting(path)
@@ -108,9 +108,9 @@ struct GPTTests {
         #expect(reread.diskGUID == gpt.diskGUID)
         #expect(reread.entries[1].typeGUID == PartitionType.rootX86_64)
         #expect(reread.entries[2].typeGUID == PartitionType.srv)
-        let sgdisk = try Run.tool("sgdisk", ["-v", path])
+        let sgdisk = try await Run.tool("sgdisk", ["-v", path])
         #expect(sgdisk.contains("No problems found"), "\(sgdisk)")
-        let info = try Run.tool("sgdisk", ["-i", "2", path])
+        let info = try await Run.tool("sgdisk", ["-i", "2", path])
         #expect(info.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"))
         #expect(info.uppercased().contains(GUID.derived(seed: "t", purpose: "root").description.uppercased()))
     }
@@ -125,7 +125,7 @@ struct GPTTests {
     }
 
     @Test("relocating the backup header to the end of a grown device passes sgdisk")
-    func relocateBackup() throws {
+    func relocateBackup() async throws {
         let (path, _) = try makeDisk(size: 32 << 20)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let file = try RawFile.openForWriting(path)
@@ -134,12 +134,12 @@ struct GPTTests {
         gpt.relocateBackup(deviceBytes: 64 << 20)
         try gpt.write(to: file)
         #expect(gpt.backupLBA == (64 << 20) / 512 - 1)
-        let sgdisk = try Run.tool("sgdisk", ["-v", path])
+        let sgdisk = try await Run.tool("sgdisk", ["-v", path])
         #expect(sgdisk.contains("No problems found"), "\(sgdisk)")
     }
 }
 
 /// Runs a tool and returns its combined output.
 enum Run {
-    static func tool(_ name: String, _ arguments: [String]) throws -> String { try ToolRun.run(name, arguments).combined }
+    static func tool(_ name: String, _ arguments: [String]) async throws -> String { try await ToolRun.run(name, arguments).combined }
 }

@@ -71,7 +71,7 @@ struct ManifestBundleTests {
     }
 
     @Test("a bundle verifies, streams its payloads, and lists them in order")
-    func bundleRoundTrip() throws {
+    func bundleRoundTrip() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (path, keyring, one) = try makeBundle(dir)
@@ -79,7 +79,7 @@ struct ManifestBundleTests {
         let manifest = try Bundle.verify(path: path, keyring: keyring) { name, chunk in received[name, default: []] += chunk }
         #expect(manifest.payloads.map(\.name) == ["root.erofs", "vmlinuz"])
         #expect(received["root.erofs"] == one)
-        let listing = try Run.tool("tar", ["-tf", path])
+        let listing = try await Run.tool("tar", ["-tf", path])
         #expect(listing.split(separator: "\n") == ["manifest.json", "manifest.json.sig", "root.erofs", "vmlinuz"])
     }
 
@@ -98,7 +98,7 @@ struct ManifestBundleTests {
     }
 
     @Test("a bundle signed by an untrusted key is refused before any payload is read")
-    func untrusted() throws {
+    func untrusted() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (path, _, _) = try makeBundle(dir)
@@ -111,7 +111,7 @@ struct ManifestBundleTests {
     }
 
     @Test("the block map lists only data ranges and passes bmaptool copy")
-    func blockMap() throws {
+    func blockMap() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/sparse.img"
@@ -126,12 +126,12 @@ struct ManifestBundleTests {
         let xml = try BlockMap.generate(for: file)
         try xml.write(toFile: path + ".bmap", atomically: true, encoding: .utf8)
         let copy = dir + "/copy.img"
-        let output = try Run.tool("bmaptool", ["copy", "--bmap", path + ".bmap", path, copy])
+        let output = try await Run.tool("bmaptool", ["copy", "--bmap", path + ".bmap", path, copy])
         #expect(FileManager.default.contentsEqual(atPath: path, andPath: copy), "\(output)")
         // A corrupted range checksum must make bmaptool refuse.
         let broken = xml.replacingOccurrences(of: "chksum=\"", with: "chksum=\"0").replacingOccurrences(of: "0\">", with: "\">")
         try broken.write(toFile: path + ".bad.bmap", atomically: true, encoding: .utf8)
-        let refused = try Run.tool("bmaptool", ["copy", "--bmap", path + ".bad.bmap", path, dir + "/copy2.img"])
+        let refused = try await Run.tool("bmaptool", ["copy", "--bmap", path + ".bad.bmap", path, dir + "/copy2.img"])
         #expect(refused.lowercased().contains("error") || refused.lowercased().contains("checksum"), "\(refused)")
     }
 }

@@ -70,13 +70,13 @@ final class LiveServer: @unchecked Sendable {
 /// Polls `condition` every 100 ms until it holds or `seconds` pass. It returns as soon as the
 /// condition holds; the generous bound is for a suite whose other tests may hold every
 /// concurrency thread for a while (they wait on tools synchronously).
-func eventually(seconds: Int = 300, _ condition: () -> Bool) async throws -> Bool {
+func eventually(seconds: Int = 300, _ condition: () async -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + .seconds(seconds)
     while ContinuousClock.now < deadline {
-        if condition() { return true }
+        if await condition() { return true }
         try await Task.sleep(for: .milliseconds(100))
     }
-    return condition()
+    return await condition()
 }
 
 struct TestError: Error, CustomStringConvertible {
@@ -85,8 +85,8 @@ struct TestError: Error, CustomStringConvertible {
 }
 
 /// Runs a program to completion.
-func run(_ tool: String, _ arguments: [String], directory: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-    let result = try ToolRun.run(tool, arguments, directory: directory, environment: environment)
+func run(_ tool: String, _ arguments: [String], directory: String? = nil, environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
+    let result = try await ToolRun.run(tool, arguments, directory: directory, environment: environment)
     return (result.status, result.combined)
 }
 

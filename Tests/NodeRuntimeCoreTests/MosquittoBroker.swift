@@ -31,8 +31,8 @@ final class MosquittoBroker: @unchecked Sendable {
     }
 
     /// Publishes `payload` on `topic` with QoS 1 through `mosquitto_pub`.
-    func publish(_ topic: String, _ payload: String = "1") throws {
-        let result = try ToolRun.run("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(port)", "-q", "1", "-t", topic, "-m", payload])
+    func publish(_ topic: String, _ payload: String = "1") async throws {
+        let result = try await ToolRun.run("mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(port)", "-q", "1", "-t", topic, "-m", payload])
         guard result.status == 0 else { throw TestError("mosquitto_pub failed: \(result.combined)") }
     }
 

@@ -41,13 +41,13 @@ struct PushTests {
         try await withListener(broker, pushes: pushes) {
             // Published until the subscription is in place (the listener connects in the background).
             let arrived = try await eventually {
-                try? broker.publish("rsync/mirror.example/almalinux")
+                try? await broker.publish("rsync/mirror.example/almalinux")
                 return pushes.all.contains("almalinux")
             }
             #expect(arrived)
-            try broker.publish("rsync/mirror.example/gentoo")
-            try broker.publish("rsync/elsewhere/ubuntu")
-            try broker.publish("rsync/mirror.example/ubuntu")
+            try await broker.publish("rsync/mirror.example/gentoo")
+            try await broker.publish("rsync/elsewhere/ubuntu")
+            try await broker.publish("rsync/mirror.example/ubuntu")
             let second = try await eventually { pushes.all.contains("ubuntu") }
             #expect(second)
             #expect(Set(pushes.all) == ["almalinux", "ubuntu"])
@@ -61,13 +61,13 @@ struct PushTests {
         let first = Pushes()
         try await withListener(broker, clientID: clientID, pushes: first) {
             let arrived = try await eventually {
-                try? broker.publish("rsync/mirror.example/almalinux")
+                try? await broker.publish("rsync/mirror.example/almalinux")
                 return first.all.contains("almalinux")
             }
             #expect(arrived)
         }
         // Offline now: the broker keeps this for the session.
-        try broker.publish("rsync/mirror.example/ubuntu")
+        try await broker.publish("rsync/mirror.example/ubuntu")
         let second = Pushes()
         try await withListener(broker, clientID: clientID, pushes: second) {
             let queued = try await eventually { second.all.contains("ubuntu") }
@@ -84,7 +84,7 @@ struct PushTests {
             try await Task.sleep(for: .seconds(1))
             try broker.start()
             let reached = try await eventually {
-                try? broker.publish("rsync/mirror.example/ubuntu")
+                try? await broker.publish("rsync/mirror.example/ubuntu")
                 return pushes.all.contains("ubuntu")
             }
             #expect(reached)

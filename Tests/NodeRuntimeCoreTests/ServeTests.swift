@@ -31,8 +31,8 @@ struct ServeTests {
         await server.stop()
     }
 
-    func curl(_ args: [String]) throws -> String {
-        let result = try run("curl", ["-sS", "--max-time", "20"] + args)
+    func curl(_ args: [String]) async throws -> String {
+        let result = try await run("curl", ["-sS", "--max-time", "20"] + args)
         return result.output
     }
 
@@ -41,24 +41,24 @@ struct ServeTests {
         try await withServer { server in
             let dir = NSTemporaryDirectory() + "dl-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            _ = try curl(["-o", dir + "/big.iso", server.base + "/ubuntu/pool/main/big.iso"])
+            _ = try await curl(["-o", dir + "/big.iso", server.base + "/ubuntu/pool/main/big.iso"])
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.iso")) == Data(Self.payload))
-            let head = try curl(["-I", server.base + "/ubuntu/pool/main/big.iso"])
+            let head = try await curl(["-I", server.base + "/ubuntu/pool/main/big.iso"])
             #expect(head.contains("HTTP/1.1 200 OK"))
             #expect(head.contains("Content-Length: 3000000"))
             #expect(head.contains("Content-Type: application/octet-stream"))
             #expect(head.contains("Accept-Ranges: bytes"))
             #expect(head.contains("Cache-Control: public, max-age=86400"))
             #expect(head.contains("ETag: \"") && head.contains("Last-Modified: "))
-            let meta = try curl(["-I", server.base + "/ubuntu/dists/noble/InRelease"])
+            let meta = try await curl(["-I", server.base + "/ubuntu/dists/noble/InRelease"])
             #expect(meta.contains("Cache-Control: max-age=60, must-revalidate"))
-            let repomd = try curl(["-I", server.base + "/fedora/repodata/repomd.xml"])
+            let repomd = try await curl(["-I", server.base + "/fedora/repodata/repomd.xml"])
             #expect(repomd.contains("Cache-Control: max-age=60, must-revalidate") && repomd.contains("Content-Type: application/xml"))
-            #expect(try curl(["-I", server.base + "/ubuntu/pool/main/pkg_1.0_amd64.deb"]).contains("Content-Type: application/octet-stream"))
+            await #expect(try curl(["-I", server.base + "/ubuntu/pool/main/pkg_1.0_amd64.deb"]).contains("Content-Type: application/octet-stream"))
             // A symlink inside the root is followed.
-            #expect(try curl([server.base + "/ubuntu/current/InRelease"]) == "Origin: Ubuntu\n")
+            await #expect(try curl([server.base + "/ubuntu/current/InRelease"]) == "Origin: Ubuntu\n")
             // A directory without its slash is redirected.
-            #expect(try curl(["-I", server.base + "/ubuntu"]).contains("Location: /ubuntu/"))
+            await #expect(try curl(["-I", server.base + "/ubuntu"]).contains("Location: /ubuntu/"))
         }
     }
 
@@ -66,22 +66,22 @@ struct ServeTests {
     func ranges() async throws {
         try await withServer { server in
             let url = server.base + "/ubuntu/pool/main/big.iso"
-            let part = try curl(["-D", "-", "-o", "/dev/null", "-r", "1000-1999", url])
+            let part = try await curl(["-D", "-", "-o", "/dev/null", "-r", "1000-1999", url])
             #expect(part.contains("206 Partial Content") && part.contains("Content-Range: bytes 1000-1999/3000000") && part.contains("Content-Length: 1000"))
-            let suffix = try curl(["-D", "-", "-o", "/dev/null", "-H", "Range: bytes=-500", url])
+            let suffix = try await curl(["-D", "-", "-o", "/dev/null", "-H", "Range: bytes=-500", url])
             #expect(suffix.contains("Content-Range: bytes 2999500-2999999/3000000"))
-            let beyond = try curl(["-D", "-", "-o", "/dev/null", "-H", "Range: bytes=5000000-", url])
+            let beyond = try await curl(["-D", "-", "-o", "/dev/null", "-H", "Range: bytes=5000000-", url])
             #expect(beyond.contains("416") && beyond.contains("Content-Range: bytes */3000000"))
-            let etag = try #require(try curl(["-I", url]).split(separator: "\r\n").first { $0.hasPrefix("ETag: ") }).dropFirst(6)
-            let ifRangeOK = try curl(["-D", "-", "-o", "/dev/null", "-r", "0-9", "-H", "If-Range: \(etag)", url])
+            let etag = try await #require(try curl(["-I", url]).split(separator: "\r\n").first { $0.hasPrefix("ETag: ") }).dropFirst(6)
+            let ifRangeOK = try await curl(["-D", "-", "-o", "/dev/null", "-r", "0-9", "-H", "If-Range: \(etag)", url])
             #expect(ifRangeOK.contains("206"))
-            let ifRangeStale = try curl(["-D", "-", "-o", "/dev/null", "-r", "0-9", "-H", "If-Range: \"stale\"", url])
+            let ifRangeStale = try await curl(["-D", "-", "-o", "/dev/null", "-r", "0-9", "-H", "If-Range: \"stale\"", url])
             #expect(ifRangeStale.contains("200 OK") && ifRangeStale.contains("Content-Length: 3000000"))
             // Resume a download cut at 1 MB.
             let dir = NSTemporaryDirectory() + "resume-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try Data(Self.payload.prefix(1_000_000)).write(to: URL(fileURLWithPath: dir + "/big.iso"))
-            _ = try curl(["-C", "-", "-o", dir + "/big.iso", url])
+            _ = try await curl(["-C", "-", "-o", dir + "/big.iso", url])
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.iso")) == Data(Self.payload))
             let log = try await server.accessLogText { $0.contains("\" 206 2000000 ") }
             #expect(log.contains("\" 206 2000000 "), "the resumed transfer logs the bytes sent: \(log)")
@@ -92,19 +92,19 @@ struct ServeTests {
     func conditionals() async throws {
         try await withServer { server in
             let url = server.base + "/ubuntu/dists/noble/InRelease"
-            let head = try curl(["-I", url])
+            let head = try await curl(["-I", url])
             let etag = try #require(head.split(separator: "\r\n").first { $0.hasPrefix("ETag: ") }).dropFirst(6)
             let lastModified = try #require(head.split(separator: "\r\n").first { $0.hasPrefix("Last-Modified: ") }).dropFirst(15)
-            #expect(try curl(["-I", "-H", "If-None-Match: \(etag)", url]).contains("304 Not Modified"))
-            #expect(try curl(["-I", "-H", "If-None-Match: \"other\"", url]).contains("200 OK"))
-            #expect(try curl(["-I", "-H", "If-Modified-Since: \(lastModified)", url]).contains("304 Not Modified"))
-            #expect(try curl(["-I", "-H", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT", url]).contains("200 OK"))
+            await #expect(try curl(["-I", "-H", "If-None-Match: \(etag)", url]).contains("304 Not Modified"))
+            await #expect(try curl(["-I", "-H", "If-None-Match: \"other\"", url]).contains("200 OK"))
+            await #expect(try curl(["-I", "-H", "If-Modified-Since: \(lastModified)", url]).contains("304 Not Modified"))
+            await #expect(try curl(["-I", "-H", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT", url]).contains("200 OK"))
             // wget's timestamping uses If-Modified-Since too.
             let dir = NSTemporaryDirectory() + "wget-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let first = try run("wget", ["-q", "-N", url], directory: dir)
+            let first = try await run("wget", ["-q", "-N", url], directory: dir)
             #expect(first.status == 0, "\(first.output)")
-            let second = try run("wget", ["-N", url], directory: dir)
+            let second = try await run("wget", ["-N", url], directory: dir)
             #expect(second.output.contains("304") || second.output.contains("not retrieving"), "\(second.output)")
         }
     }
@@ -112,14 +112,14 @@ struct ServeTests {
     @Test("directory listings: HTML naming the sponsor, JSON, without dotfiles or rsync partials")
     func listings() async throws {
         try await withServer({ $0.sponsor = "example-isp.mm.fcix.net" }) { server in
-            let html = try curl([server.base + "/ubuntu/pool/main/"])
+            let html = try await curl([server.base + "/ubuntu/pool/main/"])
             #expect(html.contains("Index of /ubuntu/pool/main/") && html.contains("big.iso") && html.contains("example-isp.mm.fcix.net"))
             #expect(!html.contains(".big.iso.Xy12Ab"))
-            let json = try curl([server.base + "/ubuntu/?format=json"])
+            let json = try await curl([server.base + "/ubuntu/?format=json"])
             let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
             let names = (object["entries"] as! [[String: Any]]).map { $0["name"] as! String }
             #expect(names == ["current", "dists", "pool"])
-            #expect(try curl(["-H", "Accept: application/json", server.base + "/"]).contains("\"name\":\"ubuntu\""))
+            await #expect(try curl(["-H", "Accept: application/json", server.base + "/"]).contains("\"name\":\"ubuntu\""))
         }
     }
 
@@ -128,7 +128,7 @@ struct ServeTests {
         try await withServer { server in
             let dir = NSTemporaryDirectory() + "aria-\(UUID().uuidString)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let result = try run("aria2c", ["-q", "-x", "8", "-s", "8", "-k", "1M", "--allow-overwrite=true", "-d", dir, "-o", "big.iso", server.base + "/ubuntu/pool/main/big.iso"])
+            let result = try await run("aria2c", ["-q", "-x", "8", "-s", "8", "-k", "1M", "--allow-overwrite=true", "-d", dir, "-o", "big.iso", server.base + "/ubuntu/pool/main/big.iso"])
             #expect(result.status == 0, "\(result.output)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.iso")) == Data(Self.payload))
         }
@@ -141,11 +141,11 @@ struct ServeTests {
             try FileManager.default.createDirectory(atPath: repo + "/build/hello/DEBIAN", withIntermediateDirectories: true)
             try "Package: mm-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: test\n"
                 .write(toFile: repo + "/build/hello/DEBIAN/control", atomically: true, encoding: .utf8)
-            #expect(try run("dpkg-deb", ["--build", repo + "/build/hello", repo + "/mm-hello_1.0_all.deb"]).status == 0)
+            await #expect(try run("dpkg-deb", ["--build", repo + "/build/hello", repo + "/mm-hello_1.0_all.deb"]).status == 0)
             try FileManager.default.removeItem(atPath: repo + "/build")
-            let packages = try run("apt-ftparchive", ["packages", "."], directory: repo)
+            let packages = try await run("apt-ftparchive", ["packages", "."], directory: repo)
             try packages.output.write(toFile: repo + "/Packages", atomically: true, encoding: .utf8)
-            let release = try run("apt-ftparchive", ["release", "."], directory: repo)
+            let release = try await run("apt-ftparchive", ["release", "."], directory: repo)
             try release.output.write(toFile: repo + "/Release", atomically: true, encoding: .utf8)
 
             let state = NSTemporaryDirectory() + "apt-\(UUID().uuidString)"
@@ -158,9 +158,9 @@ struct ServeTests {
                 "-o", "Dir::State::Lists=\(state)/lists", "-o", "Dir::Cache=\(state)/cache", "-o", "APT::Sandbox::User=root",
                 "-o", "Dir::State::Status=/var/lib/dpkg/status", "-o", "Acquire::Languages=none",
             ]
-            let update = try run("apt-get", options + ["update"])
+            let update = try await run("apt-get", options + ["update"])
             #expect(update.status == 0 && !update.output.contains("Err:"), "\(update.output)")
-            let download = try run("apt-get", options + ["download", "mm-hello"], directory: state + "/out")
+            let download = try await run("apt-get", options + ["download", "mm-hello"], directory: state + "/out")
             #expect(download.status == 0, "\(download.output)")
             #expect(FileManager.default.fileExists(atPath: state + "/out/mm-hello_1.0_all.deb"))
         }
@@ -188,7 +188,7 @@ struct ServeTests {
             let slow = try HeldConnection(port: server.port)
             try slow.send("GET / HTTP/1.1\r\nHost: x\r\n")
             for _ in 0..<3 {
-                let other = try curl([server.base + "/ubuntu/dists/noble/InRelease"])
+                let other = try await curl([server.base + "/ubuntu/dists/noble/InRelease"])
                 #expect(other == "Origin: Ubuntu\n")
                 try slow.send("X-Slow: a\r\n")
                 try await Task.sleep(for: .milliseconds(500))
@@ -201,7 +201,7 @@ struct ServeTests {
     @Test("keep-alive: two requests on one connection; an idle connection is closed after the timeout")
     func keepAlive() async throws {
         try await withServer({ $0.keepAliveTimeout = .milliseconds(500) }) { server in
-            let both = try curl(["-v", server.base + "/ubuntu/dists/noble/InRelease", server.base + "/fedora/repodata/repomd.xml"])
+            let both = try await curl(["-v", server.base + "/ubuntu/dists/noble/InRelease", server.base + "/fedora/repodata/repomd.xml"])
             #expect(both.contains("Re-using existing connection") || both.contains("Reusing existing connection"), "\(both)")
             let idle = try HeldConnection(port: server.port)
             try await Task.sleep(for: .milliseconds(1500))
@@ -269,8 +269,8 @@ struct ServeTests {
             let file = server.root + "/ubuntu/dists/noble/Release"
             try "version 1\n".write(toFile: file, atomically: false, encoding: .utf8)
             // One connection, so one event loop and its cache: a miss, then two hits.
-            #expect(try curl([url, url, url]) == String(repeating: "version 1\n", count: 3))
-            let metrics = try curl([server.base + "/metrics"])
+            await #expect(try curl([url, url, url]) == String(repeating: "version 1\n", count: 3))
+            let metrics = try await curl([server.base + "/metrics"])
             #expect(metrics.contains("micromirror_http_cache_hits_total 2"), "\(metrics)")
 
             // From the encoded response and around it: GET twice, HEAD, a range, a conditional GET.
@@ -296,7 +296,7 @@ struct ServeTests {
             // A sync replaces the file: same size, new inode.
             try "version 2\n".write(toFile: file + ".new", atomically: false, encoding: .utf8)
             #expect(rename(file + ".new", file) == 0)
-            #expect(try curl([url]) == "version 2\n")
+            await #expect(try curl([url]) == "version 2\n")
 
             // Edited in place, same size, mtime put back: ctime still tells.
             let before = try FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as! Date
@@ -304,13 +304,13 @@ struct ServeTests {
             try handle.write(contentsOf: Data("version 3\n".utf8))
             try handle.close()
             try FileManager.default.setAttributes([.modificationDate: before], ofItemAtPath: file)
-            #expect(try curl([url]) == "version 3\n")
+            await #expect(try curl([url]) == "version 3\n")
 
             // The directory swapped for a symlink out of the root: not found, nothing from outside.
-            #expect(try curl([url]) == "version 3\n")
+            await #expect(try curl([url]) == "version 3\n")
             try FileManager.default.removeItem(atPath: server.root + "/ubuntu/dists/noble")
             try FileManager.default.createSymbolicLink(atPath: server.root + "/ubuntu/dists/noble", withDestinationPath: outside + "/noble")
-            let swapped = try curl(["-w", "%{http_code}", url])
+            let swapped = try await curl(["-w", "%{http_code}", url])
             #expect(!swapped.contains("OUTSIDE") && swapped.hasSuffix("404"), "\(swapped)")
         }
     }
@@ -320,18 +320,18 @@ struct ServeTests {
         let server = try await LiveServer.start(populate: Self.populate)
         let url = server.base + "/ubuntu/dists/noble/InRelease"
         func lines(_ log: String) -> Int { log.split(separator: "\n").filter { $0.contains("\"GET /ubuntu/dists/noble/InRelease HTTP/1.1\" 200 15 ") }.count }
-        _ = try curl(Array(repeating: url, count: 20))
+        _ = try await curl(Array(repeating: url, count: 20))
         #expect(lines(try await server.accessLogText { lines($0) >= 20 }) == 20)
-        _ = try curl(Array(repeating: url, count: 5))
+        _ = try await curl(Array(repeating: url, count: 5))
         #expect(lines(await server.stop()) == 25)
     }
 
     @Test("/metrics counts requests and bytes per project and status class")
     func metrics() async throws {
         try await withServer { server in
-            _ = try curl([server.base + "/ubuntu/dists/noble/InRelease"])
-            _ = try curl([server.base + "/ubuntu/nope"])
-            let text = try curl([server.base + "/metrics"])
+            _ = try await curl([server.base + "/ubuntu/dists/noble/InRelease"])
+            _ = try await curl([server.base + "/ubuntu/nope"])
+            let text = try await curl([server.base + "/metrics"])
             #expect(text.contains("micromirror_http_requests_total{project=\"ubuntu\",status=\"2xx\"} 1"), "\(text)")
             #expect(text.contains("micromirror_http_requests_total{project=\"ubuntu\",status=\"4xx\"} 1"))
             #expect(text.contains("micromirror_http_sent_bytes_total{project=\"ubuntu\",status=\"2xx\"} 15"))
@@ -377,20 +377,20 @@ struct ServeTests {
         #expect(download.terminationStatus == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/big.iso")) == Data(Self.payload))
         // And the listener is gone.
-        #expect(try run("curl", ["-sS", "--max-time", "3", server.base + "/"]).status != 0)
+        await #expect(try run("curl", ["-sS", "--max-time", "3", server.base + "/"]).status != 0)
     }
 
     @Test("DSCP CS1 is set on accepted sockets when asked, IPv4 and IPv6")
     func dscp() async throws {
         try await withServer({ $0.tos = 0x20; $0.listen.append(("::1", 0)) }) { server in
             // Read the marking off the server's packets on loopback, port-filtered.
-            let text = try captureDSCP(port: server.port) {
-                _ = try curl([server.base + "/ubuntu/dists/noble/InRelease"])
+            let text = try await captureDSCP(port: server.port) {
+                _ = try await curl([server.base + "/ubuntu/dists/noble/InRelease"])
             }
             #expect(text.contains("tos 0x20"), "\(text)")
             if let v6port = server.ports.dropFirst().first {
-                let capture6 = try captureDSCP(port: v6port) {
-                    _ = try curl(["-g", "http://[::1]:\(v6port)/ubuntu/dists/noble/InRelease"])
+                let capture6 = try await captureDSCP(port: v6port) {
+                    _ = try await curl(["-g", "http://[::1]:\(v6port)/ubuntu/dists/noble/InRelease"])
                 }
                 #expect(capture6.contains("class 0x20"), "\(capture6)")
             } else {
@@ -401,8 +401,8 @@ struct ServeTests {
 }
 
 /// Runs `body` while tcpdump captures the server's packets from `port` on loopback; returns tcpdump -v output.
-func captureDSCP(port: Int, _ body: () throws -> Void) throws -> String {
-    try ToolRun.capture(["timeout", "8", "tcpdump", "-n", "-v", "-l", "-c", "3", "-i", "lo", "tcp and src port \(port)"], during: body)
+func captureDSCP(port: Int, _ body: () async throws -> Void) async throws -> String {
+    try await ToolRun.capture(["timeout", "8", "tcpdump", "-n", "-v", "-l", "-c", "3", "-i", "lo", "tcp and src port \(port)"], during: body)
 }
 
 /// A TCP connection the test holds open (and can trickle bytes into).

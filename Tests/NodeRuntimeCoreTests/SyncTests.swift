@@ -166,7 +166,7 @@ struct SyncTests {
             #expect(!report.succeeded && report.failure?.contains("longer than") == true, "\(report)")
             #expect(try String(contentsOfFile: root + "/almalinux/big.iso", encoding: .utf8) == old)
             // rsync itself is gone, not still copying behind our back.
-            #expect(try run("pgrep", ["-f", "rsync .*\(root)/almalinux/"]).status == 1)
+            await #expect(try run("pgrep", ["-f", "rsync .*\(root)/almalinux/"]).status == 1)
         }
     }
 
@@ -266,7 +266,7 @@ struct SyncServiceTests {
             logger: Logger(label: "test")
         ) {
             project, _ in
-            runs.add(project)
+            await runs.add(project)
             var sync = ProjectSync(recipe: recipes[project]!, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
             sync.timeout = .seconds(900)
             return await sync.run()
@@ -284,7 +284,7 @@ struct SyncServiceTests {
 
         #expect(try await eventually { stateOf("broken").contains("unknown module") })
         #expect(try await eventually { runs.count("broken") >= 2 }, "a failed project is retried after the backoff")
-        #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
+        await #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
 
         let metrics = serving.prometheusText()
         #expect(metrics.contains("micromirror_sync_runs_total{project=\"almalinux\",result=\"success\"} 2"), "\(metrics)")
@@ -325,14 +325,14 @@ struct StatusPageTests {
             $0.syncStateDirectory = state
             $0.sponsor = "example-isp.mm.fcix.net"
         }) { _ in }
-        let html = try run("curl", ["-sS", server.base + "/status"]).output
+        let html = try await run("curl", ["-sS", server.base + "/status"]).output
         #expect(html.contains("example-isp.mm.fcix.net: mirror status"))
         #expect(html.contains("<td><a href=\"/almalinux/\">almalinux</a></td><td>ok</td>") && html.contains("(60 min ago)"), "\(html)")
         #expect(html.contains("failed: stage all: &lt;script&gt;alert(1)&lt;/script&gt; unreachable") && !html.contains("<script>"))
         #expect(html.contains("<td><a href=\"/archlinux/\">archlinux</a></td><td>not synced yet</td>"))
         #expect(html.contains("3.0 MiB") && html.contains(">12<"))
 
-        let json = try run("curl", ["-sS", server.base + "/status?format=json"]).output
+        let json = try await run("curl", ["-sS", server.base + "/status?format=json"]).output
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         struct Page: Decodable {
@@ -352,7 +352,7 @@ final class RunCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var counts: [String: Int] = [:]
 
-    func add(_ project: String) { lock.withLock { counts[project, default: 0] += 1 } }
+    func add(_ project: String) async { lock.withLock { counts[project, default: 0] += 1 } }
     func count(_ project: String) -> Int { lock.withLock { counts[project, default: 0] } }
 }
 
@@ -365,7 +365,7 @@ struct SyncCommandTests {
     }
 
     @Test("syncs a project from its recipe, prints the report, and exits 1 naming the failure")
-    func command() throws {
+    func command() async throws {
         let upstream = try ToolRun.scratchDirectory("upstream")
         let root = try ToolRun.scratchDirectory("mirror")
         let daemon = try RsyncDaemon(modules: ["ubuntu": upstream])
@@ -375,14 +375,14 @@ struct SyncCommandTests {
             try? FileManager.default.removeItem(atPath: root)
         }
         try SyncTests.write("index\n", upstream + "/dists/noble/InRelease")
-        let ok = try ToolRun.run(Self.binaries + "/mm-node", ["sync", "ubuntu", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        let ok = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "ubuntu", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
         #expect(ok.status == 0, "\(ok.combined)")
         #expect(ok.stdout.contains("\"succeeded\" : true") && ok.stdout.contains("\"name\" : \"indexes\""), "\(ok.stdout)")
         #expect(SyncTests.tree(root + "/ubuntu") == ["dists/noble/InRelease": "index\n"])
 
-        let failed = try ToolRun.run(Self.binaries + "/mm-node", ["sync", "debian", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        let failed = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "debian", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
         #expect(failed.status == 1 && failed.stdout.contains("Unknown module"), "\(failed.combined)")
-        let missing = try ToolRun.run(Self.binaries + "/mm-node", ["sync", "nosuch", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        let missing = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "nosuch", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
         #expect(missing.status != 0 && missing.stderr.contains("nosuch.yaml"), "\(missing.combined)")
     }
 }

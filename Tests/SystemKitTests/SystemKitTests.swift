@@ -10,15 +10,15 @@ func temporaryDirectory() throws -> String {
     return dir
 }
 
-func runTool(_ name: String, _ arguments: [String]) throws -> (Int32, String) {
-    let result = try ToolRun.run(name, arguments)
+func runTool(_ name: String, _ arguments: [String]) async throws -> (Int32, String) {
+    let result = try await ToolRun.run(name, arguments)
     return (result.status, result.combined)
 }
 
 @Suite("Ed25519 through OpenSSL")
 struct Ed25519Tests {
     @Test("sign and verify; a changed message or signature fails")
-    func signVerify() throws {
+    func signVerify() async throws {
         let key = try Ed25519PrivateKey.generate()
         let message = Array("manifest bytes".utf8)
         let signature = try key.sign(message)
@@ -33,7 +33,7 @@ struct Ed25519Tests {
     }
 
     @Test("PEM round trip; a non-Ed25519 key is refused by name")
-    func pem() throws {
+    func pem() async throws {
         let key = try Ed25519PrivateKey.generate()
         let pem = try key.pem()
         #expect(String(decoding: pem, as: UTF8.self).hasPrefix("-----BEGIN PRIVATE KEY-----"))
@@ -41,22 +41,22 @@ struct Ed25519Tests {
         #expect(try again.publicKey().raw() == (try key.publicKey().raw()))
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        _ = try runTool("openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", dir + "/ec.key"])
+        _ = try await runTool("openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", dir + "/ec.key"])
         let ec = try Data(contentsOf: URL(fileURLWithPath: dir + "/ec.key"))
         #expect { try Ed25519PrivateKey(pem: Array(ec), source: "ec.key") } throws: { "\($0)".contains("ec.key") && "\($0)".contains("not an Ed25519 key") }
         #expect(throws: OpenSSLError.self) { try Ed25519PublicKey(pem: Array("garbage".utf8), source: "g.pub") }
     }
 
     @Test("a signature made by `openssl pkeyutl` verifies in ours, and ours in openssl")
-    func opensslInterop() throws {
+    func opensslInterop() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let message = Array("{\"name\":\"micromirror\"}\n".utf8)
         try Data(message).write(to: URL(fileURLWithPath: dir + "/m.json"))
         // openssl signs, we verify.
-        #expect(try runTool("openssl", ["genpkey", "-algorithm", "ed25519", "-out", dir + "/o.key"]).0 == 0)
-        #expect(try runTool("openssl", ["pkey", "-in", dir + "/o.key", "-pubout", "-out", dir + "/o.pub"]).0 == 0)
-        let signed = try runTool("openssl", ["pkeyutl", "-sign", "-inkey", dir + "/o.key", "-rawin", "-in", dir + "/m.json", "-out", dir + "/o.sig"])
+        await #expect(try await runTool("openssl", ["genpkey", "-algorithm", "ed25519", "-out", dir + "/o.key"]).0 == 0)
+        await #expect(try await runTool("openssl", ["pkey", "-in", dir + "/o.key", "-pubout", "-out", dir + "/o.pub"]).0 == 0)
+        let signed = try await runTool("openssl", ["pkeyutl", "-sign", "-inkey", dir + "/o.key", "-rawin", "-in", dir + "/m.json", "-out", dir + "/o.sig"])
         #expect(signed.0 == 0, "\(signed.1)")
         let opensslPub = try Ed25519PublicKey(pem: Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/o.pub"))), source: "o.pub")
         let opensslSig = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/o.sig")))
@@ -65,7 +65,7 @@ struct Ed25519Tests {
         let ours = try Ed25519PrivateKey.generate()
         try Data(try ours.publicKey().pem()).write(to: URL(fileURLWithPath: dir + "/ours.pub"))
         try Data(try ours.sign(message)).write(to: URL(fileURLWithPath: dir + "/ours.sig"))
-        let verified = try runTool("openssl", ["pkeyutl", "-verify", "-pubin", "-inkey", dir + "/ours.pub", "-rawin", "-in", dir + "/m.json", "-sigfile", dir + "/ours.sig"])
+        let verified = try await runTool("openssl", ["pkeyutl", "-verify", "-pubin", "-inkey", dir + "/ours.pub", "-rawin", "-in", dir + "/m.json", "-sigfile", dir + "/ours.sig"])
         #expect(verified.1.contains("Signature Verified Successfully"), "\(verified.1)")
         // And openssl's private key loads in ours and signs the same bytes.
         let loaded = try Ed25519PrivateKey(pem: Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/o.key"))), source: "o.key")
@@ -100,13 +100,13 @@ struct SystemToolsTests {
     }
 
     @Test("libblkid identifies an ext4 filesystem at an offset")
-    func blkid() throws {
+    func blkid() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let fs = dir + "/fs.img"
         FileManager.default.createFile(atPath: fs, contents: nil)
         try RawFile.openForWriting(fs).truncate(to: 8 << 20)
-        #expect(try runTool("mkfs.ext4", ["-q", "-F", "-L", "probe-me", fs]).0 == 0)
+        #expect(try await runTool("mkfs.ext4", ["-q", "-F", "-L", "probe-me", fs]).0 == 0)
         let disk = try RawFile.openForWriting(dir + "/disk.img", create: true)
         try disk.truncate(to: 16 << 20)
         try disk.copySparse(from: RawFile.openForReading(fs), to: 4 << 20)
@@ -118,7 +118,7 @@ struct SystemToolsTests {
     }
 
     @Test("tar written with libarchive reads back, and GNU tar agrees")
-    func tar() throws {
+    func tar() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let writer = try TarWriter(path: dir + "/t.tar")
@@ -133,7 +133,7 @@ struct SystemToolsTests {
         #expect(second.size == 70_000)
         #expect(try reader.readAll(limit: 100_000) == payload)
         #expect(try reader.next() == nil)
-        let (status, listing) = try runTool("tar", ["-tvf", dir + "/t.tar"])
+        let (status, listing) = try await runTool("tar", ["-tvf", dir + "/t.tar"])
         #expect(status == 0 && listing.contains("second"))
         #expect(listing.contains("2023-11-14"), "mtime must be the one we set: \(listing)")
     }
