@@ -12,7 +12,7 @@ packages=(
   # boot tests
   qemu-system-x86 ovmf
   # network tests
-  iproute2 nftables tcpdump iputils-ping systemd
+  iproute2 nftables tcpdump iputils-ping systemd strace
   # serving tests: real clients
   curl wget aria2 apt-utils dpkg-dev python3
   # syncing tests: a real rsync daemon and client, a real MQTT broker and publisher

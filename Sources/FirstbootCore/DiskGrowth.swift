@@ -5,6 +5,10 @@ import SystemKit
 
 /// First boot on a new SSD: move the backup GPT to the real end of the disk, grow `mm-data` to
 /// fill it, and make its filesystem. Idempotent: a second run finds nothing to do.
+///
+/// Whether to make a filesystem is decided from what libblkid finds on `mm-data` itself, never
+/// from a stamp elsewhere: a partition holding any filesystem signature is never formatted, so a
+/// lost stamp cannot cost the mirror.
 public struct DiskGrowth {
     public var disk: String
     public var runner: CommandRunner
@@ -28,11 +32,11 @@ public struct DiskGrowth {
             if madeFilesystem { parts.append("made ext4 on mm-data") }
             return parts.isEmpty ? "disk already laid out" : parts.joined(separator: ", ")
         }
+        public var changedAnything: Bool { movedBackupHeader || madeFilesystem || dataBytesAfter != dataBytesBefore }
     }
 
-    /// Grows the table and `mm-data`; makes the filesystem when `makeFilesystem` is set
-    /// (first boot) or when none is there.
-    public func run(makeFilesystem: Bool) async throws -> Outcome {
+    /// Grows the table and `mm-data`; makes the filesystem only when libblkid finds none there.
+    public func run() async throws -> Outcome {
         let file = try RawFile.openForWriting(disk)
         let size = try file.size()
         var gpt = try GPT.read(from: file)
@@ -66,16 +70,19 @@ public struct DiskGrowth {
         }
         var made = false
         let entry = gpt.entries[dataIndex]
+        // A probe that finds conflicting signatures throws: then nothing is formatted either.
         let existing = try BlockProbe(path: disk, offset: entry.offsetInBytes, length: entry.sizeInBytes).superblocks()
-        if makeFilesystem || existing.type == nil {
+        if existing.type == nil {
             try await makeExt4(entry: entry, number: dataIndex + 1)
             made = true
         }
         return Outcome(movedBackupHeader: moved, dataBytesBefore: before, dataBytesAfter: after, madeFilesystem: made)
     }
 
-    /// mkfs.ext4 on the partition's own device when the kernel has one of the right size, else on
-    /// the whole disk at the partition's offset (loop devices without partition nodes).
+    /// mkfs.ext4 on the partition's own device when the kernel has one of the right size, else,
+    /// only for an image file or a loop device (no partition nodes), on the whole at the
+    /// partition's offset. A real disk without its partition device is an error: a wrong offset
+    /// there would format someone's data.
     private func makeExt4(entry: GPT.Entry, number: Int) async throws {
         let common = ["-F", "-q", "-L", DiskLayout.Label.data, "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
         if let device = partitionDevice(number: number),
@@ -83,10 +90,29 @@ public struct DiskGrowth {
         {
             try await runner.run(Tool("mkfs.ext4", package: "e2fsprogs"), common + [device])
         } else {
+            guard Self.mayFormatAtOffset(disk) else {
+                throw GPTError("\(disk) has no partition device for \(DiskLayout.Label.data) (partition \(number)) of the right size; refusing to make a filesystem at an offset of a real disk. Check that the kernel sees the partition (partx --update \(disk)), then reboot.")
+            }
             try await runner.run(
                 Tool("mkfs.ext4", package: "e2fsprogs"),
                 ["-F", "-q", "-L", DiskLayout.Label.data, "-m", "0", "-E", "offset=\(entry.offsetInBytes),lazy_itable_init=1,lazy_journal_init=1", disk, "\(entry.sizeInBytes / 1024)k"]
             )
+        }
+    }
+
+    /// Whether `path` is an image file or a loop device: the only places a filesystem may be made at
+    /// an offset (tests and image work); never a real disk.
+    public static func mayFormatAtOffset(_ path: String) -> Bool {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return false }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return true
+        case S_IFBLK:
+            // glibc's major() is a macro Swift cannot import; this is its bit layout.
+            let device = UInt64(info.st_rdev)
+            let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
+            return major == 7  // loop
+        default: return false
         }
     }
 

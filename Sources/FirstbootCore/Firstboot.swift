@@ -50,72 +50,73 @@ public struct Firstboot {
         options.root == "/" ? absolute : options.root + absolute
     }
 
+    /// Runs every chosen step. A failing step is reported (console and journal) and the others,
+    /// which do not depend on it, still run: a bad SSH key never keeps the disk from being mounted.
     public func run() async throws -> Report {
         var problems: [String] = []
         var notes: [String] = []
-        var config: NodeConfig?
-        var usedLastGood = false
-        do {
-            config = try NodeConfig.load(path: options.config)
-        } catch {
-            problems += error.problems.map(\.description)
-            if FileManager.default.fileExists(atPath: lastGood), let previous = try? NodeConfig.load(path: lastGood) {
-                config = previous
-                usedLastGood = true
-                notes.append("kept the last node file that worked (\(lastGood))")
-            }
-        }
         let steps = options.steps
+        func step(_ which: FirstbootStep, _ body: () async throws -> Void) async {
+            guard steps.contains(which) else { return }
+            do { try await body() } catch { problems.append("\(which.rawValue): \(error)") }
+        }
+
+        let node = loadNodeFile()
+        problems += node.problems
+        if node.usedLastGood { notes.append("kept the last node file that worked (\(lastGood))") }
         var addresses: [String] = []
-        if let config {
-            if steps.contains(.network) {
-                do {
-                    addresses = try await applyNetwork(config)
-                } catch {
-                    problems.append("network: \(error)")
-                }
-            }
-            if steps.contains(.hostname) { try applyHostname(config) }
-            if steps.contains(.firewall) {
-                do { try await applyFirewall(config) } catch { problems.append("firewall: \(error)") }
-            }
-            if steps.contains(.ssh) { try applySSHKeys(config) }
-            if !usedLastGood, problems.isEmpty {
-                try AtomicFile.write(Array(try Data(contentsOf: URL(fileURLWithPath: options.config))), to: lastGood, mode: 0o600)
+        if let config = node.config {
+            await step(.network) { addresses = try await applyNetwork(config) }
+            await step(.hostname) { try applyHostname(config) }
+            await step(.firewall) { try await applyFirewall(config) }
+            await step(.ssh) { try applySSHKeys(config) }
+            // The bytes that were validated, not a second read: the file may change meanwhile.
+            if !node.usedLastGood, problems.isEmpty, let bytes = node.bytes {
+                do { try AtomicFile.write(bytes, to: lastGood, mode: 0o600) } catch { problems.append("last good copy: \(error)") }
             }
         }
         let firstBoot = !FileManager.default.fileExists(atPath: stamp)
-        if steps.contains(.disk), firstBoot {
-            if let disk = options.disk ?? DiskGrowth.diskHolding(label: DiskLayout.Label.config) {
-                do {
-                    let outcome = try await DiskGrowth(disk: disk, runner: runner).run(makeFilesystem: true)
-                    notes.append("first boot: \(outcome)")
-                } catch {
-                    problems.append("disk: \(error)")
-                }
-            } else {
-                problems.append("disk: cannot find the disk holding \(DiskLayout.Label.config)")
+        var diskLaidOut = false
+        await step(.disk) {
+            guard let disk = options.disk ?? DiskGrowth.diskHolding(label: DiskLayout.Label.config) else {
+                throw FirstbootError("cannot find the disk holding \(DiskLayout.Label.config)")
             }
+            // Every boot: cheap when there is nothing to do, and it finishes a first boot that was cut short.
+            let outcome = try await DiskGrowth(disk: disk, runner: runner).run()
+            if firstBoot || outcome.changedAnything { notes.append("\(firstBoot ? "first boot: " : "")\(outcome)") }
+            diskLaidOut = true
         }
-        if steps.contains(.identity) {
+        await step(.identity) {
             let identity = NodeIdentity(state: options.state, runner: runner)
             let made = try await identity.ensure()
             if !made.isEmpty { notes.append("created \(made.joined(separator: ", "))") }
             try identity.install(root: options.root)
         }
-        if firstBoot, steps.contains(.disk), !problems.contains(where: { $0.hasPrefix("disk:") }) {
-            try AtomicFile.write("first boot completed\n", to: stamp)
+        if firstBoot, diskLaidOut {
+            do { try AtomicFile.write("first boot completed\n", to: stamp) } catch { problems.append("disk: \(error)") }
         }
-        if steps.contains(.disk), options.root == "/", !problems.contains(where: { $0.hasPrefix("disk:") }) {
-            do { try await mountData() } catch { problems.append("disk: \(error)") }
-        }
-        if steps.contains(.console) {
+        await step(.console) {
             let slot = KernelCommandLine.read(path: path("/proc/cmdline")).slot
-            let text = ConsoleReport.render(hostname: config?.hostname ?? "unconfigured", addresses: addresses, slot: slot, problems: problems)
+            let text = ConsoleReport.render(hostname: node.config?.hostname ?? "unconfigured", addresses: addresses, slot: slot, problems: problems)
             try FileManager.default.createDirectory(atPath: path("/etc/issue.d"), withIntermediateDirectories: true)
             try AtomicFile.write(text, to: path(ConsoleReport.path))
         }
-        return Report(applied: config, usedLastGood: usedLastGood, problems: problems, notes: notes)
+        return Report(applied: node.config, usedLastGood: node.usedLastGood, problems: problems, notes: notes)
+    }
+
+    /// The node file, read once and validated; when it is invalid, the last good one.
+    func loadNodeFile() -> (config: NodeConfig?, bytes: [UInt8]?, usedLastGood: Bool, problems: [String]) {
+        var problems: [String] = []
+        do {
+            let (config, bytes) = try NodeConfig.loadKeepingBytes(path: options.config)
+            return (config, bytes, false, [])
+        } catch {
+            problems = error.problems.map(\.description)
+        }
+        if let previous = try? NodeConfig.load(path: lastGood) {
+            return (previous, nil, true, problems)
+        }
+        return (nil, nil, false, problems)
     }
 
     /// Writes the networkd files and renames the NIC to wan0 (what the .link does via udev, done
@@ -194,3 +195,4 @@ public struct Firstboot {
         return files
     }
 }
+

@@ -4,10 +4,13 @@ import Logging
 import MicromirrorKit
 import NodeRuntimeCore
 import ServiceLifecycle
+import SystemKit
 import UnixSignals
 
 struct Run: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the node: serve its projects (and, as they are built, sync, report, update).")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the node: serve its projects and keep them in sync (each part can run in its own process, as its own user)."
+    )
 
     @Option(help: "Node file.") var config = NodeConfig.defaultPath
     @Option(help: "Mirror root.") var root = NodePaths.standard.mirror
@@ -15,11 +18,36 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Access log.") var accessLog = NodePaths.standard.accessLog
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
     @Option(help: "Where each project's last sync report is kept.") var syncState = NodePaths.standard.syncState
-    @Flag(help: "Serve only; do not sync.") var noSync = false
+    @Option(help: "What this process runs, comma-separated: serve, sync (sync includes MQTT pushes). Default: both.")
+    var services = NodeRuntime.Role.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: "Refuse to start unless a filesystem is mounted here (mm-data), so nothing fills the RAM-backed root; 'none' to skip.")
+    var requireMount = NodePaths.standard.data
+
+    /// The roles named by `--services`.
+    static func roles(_ text: String) throws -> Set<NodeRuntime.Role> {
+        var roles: Set<NodeRuntime.Role> = []
+        for name in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let role = NodeRuntime.Role(rawValue: name) else {
+                throw ValidationError("--services: unknown service '\(name)'; expected a comma-separated list of \(NodeRuntime.Role.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            roles.insert(role)
+        }
+        guard !roles.isEmpty else { throw ValidationError("--services: name at least one of \(NodeRuntime.Role.allCases.map(\.rawValue).joined(separator: ", "))") }
+        return roles
+    }
+
+    func validate() throws {
+        _ = try Self.roles(services)
+        _ = try listen.map(Serve.parseListen)
+    }
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "mm-node")
+        if requireMount != "none", !MountTable.current().isMountPoint(requireMount) {
+            logger.critical("the data partition is not mounted; refusing to write the mirror into memory", metadata: ["path": "\(requireMount)"])
+            throw ExitCode(1)
+        }
         // Like mm-firstboot: a broken node file never half-applies; the last good one keeps the node serving.
         let lastGood = NodePaths.lastGood(besides: config)
         let node: NodeConfig
@@ -27,10 +55,10 @@ struct Run: AsyncParsableCommand {
             node = try NodeConfig.load(path: config)
         } catch {
             guard let previous = try? NodeConfig.load(path: lastGood) else {
-                logger.critical("the node file is invalid and there is no last good one; not serving", metadata: ["problems": "\(error)"])
+                logger.critical("the node file is invalid and there is no last good one; not starting", metadata: ["problems": "\(error)"])
                 throw ExitCode(1)
             }
-            logger.error("the node file is invalid; serving with the last good one", metadata: ["problems": "\(error)", "using": "\(lastGood)"])
+            logger.error("the node file is invalid; running with the last good one", metadata: ["problems": "\(error)", "using": "\(lastGood)"])
             node = previous
         }
         var options = NodeRuntime.Options()
@@ -40,32 +68,10 @@ struct Run: AsyncParsableCommand {
         if !listen.isEmpty { options.listen = try listen.map(Serve.parseListen) }
         options.recipes = recipes
         options.syncState = syncState
-        let serveMetrics = ServeMetrics()
-        let server = MirrorServer(configuration: try NodeRuntime.serveConfiguration(node, options: options), metrics: serveMetrics, logger: logger)
-        var services: [any Service] = [server]
-        if !noSync {
-            do {
-                let sync = try NodeRuntime.syncService(node, options: options, metrics: SyncMetrics(sharing: serveMetrics), logger: logger)
-                services.append(sync)
-                if let mqtt = node.mqtt {
-                    do {
-                        services.append(
-                            try PushListener(
-                                broker: mqtt.broker, topicPrefix: mqtt.topicPrefix, clientID: "mm-" + node.hostname, projects: node.projects,
-                                logger: logger
-                            ) { sync.push($0) }
-                        )
-                    } catch {
-                        // The interval still syncs; pushes only make it sooner.
-                        logger.error("not listening for pushes", metadata: ["why": "\(error)"])
-                    }
-                }
-            } catch {
-                // Serving what is already on disk beats serving nothing: keep the server up.
-                logger.error("not syncing", metadata: ["why": "\(error)"])
-            }
-        }
-        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        try await group.run()
+        options.roles = try Self.roles(services)
+        let configuration = ServiceGroupConfiguration(
+            services: try NodeRuntime.services(node, options: options, logger: logger), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+        )
+        try await ServiceGroup(configuration: configuration).run()
     }
 }

@@ -1,10 +1,32 @@
 import Foundation
 import Logging
 import MicromirrorKit
+import ServiceLifecycle
 
-/// What `mm-node run` starts on a node, from its node file: the mirror's HTTP server and the sync
-/// service. MQTT, telemetry and updates join this list as they are built.
+/// What `mm-node run` starts on a node, from its node file, and what each service's end means for
+/// the others.
+///
+/// A node runs two processes under different users (least privilege): `--services serve` (the
+/// HTTP server, unprivileged but for binding port 80) and `--services sync` (rsync runs and MQTT
+/// pushes, as the user that owns the mirror). One process may also run both (development, tests).
+///
+/// Failure behaviour, so one broken part never takes down the rest:
+/// - the server ending (it cannot bind, say) shuts the process down: systemd restarts it;
+/// - the sync service ending shuts the process down only when it is the process's main service
+///   (`--services sync`); next to a server it is logged and serving goes on;
+/// - the push listener ending (a broker that refuses us, bad TLS) is logged and ignored: the
+///   interval still syncs, pushes only make it sooner;
+/// - a project whose recipe is missing or invalid fails alone: each of its runs reports why (on
+///   `/status`, in the journal) while the other projects sync.
 public enum NodeRuntime {
+    /// The services one `mm-node run` process runs.
+    public enum Role: String, CaseIterable, Sendable {
+        /// The HTTP server.
+        case serve
+        /// Syncing from the upstream, and the MQTT push listener when the node file has `mqtt:`.
+        case sync
+    }
+
     public struct Options: Sendable {
         public var config = NodeConfig.defaultPath
         /// Where the mirrored projects live (on the data partition).
@@ -15,17 +37,17 @@ public enum NodeRuntime {
         public var recipes = NodePaths.recipes
         /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
         public var syncState = NodePaths.standard.syncState
+        public var roles: Set<Role> = Set(Role.allCases)
         public init() {}
     }
 
-    /// The serving configuration for a node: its DSCP choice, its name in listings, a directory per project.
-    public static func serveConfiguration(_ node: NodeConfig, options: Options) throws -> ServeConfiguration {
-        let fm = FileManager.default
-        for project in node.projects {
-            try fm.createDirectory(atPath: options.root + "/" + project, withIntermediateDirectories: true)
-        }
+    /// The serving configuration for a node: its DSCP choice, its name in listings, its projects.
+    /// Creates nothing but the access log's directory: the server may run as a user that can only
+    /// read the mirror.
+    public static func serveConfiguration(_ node: NodeConfig, options: Options) -> ServeConfiguration {
         if let log = options.accessLog {
-            try fm.createDirectory(atPath: (log as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            // Where it cannot, opening the log says why.
+            try? FileManager.default.createDirectory(atPath: (log as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         }
         var configuration = ServeConfiguration(root: options.root, listen: options.listen)
         configuration.tos = node.dscp.tos
@@ -36,38 +58,72 @@ public enum NodeRuntime {
         return configuration
     }
 
-    /// The sync service for a node's projects from its upstream. Every project needs a recipe;
-    /// all missing or invalid ones are reported together.
-    public static func syncService(_ node: NodeConfig, options: Options, metrics: SyncMetrics? = nil, logger: Logger) throws -> SyncService<ContinuousClock> {
+    /// The recipe of every project that has a usable one, and for the others why not.
+    public static func recipes(for projects: [String], in directory: String) -> (recipes: [String: SyncRecipe], problems: [String: String]) {
         var recipes: [String: SyncRecipe] = [:]
-        var problems: [String] = []
-        for project in node.projects {
-            let path = options.recipes + "/" + project + ".yaml"
+        var problems: [String: String] = [:]
+        for project in projects {
             do {
-                recipes[project] = try SyncRecipe.load(path: path)
+                recipes[project] = try SyncRecipe.load(path: directory + "/" + project + ".yaml")
             } catch {
-                problems.append("\(error)")
+                problems[project] = "no usable sync recipe: \(error)"
             }
         }
-        guard problems.isEmpty else {
-            throw SyncSetupError("cannot sync every project of this node:\n" + problems.joined(separator: "\n"))
+        return (recipes, problems)
+    }
+
+    /// The sync service for a node's projects from its upstream. Makes each project's directory.
+    /// A project without a usable recipe is still scheduled; its runs fail at once, saying why.
+    public static func syncService(_ node: NodeConfig, options: Options, metrics: SyncMetrics? = nil, logger: Logger) throws -> SyncService<ContinuousClock> {
+        let fm = FileManager.default
+        for project in node.projects {
+            try fm.createDirectory(atPath: options.root + "/" + project, withIntermediateDirectories: true)
+        }
+        let (recipes, problems) = recipes(for: node.projects, in: options.recipes)
+        for (project, problem) in problems.sorted(by: { $0.key < $1.key }) {
+            logger.error("project cannot sync", metadata: ["project": "\(project)", "why": "\(problem)"])
         }
         let upstream = node.upstream
         let root = options.root
-        let loaded = recipes
         return SyncService(
             projects: node.projects, policy: SyncSchedule<ContinuousClock.Instant>.Policy(), clock: ContinuousClock(), stateDirectory: options.syncState,
             metrics: metrics, logger: logger
         ) { project, previous in
-            var sync = ProjectSync(recipe: loaded[project]!, upstream: upstream, root: root, logger: logger)
+            guard let recipe = recipes[project] else {
+                let now = Date()
+                return ProjectSync.Report(
+                    project: project, upstream: upstream, started: now, finished: now, succeeded: false, failure: problems[project] ?? "no sync recipe"
+                )
+            }
+            var sync = ProjectSync(recipe: recipe, upstream: upstream, root: root, logger: logger)
             sync.previousSucceeded = previous?.succeeded == true
             return await sync.run()
         }
     }
-}
 
-/// The sync service cannot start, and why.
-public struct SyncSetupError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+    /// Every service `options.roles` asks for, each with what its end means for the group.
+    public static func services(_ node: NodeConfig, options: Options, logger: Logger) throws -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let serveMetrics = ServeMetrics()
+        if options.roles.contains(.serve) {
+            let server = MirrorServer(configuration: serveConfiguration(node, options: options), metrics: serveMetrics, logger: logger)
+            services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: "serve"))
+        }
+        if options.roles.contains(.sync) {
+            let main: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = options.roles.contains(.serve) ? .ignore : .gracefullyShutdownGroup
+            let sync = try syncService(node, options: options, metrics: SyncMetrics(sharing: serveMetrics), logger: logger)
+            services.append(.init(service: sync, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "sync"))
+            if let mqtt = node.mqtt {
+                do {
+                    let listener = try PushListener(
+                        broker: mqtt.broker, topicPrefix: mqtt.topicPrefix, clientID: "mm-" + node.hostname, projects: node.projects, logger: logger
+                    ) { sync.push($0) }
+                    services.append(.init(service: listener, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "push"))
+                } catch {
+                    logger.error("not listening for pushes", metadata: ["why": "\(error)"])
+                }
+            }
+        }
+        return services
+    }
 }

@@ -1,38 +1,41 @@
 import Foundation
 
-/// Writes files so that the final name only ever holds a complete file.
+/// Writes files so that the final name only ever holds a complete file, and keeps holding it after
+/// a power cut: data synced, renamed into place, then the directory synced so the rename is durable.
 public enum AtomicFile {
-    /// Writes `bytes` to `path` via a temporary sibling, fsync and rename.
+    /// Writes `bytes` to `path` via a temporary sibling, fsync, rename and fsync of the directory.
     public static func write(_ bytes: [UInt8], to path: String, mode: Int32 = 0o644) throws(FileError) {
         let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode))
-        guard fd >= 0 else { throw FileError("create", temporary) }
-        var ok = true
-        bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let n = Foundation.write(fd, buffer.baseAddress! + done, buffer.count - done)
-                if n < 0 { if errno == EINTR { continue }; ok = false; return }
-                done += n
-            }
-        }
-        let code = errno
-        if ok { _ = fchmod(fd, mode_t(mode)) }
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard ok, synced else {
+        let fd = try Syscall.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: mode_t(mode))
+        do throws(FileError) {
+            var result: Result<Void, FileError> = .success(())
+            bytes.withUnsafeBytes { buffer in result = Result { () throws(FileError) in try Syscall.writeAll(fd, buffer, path: temporary) } }
+            try result.get()
+            // The umask may have narrowed the mode given to open.
+            try Syscall.check("chmod", temporary) { fchmod(fd, mode_t(mode)) }
+            try Syscall.sync(fd, path: temporary)
+        } catch {
+            Syscall.close(fd)
             unlink(temporary)
-            throw FileError("write", temporary, code: code)
+            throw error
         }
-        guard rename(temporary, path) == 0 else {
-            let code = errno
+        Syscall.close(fd)
+        do throws(FileError) {
+            try Syscall.check("rename into place", path) { rename(temporary, path) }
+        } catch {
             unlink(temporary)
-            throw FileError("rename into place", path, code: code)
+            throw error
         }
+        try Syscall.syncDirectory(directory(of: path))
     }
 
     /// Writes UTF-8 `text` to `path` atomically.
     public static func write(_ text: String, to path: String, mode: Int32 = 0o644) throws(FileError) {
         try write(Array(text.utf8), to: path, mode: mode)
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }

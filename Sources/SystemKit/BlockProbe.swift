@@ -22,15 +22,15 @@ public final class BlockProbe {
 
     /// Opens `path` read-only and limits probing to `length` bytes starting at `offset` (0 = to the end).
     public init(path: String, offset: Int64 = 0, length: Int64 = 0) throws(BlkidError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BlkidError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        let fd: Int32
+        do { fd = try Syscall.open(path, O_RDONLY) } catch { throw BlkidError(description: "cannot open \(path): \(String(cString: strerror(error.code)))") }
         guard let probe = blkid_new_probe() else {
-            close(fd)
+            Syscall.close(fd)
             throw BlkidError(description: "libblkid could not allocate a probe for \(path)")
         }
         guard blkid_probe_set_device(probe, fd, offset, length) == 0 else {
             blkid_free_probe(probe)
-            close(fd)
+            Syscall.close(fd)
             throw BlkidError(description: "libblkid could not use \(path) at offset \(offset)")
         }
         self.probe = probe
@@ -40,7 +40,7 @@ public final class BlockProbe {
 
     deinit {
         blkid_free_probe(probe)
-        close(descriptor)
+        Syscall.close(descriptor)
     }
 
     /// Probes for a filesystem superblock (`blkid_do_safeprobe`). Returns an empty result when

@@ -78,12 +78,16 @@ public final class MQTTClient: @unchecked Sendable {
     }
 
     /// Disconnects and stops the network thread.
+    ///
+    /// Never forced: a forced stop cancels the thread wherever it is, possibly inside one of our
+    /// callbacks (Swift code holding a lock). The disconnect tells the thread to finish, and a
+    /// non-forced stop also wakes it from a reconnect delay, so it ends promptly even when the
+    /// broker is gone.
     public func stop() {
         guard started else { return }
         started = false
         mosquitto_disconnect(handle)
-        // force: a network thread waiting out a reconnect delay (up to 2 min) must not hold up shutdown.
-        mosquitto_loop_stop(handle, true)
+        mosquitto_loop_stop(handle, false)
     }
 
     /// Whether the broker accepted the connection (and it is still up).

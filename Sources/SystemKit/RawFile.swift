@@ -1,4 +1,5 @@
 import Foundation
+import SystemPackage
 
 /// An open file descriptor with positional I/O, closed in `deinit`. Used for disk images and
 /// block devices, where we write at offsets and keep holes.
@@ -20,13 +21,12 @@ public final class RawFile {
     }
 
     private init(path: String, flags: Int32) throws(FileError) {
-        let fd = open(path, flags | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FileError("open", path) }
+        let fd = try Syscall.open(path, flags)
         self.path = path
         self.descriptor = fd
     }
 
-    deinit { close(descriptor) }
+    deinit { Syscall.close(descriptor) }
 
     // SEEK_DATA / SEEK_HOLE need _GNU_SOURCE in glibc's headers, so Swift does not see them.
     private let seekData: Int32 = 3
@@ -34,25 +34,19 @@ public final class RawFile {
 
     /// Size in bytes (for a block device, its capacity).
     public func size() throws(FileError) -> Int64 {
-        let end = lseek(descriptor, 0, SEEK_END)
-        guard end >= 0 else { throw FileError("seek to end of", path) }
-        return Int64(end)
+        Int64(try Syscall.check("seek to end of", path) { lseek(descriptor, 0, SEEK_END) })
     }
 
     /// Sets the file length (sparse extension).
     public func truncate(to length: Int64) throws(FileError) {
-        guard ftruncate(descriptor, off_t(length)) == 0 else { throw FileError("truncate", path) }
+        try Syscall.check("truncate", path) { ftruncate(descriptor, off_t(length)) }
     }
 
     /// Reads up to `buffer.count` bytes at `offset`; returns how many were read (0 at end).
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(FileError) -> Int {
         var done = 0
         while done < buffer.count {
-            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileError("read", path)
-            }
+            let n = try Syscall.check("read", path) { pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done)) }
             if n == 0 { break }
             done += n
         }
@@ -73,12 +67,7 @@ public final class RawFile {
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(FileError) {
         var done = 0
         while done < bytes.count {
-            let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileError("write", path)
-            }
-            done += n
+            done += try Syscall.check("write", path) { pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
         }
     }
 
@@ -91,7 +80,7 @@ public final class RawFile {
 
     /// Flushes data and metadata to stable storage.
     public func sync() throws(FileError) {
-        guard fsync(descriptor) == 0 else { throw FileError("fsync", path) }
+        try Syscall.sync(descriptor, path: path)
     }
 
     /// The byte ranges that hold data (everything outside them is a hole), via SEEK_DATA/SEEK_HOLE.
@@ -101,13 +90,13 @@ public final class RawFile {
         var ranges: [Range<Int64>] = []
         var position: Int64 = 0
         while position < end {
-            let dataStart = lseek(descriptor, off_t(position), seekData)
-            if dataStart < 0 {
-                if errno == ENXIO { break }  // only a hole remains
-                throw FileError("SEEK_DATA in", path)
+            let dataStart: off_t
+            switch Syscall.retrying({ lseek(descriptor, off_t(position), seekData) }) {
+            case .success(let offset): dataStart = offset
+            case .failure(.noSuchAddressOrDevice): return ranges  // only a hole remains
+            case .failure(let error): throw FileError("SEEK_DATA in", path, code: error.rawValue)
             }
-            var holeStart = lseek(descriptor, dataStart, seekHole)
-            if holeStart < 0 { holeStart = off_t(end) }
+            let holeStart = (try? Syscall.check("SEEK_HOLE in", path) { lseek(descriptor, dataStart, seekHole) }) ?? off_t(end)
             ranges.append(Int64(dataStart)..<Int64(holeStart))
             position = Int64(holeStart)
         }

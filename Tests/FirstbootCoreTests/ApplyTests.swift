@@ -76,4 +76,85 @@ struct ApplyTests {
         #expect(bad.status == 1 && bad.output.contains("/nonexistent.yaml: file does not exist"))
         #expect(!FileManager.default.fileExists(atPath: dir + "/out2"))
     }
+
+    @Test("a failing step is reported and the independent ones still run")
+    func failuresCollected() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try node().write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
+        // /root is a file: the NOC's keys cannot be installed.
+        try "not a directory".write(toFile: dir + "/root/root", atomically: true, encoding: .utf8)
+        let report = try await firstboot(dir).run()
+        #expect(report.problems.count == 1 && report.problems[0].hasPrefix("ssh:"), "\(report.problems)")
+        #expect(try String(contentsOfFile: dir + "/root/etc/hostname", encoding: .utf8) == "example-isp.mm.fcix.net\n", "the host name step was skipped")
+        let issue = try String(contentsOfFile: dir + "/root" + ConsoleReport.path, encoding: .utf8)
+        #expect(issue.contains("ssh:"), "the console does not show the failed step")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/state/node.last-good.yaml"), "a file that did not apply whole is not the last good one")
+    }
+
+    @Test("the last good copy is byte for byte the file that was validated")
+    func lastGoodBytes() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = node() + "# a comment, kept as written\n"
+        try text.write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
+        let report = try await firstboot(dir).run()
+        #expect(report.problems.isEmpty)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/state/node.last-good.yaml")) == Data(text.utf8))
+    }
+
+    static var binaries: String { ProcessInfo.processInfo.environment["MM_BINARIES"] ?? packageRoot + "/.build/release" }
+
+    @Test("render writes exactly what apply really writes (apply run in its own network namespace)")
+    func renderMatchesApply() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mac = "52:54:00:12:34:56"
+        // A sysfs with the uplink already named wan0, so apply renames nothing.
+        try FileManager.default.createDirectory(atPath: dir + "/sys/wan0", withIntermediateDirectories: true)
+        try (mac + "\n").write(toFile: dir + "/sys/wan0/address", atomically: true, encoding: .utf8)
+        let example = packageRoot + "/nodes/example.yaml"
+        let applied = try await ToolRun.run(
+            "unshare",
+            [
+                "--net", Self.binaries + "/mm-firstboot", "apply", "--config", example, "--state", dir + "/state", "--root", dir + "/root",
+                "--sysfs-net", dir + "/sys", "--steps", "network,hostname,firewall,ssh",
+            ]
+        )
+        #expect(applied.status == 0, "\(applied.combined)")
+        let rendered = try await ToolRun.run(Self.binaries + "/mm-firstboot", ["render", "--config", example, "--out", dir + "/out"])
+        #expect(rendered.status == 0, "\(rendered.combined)")
+        func files(_ base: String) -> [String: String] {
+            var result: [String: String] = [:]
+            let walker = FileManager.default.enumerator(atPath: base)
+            while let relative = walker?.nextObject() as? String {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: base + "/" + relative, isDirectory: &isDirectory), !isDirectory.boolValue {
+                    result["/" + relative] = try? String(contentsOfFile: base + "/" + relative, encoding: .utf8)
+                }
+            }
+            return result
+        }
+        let fromApply = files(dir + "/root")
+        let fromRender = files(dir + "/out")
+        #expect(!fromRender.isEmpty)
+        #expect(fromApply.keys.sorted() == fromRender.keys.sorted(), "apply wrote \(fromApply.keys.sorted()), render \(fromRender.keys.sorted())")
+        for (path, content) in fromRender {
+            #expect(fromApply[path] == content, "\(path): render and apply differ")
+        }
+    }
+
+    @Test("files are written durably: data synced, renamed into place, then the directory synced")
+    func durableWrites() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let traced = try await ToolRun.run(
+            "strace", ["-f", "-y", "-e", "trace=fsync,rename,renameat,renameat2", Self.binaries + "/mm-firstboot", "render", "--config", packageRoot + "/nodes/example.yaml", "--out", dir + "/out"]
+        )
+        #expect(traced.status == 0, "\(traced.combined)")
+        let calls = traced.stderr.split(separator: "\n").map(String.init).filter { $0.contains("fsync(") || $0.contains("rename") }
+        let hostname = try #require(calls.firstIndex { $0.contains("rename") && $0.contains("/out/etc/hostname\"") }, "\(calls)")
+        #expect(hostname > 0 && calls[hostname - 1].contains("fsync(") && calls[hostname - 1].contains("hostname.tmp-"), "the data is synced before the rename: \(calls)")
+        #expect(hostname + 1 < calls.count && calls[hostname + 1].contains("fsync(") && calls[hostname + 1].contains("/out/etc>"), "the directory is synced after the rename: \(calls)")
+    }
 }

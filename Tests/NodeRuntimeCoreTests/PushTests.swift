@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NodeRuntimeCore
 import ServiceLifecycle
+import SystemKit
 import Testing
 
 /// Pushes over MQTT, through a real mosquitto broker and libmosquitto.
@@ -32,6 +33,33 @@ struct PushTests {
         }
         await group.triggerGracefulShutdown()
         try await task.value
+    }
+
+    @Test("shutdown while messages arrive and while the broker is gone: the network thread ends by itself, no callback is cut off", .timeLimit(.minutes(2)))
+    func cleanStop() async throws {
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let received = Pushes()
+        let client = try MQTTClient(clientID: "mm-stop-\(UUID().uuidString)", subscriptions: ["stop/+"]) { received.add($0.topic) }
+        try client.start(host: "127.0.0.1", port: broker.port)
+        #expect(try await eventually(seconds: 60) { client.isConnected })
+        // Messages in flight while stopping: the callback runs to its end or not at all.
+        let publisher = Task { for n in 0..<20 { try? await broker.publish("stop/\(n)") } }
+        _ = try await eventually(seconds: 60) { !received.all.isEmpty }
+        client.stop()
+        await publisher.value
+        let afterStop = received.all.count
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(received.all.count == afterStop, "a message was delivered after stop()")
+
+        // Again, but the broker is gone: the thread sits in its reconnect delay (1 s doubling to 2 min).
+        let second = try MQTTClient(clientID: "mm-stop-\(UUID().uuidString)", subscriptions: ["stop/+"]) { _ in }
+        try second.start(host: "127.0.0.1", port: broker.port)
+        #expect(try await eventually(seconds: 60) { second.isConnected })
+        broker.stop()
+        #expect(try await eventually(seconds: 60) { !second.isConnected })
+        try await Task.sleep(for: .seconds(3))  // into a reconnect delay
+        second.stop()  // returns: the time limit fails the test if it hangs
     }
 
     @Test("a message on PREFIX/PROJECT pushes the project; other topics and projects are ignored")

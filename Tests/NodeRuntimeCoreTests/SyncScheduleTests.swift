@@ -42,6 +42,16 @@ struct SyncScheduleTests {
         #expect(schedule.due(now: at(3700)) == ["a"])
     }
 
+    @Test("a project never synced is due at once; one synced before waits out the start-up jitter")
+    func neverSyncedFirst() {
+        var schedule = Schedule(
+            projects: ["old", "new"], policy: policy(jitter: 1800), now: at(0), neverSynced: ["new"], random: SeededRandom(state: 7)
+        )
+        #expect(schedule.due(now: at(0)) == ["new"])
+        guard case .waiting(let until) = schedule.states["old"] else { Issue.record("old is not waiting"); return }
+        #expect(until > at(0) && until <= at(1800))
+    }
+
     @Test("at most maxConcurrent projects run; the longest-waiting start first")
     func concurrency() {
         var schedule = Schedule(projects: ["a", "b", "c"], policy: policy(maxConcurrent: 2), now: at(0))

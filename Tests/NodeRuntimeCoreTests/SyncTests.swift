@@ -284,7 +284,7 @@ struct SyncServiceTests {
 
         #expect(try await eventually { stateOf("broken").contains("unknown module") })
         #expect(try await eventually { runs.count("broken") >= 2 }, "a failed project is retried after the backoff")
-        await #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
+        #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
 
         let metrics = serving.prometheusText()
         #expect(metrics.contains("micromirror_sync_runs_total{project=\"almalinux\",result=\"success\"} 2"), "\(metrics)")

@@ -178,6 +178,11 @@ public final class YAMLMapping {
 public enum YAMLConfig {
     /// Reads `path` and returns its top-level mapping, or throws naming the file and line.
     public static func load(path: String) throws(ConfigError) -> YAMLMapping {
+        try parse(text(path: path).text, file: path)
+    }
+
+    /// The file's bytes and their text; a missing, unreadable or non-UTF-8 file is a `ConfigError`.
+    public static func text(path: String) throws(ConfigError) -> (text: String, bytes: [UInt8]) {
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
             throw ConfigError(problems: [ConfigProblem(file: path, line: nil, field: "", message: "file \(reason)")])
@@ -185,7 +190,7 @@ public enum YAMLConfig {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(problems: [ConfigProblem(file: path, line: nil, field: "", message: "not UTF-8 text")])
         }
-        return try parse(text, file: path)
+        return (text, Array(data))
     }
 
     /// Parses YAML `text`; `file` names it in errors.

@@ -68,6 +68,13 @@ public struct NodeConfig: Sendable, Equatable {
         try validate(YAMLConfig.load(path: path))
     }
 
+    /// Loads and validates `path`, returning the exact bytes that were validated (what a last-good
+    /// copy must keep: a second read could see a file changed in between).
+    public static func loadKeepingBytes(path: String) throws(ConfigError) -> (config: NodeConfig, bytes: [UInt8]) {
+        let (text, bytes) = try YAMLConfig.text(path: path)
+        return (try parse(text, file: path), bytes)
+    }
+
     /// Parses and validates YAML `text`; `file` names it in errors.
     public static func parse(_ text: String, file: String) throws(ConfigError) -> NodeConfig {
         try validate(YAMLConfig.parse(text, file: file))

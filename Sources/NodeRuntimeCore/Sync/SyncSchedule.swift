@@ -37,12 +37,17 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
     private var random: any RandomNumberGenerator & Sendable
 
     /// Every project starts due at `now` plus a random part of the jitter (a node that boots does
-    /// not sync everything in the same second).
-    public init(projects: [String], policy: Policy, now: Instant, random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()) {
+    /// not sync everything in the same second), except those in `neverSynced`: a new node has
+    /// nothing to serve until they arrive, so they are due at once (`maxConcurrent` still holds).
+    public init(
+        projects: [String], policy: Policy, now: Instant, neverSynced: Set<String> = [], random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
+    ) {
         self.policy = policy
         self.order = projects
         self.random = random
-        for project in projects { states[project] = .waiting(until: now.advanced(by: randomJitter())) }
+        for project in projects {
+            states[project] = .waiting(until: neverSynced.contains(project) ? now : now.advanced(by: randomJitter()))
+        }
     }
 
     /// The upstream says `project` changed.

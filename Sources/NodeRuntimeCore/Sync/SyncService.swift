@@ -47,11 +47,11 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
     public func push(_ project: String) { continuation.yield(.push(project)) }
 
     public func run() async throws {
-        var schedule = SyncSchedule(projects: projects, policy: policy, now: clock.now)
-        var running: [String: Task<Void, Never>] = [:]
         // What each project's last run did, from the state files of earlier lives too.
         var previous: [String: ProjectSync.Report] = [:]
         for project in projects { previous[project] = loadState(project) }
+        var schedule = SyncSchedule(projects: projects, policy: policy, now: clock.now, neverSynced: Set(projects.filter { previous[$0] == nil }))
+        var running: [String: Task<Void, Never>] = [:]
         var timer: Task<Void, Never>?
         let continuation = self.continuation
         let runner = self.runner
