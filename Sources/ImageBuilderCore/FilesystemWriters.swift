@@ -91,40 +91,6 @@ struct ESPWriter {
     }
 }
 
-/// A Boot Loader Specification type #1 entry for one slot.
-public struct BootEntry: Sendable, Equatable {
-    public var slot: String
-    public var title: String
-    public var buildNumber: Int64
-    public var options: String
-    /// Boot-counting tries left, or nil for an entry without a counter (the flashed image's own).
-    public var triesLeft: Int?
-
-    public init(slot: String, title: String, buildNumber: Int64, options: String, triesLeft: Int? = nil) {
-        self.slot = slot
-        self.title = title
-        self.buildNumber = buildNumber
-        self.options = options
-        self.triesLeft = triesLeft
-    }
-
-    public var fileName: String {
-        "micromirror-\(slot)" + (triesLeft.map { "+\($0)" } ?? "") + ".conf"
-    }
-
-    public var text: String {
-        """
-        title      \(title)
-        version    \(buildNumber)
-        sort-key   micromirror
-        linux      /micromirror/\(slot)/vmlinuz
-        initrd     /micromirror/\(slot)/initrd.img
-        options    root=PARTLABEL=\(DiskLayout.Label.root(slot: slot)) mm.slot=\(slot) \(options)
-
-        """
-    }
-}
-
 /// The config partition: ext4, empty until `mm-image node write` puts the node file there.
 struct ConfigWriter {
     var runner: CommandRunner

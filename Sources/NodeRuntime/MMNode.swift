@@ -10,7 +10,7 @@ import UnixSignals
 struct MMNode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-node",
-        abstract: "The node runtime: serve, sync, report, update. (Telemetry and updates are not built yet.)",
-        subcommands: [Run.self, Serve.self, Sync.self, Status.self]
+        abstract: "The node runtime: serve, sync, update, check its health.",
+        subcommands: [Run.self, Serve.self, Sync.self, Status.self, Update.self, Health.self]
     )
 }

@@ -75,3 +75,13 @@ public final class BlockProbe {
         }
     }
 }
+
+extension BlockProbe {
+    /// The block device whose GPT partition is named `label` (`PARTLABEL=`), as libblkid finds it
+    /// (udev's links, else a scan of the devices); nil when there is none.
+    public static func device(partitionLabel label: String) -> String? {
+        guard let found = blkid_evaluate_tag("PARTLABEL", label, nil) else { return nil }
+        defer { free(found) }
+        return String(cString: found)
+    }
+}

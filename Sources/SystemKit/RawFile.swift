@@ -20,6 +20,13 @@ public final class RawFile {
         return try RawFile(path: path, flags: flags)
     }
 
+    /// Opens `path` for I/O that bypasses the page cache (`O_DIRECT`): buffers, offsets and lengths
+    /// must be multiples of the device's logical block size (4096 is always safe). Used to write a
+    /// slot without evicting the mirror's hot files and to read back what is on the device itself.
+    public static func openDirect(_ path: String, writing: Bool) throws(FileError) -> RawFile {
+        try RawFile(path: path, flags: (writing ? O_WRONLY : O_RDONLY) | oDirect)
+    }
+
     private init(path: String, flags: Int32) throws(FileError) {
         let fd = try Syscall.open(path, flags)
         self.path = path
@@ -27,6 +34,13 @@ public final class RawFile {
     }
 
     deinit { Syscall.close(descriptor) }
+
+    /// O_DIRECT; glibc only defines it with _GNU_SOURCE, which Swift's import does not set.
+    #if arch(x86_64)
+    private static let oDirect: Int32 = 0o40000
+    #else
+    private static let oDirect: Int32 = 0o200000  // arm64
+    #endif
 
     // SEEK_DATA / SEEK_HOLE need _GNU_SOURCE in glibc's headers, so Swift does not see them.
     private let seekData: Int32 = 3

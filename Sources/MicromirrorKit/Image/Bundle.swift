@@ -48,6 +48,26 @@ public enum Bundle {
         try tar.finish()
     }
 
+    /// Reads only the manifest of a bundle, after checking its signature against `keyring`: what a
+    /// node decides on (hardware, build number) before a single payload byte is read.
+    public static func signedManifest(path: String, keyring: Keyring) throws -> Manifest {
+        let tar = try TarReader(path: path)
+        return try readSignedManifest(tar, path: path, keyring: keyring)
+    }
+
+    private static func readSignedManifest(_ tar: TarReader, path: String, keyring: Keyring) throws -> Manifest {
+        guard let first = try tar.next(), first.name == manifestName else {
+            throw VerificationError(check: "bundle", message: "\(path): the first entry must be \(manifestName)")
+        }
+        let manifestBytes = try tar.readAll(limit: 1 << 20)
+        guard let second = try tar.next(), second.name == signatureName else {
+            throw VerificationError(check: "bundle", message: "\(path): the second entry must be \(signatureName)")
+        }
+        let signature = try tar.readAll(limit: 4096)
+        try keyring.verify(signature: signature, message: manifestBytes, what: "\(path): \(manifestName)")
+        return try Manifest.parse(manifestBytes, source: "\(path): \(manifestName)")
+    }
+
     /// Reads and checks a bundle: signature first (against `keyring`), then every payload's size
     /// and SHA-256 while streaming it to `sink` (which may write it somewhere, or ignore it).
     /// Throws a `VerificationError` naming the first check that failed.
@@ -58,16 +78,7 @@ public enum Bundle {
         sink: (String, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
     ) throws -> Manifest {
         let tar = try TarReader(path: path)
-        guard let first = try tar.next(), first.name == manifestName else {
-            throw VerificationError(check: "bundle", message: "\(path): the first entry must be \(manifestName)")
-        }
-        let manifestBytes = try tar.readAll(limit: 1 << 20)
-        guard let second = try tar.next(), second.name == signatureName else {
-            throw VerificationError(check: "bundle", message: "\(path): the second entry must be \(signatureName)")
-        }
-        let signature = try tar.readAll(limit: 4096)
-        try keyring.verify(signature: signature, message: manifestBytes, what: "\(path): \(manifestName)")
-        let manifest = try Manifest.parse(manifestBytes, source: "\(path): \(manifestName)")
+        let manifest = try readSignedManifest(tar, path: path, keyring: keyring)
 
         var expected = manifest.payloads[...]
         while let entry = try tar.next() {

@@ -44,8 +44,20 @@ public struct NodeConfig: Sendable, Equatable {
     }
 
     public struct Update: Sendable, Equatable {
+        /// A channel name (its index is looked up on the upstream mirror) or a full
+        /// `http(s)://…/NAME.json` URL.
         public var channel: String
         public var window: MaintenanceWindow
+        /// How often the channel is polled (jittered by up to a tenth); pushes make it sooner.
+        public var checkInterval: Duration = .seconds(6 * 3600)
+
+        /// The URL of the channel's index: `channel` itself when it is a URL, else
+        /// `http://UPSTREAM-HOST/micromirror/channels/NAME.json` on the node's upstream.
+        public func indexURL(upstream: String) -> String {
+            if channel.hasPrefix("http://") || channel.hasPrefix("https://") { return channel }
+            let host = URL(string: upstream)?.host ?? upstream
+            return "http://\(host)/micromirror/channels/\(channel).json"
+        }
     }
 
     public var sponsor: Sponsor
@@ -212,12 +224,21 @@ public struct NodeConfig: Sendable, Equatable {
         var update = Update(channel: "stable", window: MaintenanceWindow.anyTime)
         if let map = root.optional("update")?.mapping() {
             if let value = map.optional("channel"), let text = value.nonEmptyString() {
-                if !Self.isDNSLabel(text) { value.report("\"\(text)\" is not a channel name") }
+                if text.hasPrefix("http://") || text.hasPrefix("https://") {
+                    if URL(string: text)?.host == nil || !text.hasSuffix(".json") { value.report("expected a channel name or an http(s)://HOST/…/NAME.json URL, found \"\(text)\"") }
+                } else if !Self.isDNSLabel(text) {
+                    value.report("\"\(text)\" is not a channel name (or an http(s):// URL of its index)")
+                }
                 update.channel = text
             }
             if let value = map.optional("maintenance-window"), let text = value.nonEmptyString() {
-                if let window = MaintenanceWindow(text) { update.window = window } else {
-                    value.report("expected a window like \"02:00-04:00\" or \"Tue 02:00-04:00\" (UTC), found \"\(text)\"")
+                if text == "any" { update.window = .anyTime } else if let window = MaintenanceWindow(text) { update.window = window } else {
+                    value.report("expected \"any\" or a window like \"02:00-04:00\" or \"Tue 02:00-04:00\" (UTC), found \"\(text)\"")
+                }
+            }
+            if let value = map.optional("check-interval"), let text = value.nonEmptyString() {
+                if let interval = Self.duration(text), interval >= .seconds(60) { update.checkInterval = interval } else {
+                    value.report("expected a duration of a minute or more like \"6h\", \"30m\" or \"90s\", found \"\(text)\"")
                 }
             }
             map.rejectUnknownKeys()
@@ -282,6 +303,18 @@ public struct NodeConfig: Sendable, Equatable {
         return text.allSatisfy { ($0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" }
     }
 
+    /// `90s`, `30m`, `6h`, `1d`.
+    static func duration(_ text: String) -> Duration? {
+        guard let unit = text.last, let count = Int64(text.dropLast()), count > 0 else { return nil }
+        switch unit {
+        case "s": return .seconds(count)
+        case "m": return .seconds(count * 60)
+        case "h": return .seconds(count * 3600)
+        case "d": return .seconds(count * 86400)
+        default: return nil
+        }
+    }
+
     static func isMAC(_ text: String) -> Bool {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         return parts.count == 6 && parts.allSatisfy { $0.count == 2 && UInt8($0, radix: 16) != nil }
@@ -297,6 +330,20 @@ public struct MaintenanceWindow: Sendable, Equatable, CustomStringConvertible {
     public var end: Int
 
     public static let anyTime = MaintenanceWindow(weekday: nil, start: 0, end: 24 * 60)
+
+    /// Whether `date` falls in the window (a window may wrap past midnight: `23:00-01:00`).
+    public func contains(_ date: Date) -> Bool {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.weekday, .hour, .minute], from: date)
+        let minute = parts.hour! * 60 + parts.minute!
+        // Calendar: 1 = Sunday; ours: 1 = Monday.
+        let today = (parts.weekday! + 5) % 7 + 1
+        let yesterday = (today + 5) % 7 + 1
+        if start < end { return (weekday == nil || weekday == today) && minute >= start && minute < end }
+        if minute >= start { return weekday == nil || weekday == today }
+        return minute < end && (weekday == nil || weekday == yesterday)
+    }
 
     public init(weekday: Int?, start: Int, end: Int) {
         self.weekday = weekday

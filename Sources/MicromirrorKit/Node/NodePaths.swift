@@ -50,6 +50,14 @@ public struct NodePaths: Sendable, Equatable {
     public var accessLog: String { logs + "/access.log" }
     /// The persistent journal (bounded), so a failed boot's logs are there after the reboot.
     public var journal: String { logs + "/journal" }
+    /// The updater's state (`UpdateState`) and its downloads.
+    public var updateState: String { state + "/update.json" }
+    public var updateStaging: String { state + "/update" }
+
+    // MARK: - The ESP
+
+    /// Where the ESP is mounted (systemd-bless-boot needs it there too).
+    public static let esp = "/efi"
 
     // MARK: - In the image (read-only)
 

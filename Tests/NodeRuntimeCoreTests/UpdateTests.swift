@@ -1,0 +1,323 @@
+import Foundation
+import ImageBuilderCore
+import Logging
+import MicromirrorKit
+import MicromirrorTestSupport
+import NodeRuntimeCore
+import SystemKit
+import Testing
+
+/// A signed release for the update tests: a bundle with a root filesystem of random bytes, a kernel
+/// and an initrd, as `mm-image build` lays it out.
+struct TestRelease {
+    var bundle: String
+    var manifest: Manifest
+    var root: [UInt8]
+
+    static func make(
+        in dir: String, key: Ed25519PrivateKey, build: Int64, hardware: String = "qemu-x86_64", rootBytes: Int = 6 << 20
+    ) throws -> TestRelease {
+        var generator = SystemRandomNumberGenerator()
+        let root = (0..<rootBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let kernel = Array("kernel of build \(build)\n".utf8)
+        let initrd = Array("initrd of build \(build)\n".utf8)
+        let files = ["root.erofs": root, "vmlinuz": kernel, "initrd.img": initrd]
+        var paths: [String: String] = [:]
+        for (name, bytes) in files {
+            paths[name] = dir + "/build-\(build)-" + name
+            try Data(bytes).write(to: URL(fileURLWithPath: paths[name]!))
+        }
+        let payloads = ["root.erofs", "vmlinuz", "initrd.img"].map { Manifest.File(name: $0, size: Int64(files[$0]!.count), sha256: SHA256Hasher.hex(of: files[$0]!)) }
+        let manifest = Manifest(
+            name: "micromirror", version: "0.\(build).0", buildNumber: build, hardware: hardware, sourceDateEpoch: 1_763_700_000,
+            kernelVersion: "6.1.0-test", kernelCommandLine: "ro rootfstype=erofs panic=10", diskGUID: GUID.derived(seed: "test", purpose: "disk"),
+            disk: Manifest.File(name: "disk.img", size: 0, sha256: String(repeating: "0", count: 64)), partitions: [], payloads: payloads
+        )
+        let bytes = try manifest.canonicalBytes()
+        let bundle = dir + "/micromirror-\(hardware)-\(build).mmb"
+        try Bundle.write(to: bundle, manifestBytes: bytes, signature: try key.sign(bytes), manifest: manifest, payloadFiles: paths)
+        return TestRelease(bundle: bundle, manifest: manifest, root: root)
+    }
+}
+
+/// A node's update side on real block devices: two loop devices as slots a and b, a directory as
+/// the mounted ESP, the state on "mm-data".
+final class TestNode: @unchecked Sendable {
+    let dir: String
+    let key: Ed25519PrivateKey
+    let keyring: Keyring
+    var slots: [String: String] = [:]
+    var esp: String { dir + "/efi" }
+
+    init() async throws {
+        dir = try ToolRun.scratchDirectory("update")
+        key = try Ed25519PrivateKey.generate()
+        keyring = Keyring(members: [.init(source: "release.pub", key: try key.publicKey())])
+        for slot in ["a", "b"] {
+            let file = dir + "/root-\(slot).img"
+            let handle = try RawFile.openForWriting(file, create: true)
+            try handle.truncate(to: 16 << 20)
+            // Old bytes in the slot, so a test sees whether it was touched.
+            try handle.write([UInt8](repeating: slot == "a" ? 0xAA : 0xBB, count: 1 << 20), at: 0)
+            let device = try await ToolRun.run("losetup", ["--find", "--show", file])
+            guard device.status == 0 else { throw TestError("losetup: \(device.combined)") }
+            slots[slot] = device.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try FileManager.default.createDirectory(atPath: esp + "/loader/entries", withIntermediateDirectories: true)
+        // As flashed: slot a's entry without a counter.
+        try "title micromirror (slot a)\n".write(toFile: esp + "/loader/entries/micromirror-a.conf", atomically: true, encoding: .utf8)
+    }
+
+    deinit {
+        for device in slots.values { ToolRun.cleanUp("losetup", ["-d", device]) }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func updater(booted: String = "a", build: Int64 = 100, hardware: String = "qemu-x86_64", keyring: Keyring? = nil) -> Updater {
+        let slots = self.slots
+        return Updater(
+            esp: esp, running: ImageIdentity(name: "micromirror", version: "0.\(build).0", buildNumber: build, hardware: hardware), bootedSlot: booted,
+            keyring: keyring ?? self.keyring, statePath: dir + "/srv/state/update.json", staging: dir + "/srv/state/update",
+            device: { slot in
+                guard let device = slots[slot] else { throw UpdateError("no slot \(slot)") }
+                return device
+            }, logger: Logger(label: "test")
+        )
+    }
+
+    /// SHA-256 of the slot's whole device, read past the page cache.
+    func slotHash(_ slot: String) throws -> String {
+        let file = try RawFile.openForReading(slots[slot]!)
+        return try file.sha256(length: try file.size())
+    }
+
+    func entries() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: esp + "/loader/entries")) ?? []).sorted() }
+}
+
+@Suite("Update decisions")
+struct UpdateDecisionTests {
+    func index(build: Int64, rollout: Int = 100, hardware: String = "qemu-x86_64", minimum: Int64? = nil, downgrade: Bool = false, withdrawn: Bool = false) -> ChannelIndex {
+        ChannelIndex(
+            channel: "stable", name: "micromirror", version: "x", buildNumber: build, hardware: hardware, bundle: "b.mmb", size: 1, sha256: "00",
+            rollout: rollout, minimumBuild: minimum, allowDowngrade: downgrade, withdrawn: withdrawn, published: 0
+        )
+    }
+    let running = ImageIdentity(name: "micromirror", version: "1", buildNumber: 100, hardware: "qemu-x86_64")
+
+    @Test("newer builds for this hardware are taken; every other case says why not")
+    func decisions() {
+        #expect(UpdateDecision.decide(index: index(build: 101), running: running, nodeID: "n", rolledBack: []) == .install)
+        #expect(UpdateDecision.decide(index: index(build: 100), running: running, nodeID: "n", rolledBack: []) == .upToDate)
+        #expect(UpdateDecision.decide(index: index(build: 99), running: running, nodeID: "n", rolledBack: []) == .downgradeRefused)
+        #expect(UpdateDecision.decide(index: index(build: 99, downgrade: true), running: running, nodeID: "n", rolledBack: []) == .install)
+        #expect(UpdateDecision.decide(index: index(build: 101, hardware: "hp-t620"), running: running, nodeID: "n", rolledBack: []) == .otherHardware("hp-t620"))
+        #expect(UpdateDecision.decide(index: index(build: 101, minimum: 150), running: running, nodeID: "n", rolledBack: []) == .runningTooOld(minimum: 150))
+        #expect(UpdateDecision.decide(index: index(build: 101, withdrawn: true), running: running, nodeID: "n", rolledBack: []) == .withdrawn)
+        #expect(UpdateDecision.decide(index: index(build: 101), running: running, nodeID: "n", rolledBack: [101]) == .rolledBackBefore)
+        #expect(UpdateDecision.decide(index: index(build: 102), running: running, nodeID: "n", rolledBack: [101]) == .install, "a newer build is taken after a rollback")
+    }
+
+    @Test("a rollout picks the same nodes at every poll, keeps them when widened, and about the share it says")
+    func rollout() {
+        let nodes = (0..<1000).map { "node-\($0)" }
+        let at10 = Set(nodes.filter { UpdateDecision.decide(index: index(build: 101, rollout: 10), running: running, nodeID: $0, rolledBack: []) == .install })
+        let again = Set(nodes.filter { UpdateDecision.decide(index: index(build: 101, rollout: 10), running: running, nodeID: $0, rolledBack: []) == .install })
+        let at50 = Set(nodes.filter { UpdateDecision.decide(index: index(build: 101, rollout: 50), running: running, nodeID: $0, rolledBack: []) == .install })
+        #expect(at10 == again)
+        #expect(at10.isSubset(of: at50))
+        #expect((60...140).contains(at10.count), "\(at10.count) of 1000 nodes at 10 %")
+        #expect((420...580).contains(at50.count), "\(at50.count) of 1000 nodes at 50 %")
+        #expect(nodes.allSatisfy { UpdateDecision.decide(index: index(build: 101, rollout: 0), running: running, nodeID: $0, rolledBack: []) != .install })
+        let next = Set(nodes.filter { UpdateDecision.decide(index: index(build: 102, rollout: 10), running: running, nodeID: $0, rolledBack: []) == .install })
+        #expect(next != at10, "each release picks its first nodes afresh")
+    }
+
+    @Test("boot entry names: counters parsed, other files ignored")
+    func entryNames() {
+        #expect(BootEntry.parse(fileName: "micromirror-a.conf") == BootEntry.Name(slot: "a"))
+        #expect(BootEntry.parse(fileName: "micromirror-b+3.conf") == BootEntry.Name(slot: "b", triesLeft: 3))
+        #expect(BootEntry.parse(fileName: "micromirror-b+2-1.conf") == BootEntry.Name(slot: "b", triesLeft: 2, triesDone: 1))
+        #expect(BootEntry.parse(fileName: "micromirror-b+0-3.conf")?.exhausted == true)
+        #expect(BootEntry.parse(fileName: "other.conf") == nil && BootEntry.parse(fileName: "micromirror-b+x.conf") == nil)
+        #expect(BootEntry(slot: "b", title: "t", buildNumber: 5, options: "ro", triesLeft: 3).fileName == "micromirror-b+3.conf")
+    }
+
+    @Test("after a boot the state knows: on trial, blessed, fell back (never again), or cut short")
+    func reconcile() {
+        var state = UpdateState()
+        state.phase = .installed
+        state.target = .init(buildNumber: 101, version: "x", slot: "b")
+        var waiting = state
+        waiting.reconcile(bootedSlot: "a", runningBuild: 100, entries: [.init(slot: "a"), .init(slot: "b", triesLeft: 3)])
+        #expect(waiting.phase == .installed, "not rebooted yet")
+        var trial = state
+        trial.reconcile(bootedSlot: "b", runningBuild: 101, entries: [.init(slot: "a"), .init(slot: "b", triesLeft: 2, triesDone: 1)])
+        #expect(trial.phase == .trial)
+        var blessed = trial
+        blessed.reconcile(bootedSlot: "b", runningBuild: 101, entries: [.init(slot: "a"), .init(slot: "b")])
+        #expect(blessed.phase == .idle && blessed.target == nil && blessed.rolledBack.isEmpty)
+        var fell = trial
+        fell.reconcile(bootedSlot: "a", runningBuild: 100, entries: [.init(slot: "a"), .init(slot: "b", triesLeft: 0, triesDone: 3)])
+        #expect(fell.phase == .idle && fell.rolledBack == [101] && fell.lastError?.contains("rolled back") == true)
+        #expect(fell.events.last?.message.contains("did not come up healthy") == true)
+        var cut = state
+        cut.phase = .installing
+        cut.reconcile(bootedSlot: "a", runningBuild: 100, entries: [.init(slot: "a")])
+        #expect(cut.phase == .idle && cut.target == nil)
+    }
+}
+
+@Suite("Installing into the inactive slot (loop devices)", .serialized)
+struct SlotInstallTests {
+    @Test("a release lands in slot b verified on the disk; its kernel, initrd and counted entry are on the ESP; slot a is untouched")
+    func install() async throws {
+        let node = try await TestNode()
+        let release = try TestRelease.make(in: node.dir, key: node.key, build: 101)
+        let aBefore = try node.slotHash("a")
+        let state = try node.updater().install(bundle: release.bundle)
+        #expect(state.phase == .installed && state.target == .init(buildNumber: 101, version: "0.101.0", slot: "b"))
+        let device = try RawFile.openForReading(node.slots["b"]!)
+        #expect(try device.read(count: release.root.count, at: 0) == release.root)
+        #expect(try node.slotHash("a") == aBefore)
+        #expect(node.entries() == ["micromirror-a.conf", "micromirror-b+3.conf"])
+        let entry = try String(contentsOfFile: node.esp + "/loader/entries/micromirror-b+3.conf", encoding: .utf8)
+        #expect(entry.contains("version    101") && entry.contains("linux      /micromirror/b/vmlinuz"))
+        #expect(entry.contains("options    root=PARTLABEL=mm-root-b mm.slot=b ro rootfstype=erofs panic=10"), "\(entry)")
+        #expect(try String(contentsOfFile: node.esp + "/micromirror/b/vmlinuz", encoding: .utf8) == "kernel of build 101\n")
+        #expect(try String(contentsOfFile: node.esp + "/micromirror/b/initrd.img", encoding: .utf8) == "initrd of build 101\n")
+        let kept = UpdateState.load(path: node.dir + "/srv/state/update.json")
+        #expect(kept.phase == .installed && kept.events.last?.message.contains("verified on the disk") == true)
+    }
+
+    @Test("every bad bundle is refused before a byte reaches the slot, naming what failed")
+    func refusals() async throws {
+        let node = try await TestNode()
+        let good = try TestRelease.make(in: node.dir, key: node.key, build: 101)
+        let before = try node.slotHash("b")
+        func refused(_ bundle: String, _ words: String, _ comment: String, updater: Updater? = nil, index: ChannelIndex? = nil) {
+            do {
+                try (updater ?? node.updater()).install(bundle: bundle, index: index)
+                Issue.record("installed: \(comment)")
+            } catch {
+                #expect("\(error)".contains(words), "\(comment): \(error)")
+            }
+        }
+        // A flipped byte in the manifest, in the signature, in the root payload; a truncated bundle.
+        let offsets = try Self.entryOffsets(good.bundle)
+        for (name, label) in [("manifest.json", "manifest"), ("manifest.json.sig", "signature"), ("root.erofs", "payload")] {
+            let copy = node.dir + "/flipped-\(label).mmb"
+            try FileManager.default.copyItem(atPath: good.bundle, toPath: copy)
+            let file = try RawFile.openForWriting(copy)
+            let at = offsets[name]! + 10
+            var byte = try file.read(count: 1, at: at)
+            byte[0] ^= 0x01
+            try file.write(byte, at: at)
+            refused(copy, label == "payload" ? "SHA-256" : "not signed by a trusted key", "a flipped byte in the \(label)")
+        }
+        let truncated = node.dir + "/truncated.mmb"
+        try FileManager.default.copyItem(atPath: good.bundle, toPath: truncated)
+        try RawFile.openForWriting(truncated).truncate(to: offsets["root.erofs"]! + 4096)
+        refused(truncated, "Truncated tar archive", "a truncated bundle")
+        // Signed by a key this image does not trust.
+        let stranger = try TestRelease.make(in: node.dir + "/..", key: try Ed25519PrivateKey.generate(), build: 102)
+        refused(stranger.bundle, "not signed by a trusted key", "an unknown signer")
+        // Other hardware; an older and an equal build; a build that fell back before.
+        let t620 = try TestRelease.make(in: node.dir, key: node.key, build: 103, hardware: "hp-t620")
+        refused(t620.bundle, "built for hp-t620", "other hardware")
+        refused(good.bundle, "no downgrade", "an equal build", updater: node.updater(build: 101))
+        refused(good.bundle, "no downgrade", "an older build", updater: node.updater(build: 200))
+        // The channel index's hash does not match the file.
+        let index = ChannelIndex(
+            channel: "stable", name: "micromirror", version: "x", buildNumber: 101, hardware: "qemu-x86_64", bundle: "b.mmb",
+            size: try RawFile.openForReading(good.bundle).size(), sha256: String(repeating: "ab", count: 32), rollout: 100, published: 0
+        )
+        refused(good.bundle, "the signed channel index says", "a bundle that is not the one the channel signed", index: index)
+        // While slot a itself is on trial, slot b is its fallback.
+        try FileManager.default.moveItem(atPath: node.esp + "/loader/entries/micromirror-a.conf", toPath: node.esp + "/loader/entries/micromirror-a+2-1.conf")
+        refused(good.bundle, "still on trial", "an unblessed running slot")
+        #expect(try node.slotHash("b") == before, "slot b was touched")
+        #expect(node.entries() == ["micromirror-a+2-1.conf"])
+    }
+
+    /// Offsets of each entry's data in a bundle (tar: 512-byte headers).
+    static func entryOffsets(_ bundle: String) throws -> [String: Int64] {
+        let file = try RawFile.openForReading(bundle)
+        var offsets: [String: Int64] = [:]
+        var at: Int64 = 0
+        while true {
+            let header = try file.read(count: 512, at: at)
+            let name = String(decoding: header[0..<100].prefix { $0 != 0 }, as: UTF8.self)
+            if name.isEmpty { break }
+            let size = Int64(String(decoding: header[124..<136].prefix { $0 != 0 && $0 != 32 }, as: UTF8.self), radix: 8) ?? 0
+            offsets[name] = at + 512
+            at += 512 + (size + 511) / 512 * 512
+        }
+        return offsets
+    }
+}
+
+/// A channel published with `ChannelPublisher` and served by the mirror server on loopback.
+@Suite("Update channel over HTTP", .serialized)
+struct ChannelTests {
+    @Test("publish, fetch the signed index, download with resume, install; bad signature, missing bundle, full disk and withdrawal refused")
+    func channel() async throws {
+        let node = try await TestNode()
+        let release = try TestRelease.make(in: node.dir, key: node.key, build: 101)
+        let server = try await LiveServer.start { root in
+            let publisher = ChannelPublisher(directory: root + "/micromirror/channels", channel: "stable", key: node.key, now: 1_800_000_000)
+            try publisher.publish(bundle: release.bundle, rollout: 100)
+        }
+        let channelDirectory = server.root + "/micromirror/channels"
+        let client = ChannelClient(indexURL: server.base + "/micromirror/channels/stable.json", logger: Logger(label: "test"))
+        let index = try await client.index(keyring: node.keyring)
+        #expect(index.buildNumber == 101 && index.rollout == 100 && index.bundle == (release.bundle as NSString).lastPathComponent)
+        #expect(UpdateDecision.decide(index: index, running: node.updater().running, nodeID: "n", rolledBack: []) == .install)
+
+        // A download cut at half: the next one asks only for the rest.
+        let staging = node.dir + "/srv/state/update"
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: release.bundle))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: staging + "/" + index.bundle + ".partial"))
+        let file = try await client.download(index, into: staging)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == bytes)
+        let log = try await server.accessLogText { $0.contains(" 206 ") }
+        #expect(log.contains("GET /micromirror/channels/\(index.bundle) HTTP/1.1\" 206 \(bytes.count - bytes.count / 2)"), "\(log)")
+        try node.updater().install(bundle: file, index: index)
+        #expect(node.entries().contains("micromirror-b+3.conf"))
+
+        // The index's signature does not match: refused.
+        let signature = try Data(contentsOf: URL(fileURLWithPath: channelDirectory + "/stable.json.sig"))
+        var flipped = signature
+        flipped[3] ^= 0x40
+        try flipped.write(to: URL(fileURLWithPath: channelDirectory + "/stable.json.sig"))
+        await #expect(throws: VerificationError.self) { try await client.index(keyring: node.keyring) }
+        try signature.write(to: URL(fileURLWithPath: channelDirectory + "/stable.json.sig"))
+
+        // The index names a bundle the server does not have.
+        try FileManager.default.removeItem(atPath: channelDirectory + "/" + index.bundle)
+        try? FileManager.default.removeItem(atPath: file)
+        do {
+            _ = try await client.download(index, into: node.dir + "/other-staging")
+            Issue.record("downloaded a missing bundle")
+        } catch {
+            #expect("\(error)".contains("HTTP 404") && "\(error)".contains("does not have"), "\(error)")
+        }
+
+        // Not enough room on mm-data.
+        var greedy = client
+        greedy.reserve = 1 << 60
+        do {
+            _ = try await greedy.download(index, into: node.dir + "/full")
+            Issue.record("downloaded onto a full disk")
+        } catch {
+            #expect("\(error)".contains("mm-data has") && "\(error)".contains("free"), "\(error)")
+        }
+
+        // Withdrawn: nodes that have not installed it do not take it.
+        let publisher = ChannelPublisher(directory: channelDirectory, channel: "stable", key: node.key)
+        try publisher.withdraw(keyring: node.keyring)
+        let withdrawn = try await client.index(keyring: node.keyring)
+        #expect(UpdateDecision.decide(index: withdrawn, running: node.updater().running, nodeID: "n", rolledBack: []) == .withdrawn)
+        await server.stop()
+    }
+}
