@@ -18,8 +18,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Access log.") var accessLog = NodePaths.standard.accessLog
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
     @Option(help: "Where each project's last sync report is kept.") var syncState = NodePaths.standard.syncState
-    @Option(help: "What this process runs, comma-separated: serve, sync (sync includes MQTT pushes). Default: both.")
-    var services = NodeRuntime.Role.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: "What this process runs, comma-separated: serve, sync (with MQTT pushes), update (as root). Default: serve,sync.")
+    var services = NodeRuntime.Role.defaults.map(\.rawValue).joined(separator: ",")
     @Option(help: "Refuse to start unless a filesystem is mounted here (mm-data), so nothing fills the RAM-backed root; 'none' to skip.")
     var requireMount = NodePaths.standard.data
 

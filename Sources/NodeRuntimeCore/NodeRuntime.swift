@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MicromirrorKit
 import ServiceLifecycle
+import SystemKit
 
 /// What `mm-node run` starts on a node, from its node file, and what each service's end means for
 /// the others.
@@ -25,7 +26,15 @@ public enum NodeRuntime {
         case serve
         /// Syncing from the upstream, and the MQTT push listener when the node file has `mqtt:`.
         case sync
+        /// Over-the-air updates (needs root: it writes the inactive slot and the ESP); not a default.
+        case update
+
+        /// What `mm-node run` runs when not told otherwise.
+        public static let defaults: [Role] = [.serve, .sync]
     }
+
+    /// The MQTT topic prefix on which the NOC announces releases: `micromirror/update/CHANNEL`.
+    public static let updateTopicPrefix = "micromirror/update"
 
     public struct Options: Sendable {
         public var config = NodeConfig.defaultPath
@@ -37,7 +46,9 @@ public enum NodeRuntime {
         public var recipes = NodePaths.recipes
         /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
         public var syncState = NodePaths.standard.syncState
-        public var roles: Set<Role> = Set(Role.allCases)
+        public var roles: Set<Role> = Set(Role.defaults)
+        /// How the update role finds the running system (tests point it elsewhere).
+        public var update = UpdateEnvironment()
         public init() {}
     }
 
@@ -121,6 +132,28 @@ public enum NodeRuntime {
                     services.append(.init(service: listener, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "push"))
                 } catch {
                     logger.error("not listening for pushes", metadata: ["why": "\(error)"])
+                }
+            }
+        }
+        if options.roles.contains(.update) {
+            let main: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = options.roles.count == 1 ? .gracefullyShutdownGroup : .ignore
+            let updater = try options.update.updater(logger: logger)
+            let runner = CommandRunner(logger: logger)
+            let update = UpdateService(
+                updater: updater, channel: ChannelClient(indexURL: node.update.indexURL(upstream: node.upstream), logger: logger), nodeID: options.update.nodeID(),
+                interval: node.update.checkInterval, window: node.update.window, clock: ContinuousClock(), logger: logger
+            ) {
+                try await runner.run(Tool("systemctl", package: "systemd"), ["reboot"])
+            }
+            services.append(.init(service: update, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "update"))
+            if let mqtt = node.mqtt {
+                do {
+                    let listener = try PushListener(
+                        broker: mqtt.broker, topicPrefix: updateTopicPrefix, clientID: "mm-" + node.hostname + "-update", projects: [node.update.channel], logger: logger
+                    ) { _ in update.checkNow() }
+                    services.append(.init(service: listener, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "update-push"))
+                } catch {
+                    logger.error("not listening for release announcements", metadata: ["why": "\(error)"])
                 }
             }
         }

@@ -62,7 +62,8 @@ public final class Ed25519PrivateKey {
 }
 
 /// An Ed25519 public key held by OpenSSL; PEM is SubjectPublicKeyInfo (`openssl pkey -pubout`).
-public final class Ed25519PublicKey {
+/// Immutable once made: verifying uses a fresh context per call, so one key may be shared across threads.
+public final class Ed25519PublicKey: @unchecked Sendable {
     private let key: OpaquePointer
 
     deinit { EVP_PKEY_free(key) }

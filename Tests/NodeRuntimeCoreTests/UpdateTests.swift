@@ -321,3 +321,66 @@ struct ChannelTests {
         await server.stop()
     }
 }
+
+@Suite("Update service", .serialized)
+struct UpdateServiceTests {
+    final class Reboots: @unchecked Sendable {
+        private let lock = NSLock()
+        private var count = 0
+        func add() { lock.withLock { count += 1 } }
+        var value: Int { lock.withLock { count } }
+    }
+
+    func service(_ node: TestNode, url: String, booted: String, build: Int64, reboots: Reboots) -> UpdateService<ContinuousClock> {
+        UpdateService(
+            updater: node.updater(booted: booted, build: build), channel: ChannelClient(indexURL: url, logger: Logger(label: "test")), nodeID: "node-1",
+            interval: .seconds(3600), window: .anyTime, clock: ContinuousClock(), logger: Logger(label: "test")
+        ) { reboots.add() }
+    }
+
+    @Test("installs the channel's release and reboots in the window; after a fallback never retakes that build, and takes the next")
+    func lifecycle() async throws {
+        let node = try await TestNode()
+        let n1 = try TestRelease.make(in: node.dir, key: node.key, build: 101)
+        let server = try await LiveServer.start { root in
+            try ChannelPublisher(directory: root + "/ch", channel: "stable", key: node.key).publish(bundle: n1.bundle, rollout: 100)
+        }
+        let url = server.base + "/ch/stable.json"
+        let reboots = Reboots()
+        let first = service(node, url: url, booted: "a", build: 100, reboots: reboots)
+        await first.checkOnce()
+        #expect(reboots.value == 1, "no reboot into the installed slot")
+        #expect(node.entries() == ["micromirror-a.conf", "micromirror-b+3.conf"])
+        #expect(UpdateState.load(path: node.dir + "/srv/state/update.json").phase == .installed)
+
+        // Build 101 failed its trial: systemd-boot counted its tries out and slot a booted again.
+        try FileManager.default.moveItem(atPath: node.esp + "/loader/entries/micromirror-b+3.conf", toPath: node.esp + "/loader/entries/micromirror-b+0-3.conf")
+        let afterFallback = service(node, url: url, booted: "a", build: 100, reboots: reboots)
+        await afterFallback.checkOnce()
+        let state = UpdateState.load(path: node.dir + "/srv/state/update.json")
+        #expect(state.rolledBack == [101] && state.phase == .idle, "\(state)")
+        #expect(reboots.value == 1, "it retook the build that fell back")
+        #expect(node.entries() == ["micromirror-a.conf", "micromirror-b+0-3.conf"])
+
+        // A newer release is taken.
+        let n2 = try TestRelease.make(in: node.dir, key: node.key, build: 102)
+        try ChannelPublisher(directory: server.root + "/ch", channel: "stable", key: node.key).publish(bundle: n2.bundle, rollout: 100)
+        await afterFallback.checkOnce()
+        #expect(reboots.value == 2)
+        #expect(node.entries() == ["micromirror-a.conf", "micromirror-b+3.conf"])
+        #expect(try String(contentsOfFile: node.esp + "/loader/entries/micromirror-b+3.conf", encoding: .utf8).contains("version    102"))
+        let device = try RawFile.openForReading(node.slots["b"]!)
+        #expect(try device.read(count: n2.root.count, at: 0) == n2.root)
+
+        // Booted into 102 on trial, then blessed: the state clears; the next check finds it up to date.
+        try FileManager.default.moveItem(atPath: node.esp + "/loader/entries/micromirror-b+3.conf", toPath: node.esp + "/loader/entries/micromirror-b+2-1.conf")
+        #expect(node.updater(booted: "b", build: 102).currentState().phase == .trial)
+        try FileManager.default.moveItem(atPath: node.esp + "/loader/entries/micromirror-b+2-1.conf", toPath: node.esp + "/loader/entries/micromirror-b.conf")
+        let blessed = service(node, url: url, booted: "b", build: 102, reboots: reboots)
+        await blessed.checkOnce()
+        let final = UpdateState.load(path: node.dir + "/srv/state/update.json")
+        #expect(final.phase == .idle && final.target == nil && final.rolledBack == [101], "\(final)")
+        #expect(reboots.value == 2)
+        await server.stop()
+    }
+}

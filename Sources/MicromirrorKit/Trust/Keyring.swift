@@ -2,8 +2,8 @@ import Foundation
 import SystemKit
 
 /// The public keys a node (or the NOC) trusts to sign images.
-public struct Keyring {
-    public struct Member {
+public struct Keyring: Sendable {
+    public struct Member: Sendable {
         public var source: String
         public var key: Ed25519PublicKey
         public init(source: String, key: Ed25519PublicKey) {

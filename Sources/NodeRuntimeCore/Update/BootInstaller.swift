@@ -5,7 +5,7 @@ import SystemKit
 /// The slots' boot files on the mounted ESP: each slot's kernel and initrd under its own names and
 /// its BLS entry. The order of writes keeps an entry from ever pointing at something half-written:
 /// the slot's old entry goes first, the entry with a try counter comes last, by rename.
-public struct BootInstaller {
+public struct BootInstaller: Sendable {
     /// Where the ESP is mounted (`/efi` on a node).
     public var esp: String
     /// Tries a new slot gets before systemd-boot falls back to the other one.

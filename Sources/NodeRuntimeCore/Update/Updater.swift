@@ -9,7 +9,7 @@ import SystemKit
 /// image's keyring, one for other hardware, one not newer than the running build (unless the
 /// signed channel allows a downgrade), a build that fell back here before, and any install while
 /// the running slot is itself still on trial (its fallback is the slot we would overwrite).
-public struct Updater {
+public struct Updater: Sendable {
     public var esp: String
     public var running: ImageIdentity
     public var bootedSlot: String
@@ -45,6 +45,17 @@ public struct Updater {
     public func currentState() -> UpdateState {
         var state = UpdateState.load(path: statePath)
         state.reconcile(bootedSlot: bootedSlot, runningBuild: running.buildNumber, entries: boot.entries().map(\.name))
+        return state
+    }
+
+    /// `currentState()`, kept on disk when the boot changed it (a rollback or a blessing is recorded
+    /// the first time it is seen).
+    public func reconciledState() -> UpdateState {
+        let kept = UpdateState.load(path: statePath)
+        let state = currentState()
+        if state != kept {
+            do { try state.save(path: statePath) } catch { logger.error("cannot keep the update state", metadata: ["error": "\(error)"]) }
+        }
         return state
     }
 

@@ -1,0 +1,125 @@
+import Foundation
+import Logging
+import MicromirrorKit
+import ServiceLifecycle
+
+/// Keeps a node on its channel's release, on its own: polls the signed index every
+/// `interval` (jittered by up to a tenth, so a fleet does not poll in the same second) and at once
+/// when told (an MQTT message), downloads and installs what the decision allows, and reboots into it
+/// in the maintenance window. At start it records what the last boot showed (a blessed slot, a
+/// rollback), so a rollback is in the state, the journal and `/status` before anything else runs.
+///
+/// Generic over the clock: tests drive the polling with their own.
+public final class UpdateService<C: Clock>: Service, Sendable where C.Duration == Duration, C.Instant: Sendable {
+    private let updater: Updater
+    private let channel: ChannelClient
+    private let nodeID: String
+    private let interval: Duration
+    private let window: MaintenanceWindow
+    private let clock: C
+    private let logger: Logger
+    private let reboot: @Sendable () async throws -> Void
+    private let now: @Sendable () -> Date
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+
+    public init(
+        updater: Updater, channel: ChannelClient, nodeID: String, interval: Duration, window: MaintenanceWindow, clock: C, logger: Logger,
+        now: @escaping @Sendable () -> Date = { Date() }, reboot: @escaping @Sendable () async throws -> Void
+    ) {
+        self.updater = updater
+        self.channel = channel
+        self.nodeID = nodeID
+        self.interval = interval
+        self.window = window
+        self.clock = clock
+        self.logger = logger
+        self.now = now
+        self.reboot = reboot
+        (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Check the channel now (the NOC announced a release).
+    public func checkNow() { wakeContinuation.yield() }
+
+    public func run() async throws {
+        let state = updater.reconciledState()
+        if let event = state.events.last { logger.notice("update state at start", metadata: ["phase": "\(state.phase.rawValue)", "last": "\(event.message)"]) }
+        for build in state.rolledBack { logger.warning("this node rolled back a release before", metadata: ["build": "\(build)"]) }
+
+        let wake = self.wake
+        let clock = self.clock
+        let interval = self.interval
+        await withGracefulShutdownHandler {
+            var iterator = wake.makeAsyncIterator()
+            // The first check soon after start, within the jitter.
+            var delay = Self.jitter(interval)
+            while !Task.isCancelled {
+                let wait = delay
+                let timer = Task { [wakeContinuation] in
+                    try? await clock.sleep(for: wait)
+                    if !Task.isCancelled { wakeContinuation.yield() }
+                }
+                guard await iterator.next() != nil else { timer.cancel(); break }
+                timer.cancel()
+                await checkOnce()
+                delay = interval + Self.jitter(interval)
+            }
+        } onGracefulShutdown: { [wakeContinuation] in
+            wakeContinuation.finish()
+        }
+    }
+
+    /// One poll: fetch, decide, download, install; reboot if a slot is ready and the window is open.
+    public func checkOnce() async {
+        do {
+            var state = updater.reconciledState()
+            if state.phase != .installed {
+                let index = try await channel.index(keyring: updater.keyring)
+                let decision = UpdateDecision.decide(index: index, running: updater.running, nodeID: nodeID, rolledBack: Set(state.rolledBack))
+                logger.info("update check", metadata: ["channel": "\(index.channel)", "build": "\(index.buildNumber)", "decision": "\(decision.description)"])
+                guard decision == .install else { return }
+                state.phase = .downloading
+                state.target = UpdateState.Target(buildNumber: index.buildNumber, version: index.version, slot: updater.inactiveSlot)
+                state.totalBytes = index.size
+                state.note("downloading build \(index.buildNumber) (\(index.version))")
+                try state.save(path: updater.statePath)
+                var client = channel
+                let statePath = updater.statePath
+                client.progress = { done, total in
+                    // The state file carries the progress in 5 % steps (status readers, not every chunk).
+                    if done == total || done % max(total / 20, 1) < 64 << 10 {
+                        var progress = UpdateState.load(path: statePath)
+                        progress.downloadedBytes = done
+                        try? progress.save(path: statePath)
+                    }
+                }
+                let file = try await client.download(index, into: updater.staging)
+                try updater.install(bundle: file, index: index)
+                try? FileManager.default.removeItem(atPath: file)
+                state = updater.currentState()
+            }
+            if state.phase == .installed {
+                guard window.contains(now()) else {
+                    logger.info("update ready; waiting for the maintenance window", metadata: ["window": "\(window)"])
+                    return
+                }
+                logger.notice("rebooting into the new slot", metadata: ["build": "\(state.target?.buildNumber ?? 0)", "slot": "\(state.target?.slot ?? "?")"])
+                try await reboot()
+            }
+        } catch {
+            logger.error("update failed", metadata: ["error": "\(error)"])
+            var state = UpdateState.load(path: updater.statePath)
+            if state.phase == .downloading { state.phase = .idle; state.target = nil }
+            state.lastError = "\(error)"
+            state.note("update failed: \(error)")
+            try? state.save(path: updater.statePath)
+        }
+    }
+
+    static func jitter(_ interval: Duration) -> Duration {
+        let tenth = interval / 10
+        let (seconds, _) = tenth.components
+        return seconds > 0 ? .seconds(Int64.random(in: 0...seconds)) : .zero
+    }
+}
