@@ -39,7 +39,7 @@ let package = Package(
         .target(
             name: "SystemKit",
             dependencies: [
-                "CParted", "CBlkid", "CArchive", "COpenSSL", "CMosquitto",
+                "CParted", "CBlkid", "CArchive", "COpenSSL", "CMosquitto", "CLinuxShims",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
@@ -94,7 +94,7 @@ let package = Package(
         .target(
             name: "NodeRuntimeCore",
             dependencies: [
-                "MicromirrorKit", "SystemKit", "CLinuxShims",
+                "MicromirrorKit", "SystemKit",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -128,6 +128,7 @@ let package = Package(
                 "NodeRuntimeCore", "MicromirrorKit", "MicromirrorTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
