@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import NodeRuntimeCore
 import MicromirrorTestSupport
 import Testing
@@ -409,8 +411,10 @@ func captureDSCP(port: Int, _ body: () async throws -> Void) async throws -> Str
 final class HeldConnection {
     let fd: Int32
 
-    init(port: Int) throws {
+    /// `receiveBuffer`: SO_RCVBUF set before connecting (a small window for a client that stops reading).
+    init(port: Int, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

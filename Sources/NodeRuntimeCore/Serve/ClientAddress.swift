@@ -13,6 +13,11 @@ struct ClientAddress: Equatable {
     /// What the connection limit counts: the IPv4 address, or the IPv6 network (`2001:db8::/64`).
     var limitKey: String
 
+    init(text: String, limitKey: String) {
+        self.text = text
+        self.limitKey = limitKey
+    }
+
     init(_ address: SocketAddress?, ipv6PrefixLength: Int) {
         switch address {
         case .v4(let v4):
