@@ -51,14 +51,15 @@ struct ConnectionStateMachineTests {
     func sendTimeout() {
         var machine = ConnectionStateMachine(timeouts: Self.timeouts)
         _ = machine.admitted(now: at(0))
-        // The armed keep-alive timer (2 s) comes first; firing then re-arms for the send deadline.
-        #expect(machine.sendingStarted(now: at(1), mark: 100) == .none)
-        #expect(machine.timerFired(now: at(2), mark: 100) == .schedule(at(61)))
+        // The armed keep-alive timer (2 s) comes first; its first look at the transfer counts as
+        // progress, and it re-arms for the send deadline.
+        #expect(machine.sendingStarted(now: at(1)) == .none)
+        #expect(machine.timerFired(now: at(2), mark: 100) == .schedule(at(62)))
         // The client took more bytes by then: the transfer goes on.
-        #expect(machine.timerFired(now: at(61), mark: 5000) == .schedule(at(121)))
+        #expect(machine.timerFired(now: at(62), mark: 5000) == .schedule(at(122)))
         // A chunk completed: progress too.
         machine.progressed(now: at(100))
-        #expect(machine.timerFired(now: at(121), mark: 5000) == .schedule(at(160)))
+        #expect(machine.timerFired(now: at(122), mark: 5000) == .schedule(at(160)))
         // Nothing moved for 60 s: closed.
         #expect(machine.timerFired(now: at(160), mark: 5000) == .close)
     }
@@ -68,8 +69,9 @@ struct ConnectionStateMachineTests {
         let short = ConnectionStateMachine.Timeouts(keepAlive: .seconds(5), head: .seconds(10), send: .seconds(1))
         var machine = ConnectionStateMachine(timeouts: short)
         #expect(machine.admitted(now: at(0)) == .schedule(at(5)))
-        #expect(machine.sendingStarted(now: at(1), mark: 0) == .schedule(at(2)))
-        #expect(machine.timerFired(now: at(2), mark: 0) == .close)
+        #expect(machine.sendingStarted(now: at(1)) == .schedule(at(2)))
+        #expect(machine.timerFired(now: at(2), mark: 0) == .schedule(at(3)))
+        #expect(machine.timerFired(now: at(3), mark: 0) == .close)
     }
 
     @Test("while an answer is made off the loop no deadline runs; afterwards the keep-alive one does")
@@ -90,7 +92,7 @@ struct ConnectionStateMachineTests {
         _ = machine.admitted(now: at(0))
         _ = machine.close()
         #expect(machine.responseFinished(now: at(1), keepAlive: true) == .none)
-        #expect(machine.sendingStarted(now: at(1), mark: 0) == .none)
+        #expect(machine.sendingStarted(now: at(1)) == .none)
         #expect(machine.timerFired(now: at(5), mark: 0) == .none)
         #expect(machine.isClosing)
     }

@@ -9,7 +9,8 @@ import NIOCore
 /// - once a head has begun, the whole head must arrive within the head timeout however slowly
 ///   its bytes trickle in (slowloris); after a response the next head gets keep-alive + head time;
 /// - while a response is being sent, the send timeout (nginx's `send_timeout`): the client must
-///   take some of it within that time, or the connection closes; a transfer that moves is never cut;
+///   take some of it within that time (checked when the timer fires: two to three send timeouts
+///   pass before a stalled client is cut), or the connection closes; a transfer that moves is never cut;
 /// - while an answer is being made off the event loop, none (the work always finishes).
 struct ConnectionStateMachine {
     struct Timeouts: Equatable {
@@ -45,8 +46,9 @@ struct ConnectionStateMachine {
     private var lastRead = NIODeadline.uptimeNanoseconds(0)
     /// When the armed timer fires, or nil when none is armed.
     private(set) var armed: NIODeadline?
-    /// The handler's count of bytes the client took, as last seen while sending.
-    private var progressMark: UInt64 = 0
+    /// The handler's count of bytes the client took, as last seen while sending; nil until the
+    /// first look after a transfer began (taking it at the start would cost a syscall per response).
+    private var progressMark: UInt64?
 
     init(timeouts: Timeouts) { self.timeouts = timeouts }
 
@@ -71,11 +73,11 @@ struct ConnectionStateMachine {
     /// Bytes arrived.
     mutating func read(now: NIODeadline) { lastRead = now }
 
-    /// A response whose body goes out over time (sendfile) began; `mark` is the progress counter now.
-    mutating func sendingStarted(now: NIODeadline, mark: UInt64) -> TimerAction {
+    /// A response whose body goes out over time (sendfile) began.
+    mutating func sendingStarted(now: NIODeadline) -> TimerAction {
         guard !isClosing else { return .none }
         state = .sending(lastProgress: now)
-        progressMark = mark
+        progressMark = nil
         return arm()
     }
 
@@ -99,7 +101,8 @@ struct ConnectionStateMachine {
     }
 
     /// The timer fired; `mark` is the handler's progress counter (bytes the client took), read
-    /// only while sending.
+    /// only while sending. The first look at a transfer counts as progress (nothing to compare
+    /// with), so a stalled client is cut after two to three send timeouts.
     mutating func timerFired(now: NIODeadline, mark: UInt64) -> TimerAction {
         armed = nil
         if case .sending = state, mark != progressMark {

@@ -204,7 +204,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
         }
         if let file = response.file {
             chunksSent = 0
-            perform(context, machine.sendingStarted(now: context.eventLoop.now, mark: progressMark(context)))
+            perform(context, machine.sendingStarted(now: context.eventLoop.now))
             context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
             sendChunks(context, request, response, handle, from: file.from, to: file.to, sent: 0)

@@ -10,7 +10,7 @@ public struct ServeConfiguration: Sendable {
     /// A request head must arrive completely within this time (slowloris guard).
     public var requestHeadTimeout: Duration = .seconds(10)
     /// While a response is being sent, the client must take some of it within this time or the
-    /// connection closes (nginx's `send_timeout`); a stalled client is cut after one to two of these.
+    /// connection closes (nginx's `send_timeout`); a stalled client is cut after two to three of these.
     public var sendTimeout: Duration = .seconds(60)
     /// Concurrent connections from one client address (download accelerators open many). IPv4
     /// clients (also IPv4-mapped ones on a dual-stack socket) count by address, IPv6 clients by
