@@ -38,9 +38,9 @@ public final class AccessLog: Sendable {
         var bytes = ByteBuffer()
         var flushScheduled = false
 
-        /// The lines so far, leaving the buffer empty (caller holds the lock).
+        /// The lines so far, leaving an empty buffer with room for the next batch (caller holds the lock).
         func take() -> ByteBuffer {
-            defer { bytes = ByteBuffer() }
+            defer { bytes = ByteBufferAllocator().buffer(capacity: AccessLog.bufferLimit + 4096) }
             return bytes
         }
     }
