@@ -40,7 +40,7 @@ let package = Package(
         .target(
             name: "SystemKit",
             dependencies: [
-                "CParted", "CBlkid", "CArchive", "COpenSSL", "CMosquitto",
+                "CParted", "CBlkid", "CArchive", "COpenSSL", "CMosquitto", "CLinuxShims",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "NodeRuntimeCore",
             dependencies: [
-                "MicromirrorKit", "SystemKit", "CLinuxShims",
+                "MicromirrorKit", "SystemKit",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -131,6 +131,7 @@ let package = Package(
                 "NodeRuntimeCore", "MicromirrorKit", "MicromirrorTestSupport", "ImageBuilderCore", "SystemKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -17,11 +17,19 @@ struct Serve: AsyncParsableCommand {
         return (host, port)
     }
 
-    static let configuration = CommandConfiguration(abstract: "Serve a mirror root over HTTP (standalone: for tests and benchmarks).")
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a mirror root over HTTP (standalone: for tests and benchmarks).",
+        discussion: """
+            Without a node file there is no project list: /metrics labels requests by the top-level \
+            directories under the root when the server starts (at most \(ServeConfiguration.maxProjectLabels)); \
+            every other path counts as "other". SIGHUP reopens the access log.
+            """
+    )
 
     @Option(help: "Mirror root.") var root: String
     @Option(help: "Address to listen on, HOST:PORT or [V6]:PORT (repeatable). Default: [::]:80 (dual stack).") var listen: [String] = []
     @Option(help: "Keep-alive idle timeout in seconds.") var keepalive: Double = 2
+    @Option(help: "Seconds a client may take none of a response before it is cut off.") var sendTimeout: Double = 60
     @Option(help: "Connections allowed from one client address.") var maxPerAddress = 16
     @Option(help: "Connections allowed in all.") var maxConnections = 10_000
     @Option(help: "DSCP marking on the server's sockets: cs1 or none.") var dscp = "none"
@@ -34,6 +42,8 @@ struct Serve: AsyncParsableCommand {
         guard let mark = NodeConfig.DSCP(rawValue: dscp) else { throw ValidationError("--dscp: expected cs1 or none") }
         var configuration = ServeConfiguration(root: root, listen: addresses)
         configuration.keepAliveTimeout = .milliseconds(Int64(keepalive * 1000))
+        guard sendTimeout > 0 else { throw ValidationError("--send-timeout: expected seconds, more than 0") }
+        configuration.sendTimeout = .milliseconds(Int64(sendTimeout * 1000))
         configuration.maxConnectionsPerAddress = maxPerAddress
         configuration.maxConnections = maxConnections
         configuration.tos = mark.tos

@@ -55,6 +55,14 @@ final class LiveServer: @unchecked Sendable {
         return text()
     }
 
+    /// Cancels the server's task (as a failing sibling service would) and waits for it to end.
+    func cancel() async {
+        task.cancel()
+        _ = try? await task.value
+        try? FileManager.default.removeItem(atPath: root)
+        try? FileManager.default.removeItem(atPath: accessLog)
+    }
+
     /// Shuts the server down and returns its access log as it was left.
     @discardableResult
     func stop() async -> String {

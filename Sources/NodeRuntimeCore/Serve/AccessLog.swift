@@ -5,37 +5,44 @@ import NIOPosix
 
 /// The access log in nginx's "combined" format, with the body bytes actually handed to the client.
 ///
-/// Lines recorded on an event loop gather in that loop's buffer and reach the file in one write
-/// when 32 KiB have gathered or a second has passed (as nginx's `access_log ... buffer= flush=`),
-/// and at shutdown (`flush()`); a crash loses at most the last second. Lines recorded elsewhere are
-/// written at once.
+/// Lines recorded on an event loop gather in that loop's buffer and reach the file when 32 KiB
+/// have gathered or a second has passed (as nginx's `access_log ... buffer= flush=`), and at
+/// shutdown (`flush()`); a crash loses at most the last second. The write(2) itself happens on the
+/// thread pool, never on an event loop (a slow disk must not stall serving). The file rotates
+/// itself by size and reopens its path on `reopen()` (SIGHUP).
 public final class AccessLog: Sendable {
-    private let descriptor: Int32
+    private let file: AccessLogFile
+    private let threadPool: NIOThreadPool
     /// One buffer per event-loop thread, and a list of them all for `flush()`.
     private let buffers = ThreadSpecificVariable<LineBuffer>()
     private let allBuffers = NIOLockedValueBox<[LineBuffer]>([])
+    /// Full buffers on their way to the file, and whether a write is scheduled on the pool.
+    private let queue = NIOLockedValueBox<(batches: [ByteBuffer], scheduled: Bool)>(([], false))
     /// A buffer is written when it holds this much.
     static let bufferLimit = 32 << 10
     /// ... or when its oldest line is this old.
     static let flushInterval = TimeAmount.seconds(1)
 
-    /// Opens (appends to) `path`.
-    public init(path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw AccessLogError(path: path, code: errno) }
-        self.descriptor = fd
+    /// Opens (appends to) `path`, rotated past `rotateBytes` keeping `keep` old files; writes on
+    /// `threadPool`, which must be running.
+    public init(path: String, rotateBytes: Int64 = 64 << 20, keep: Int = 5, threadPool: NIOThreadPool = .singleton) throws {
+        self.file = try AccessLogFile(path: path, rotateBytes: rotateBytes, keep: keep)
+        self.threadPool = threadPool
     }
 
-    deinit {
-        flush()
-        close(descriptor)
-    }
+    deinit { flush() }
 
     /// One event loop's pending lines. Its lock is only ever contended by `flush()`.
     private final class LineBuffer: @unchecked Sendable {
         let lock = NIOLock()
         var bytes = ByteBuffer()
         var flushScheduled = false
+
+        /// The lines so far, leaving an empty buffer with room for the next batch (caller holds the lock).
+        func take() -> ByteBuffer {
+            defer { bytes = ByteBufferAllocator().buffer(capacity: AccessLog.bufferLimit + 4096) }
+            return bytes
+        }
     }
 
     /// Adds one line to the calling event loop's buffer.
@@ -52,37 +59,64 @@ public final class AccessLog: Sendable {
                 return out.count
             }
             if buffer.bytes.readableBytes >= Self.bufferLimit {
-                write(buffer)
+                enqueue(buffer.take())
             } else if !buffer.flushScheduled {
                 buffer.flushScheduled = true
                 eventLoop.scheduleTask(in: Self.flushInterval) { [self] in
-                    buffer.lock.withLock {
+                    let lines = buffer.lock.withLock {
                         buffer.flushScheduled = false
-                        write(buffer)
+                        return buffer.take()
                     }
+                    if lines.readableBytes > 0 { enqueue(lines) }
                 }
             }
         }
     }
 
-    /// Writes every buffered line now (shutdown, tests).
-    public func flush() {
-        for buffer in allBuffers.withLockedValue({ $0 }) {
-            buffer.lock.withLock { write(buffer) }
+    /// Hands lines to the pool's writer; one write task at a time keeps batches in order.
+    private func enqueue(_ lines: ByteBuffer) {
+        let submit = queue.withLockedValue { queue in
+            queue.batches.append(lines)
+            defer { queue.scheduled = true }
+            return !queue.scheduled
+        }
+        if submit { threadPool.submit { [self] _ in writeQueued() } }
+    }
+
+    private func writeQueued() {
+        file.append {
+            queue.withLockedValue { queue in
+                defer { queue = ([], false) }
+                return queue.batches
+            }
         }
     }
 
-    /// Writes one line now.
-    public func record(_ entry: Entry) {
-        Self.withLine(entry) { line in _ = Glibc.write(descriptor, line.baseAddress, line.count) }
+    /// Writes every buffered line now, on the calling thread (shutdown, tests); when it returns,
+    /// every line recorded before is in the file.
+    public func flush() {
+        file.append {
+            var batches = queue.withLockedValue { queue in
+                defer { queue.batches = [] }
+                return queue.batches
+            }
+            for buffer in allBuffers.withLockedValue({ $0 }) { batches.append(buffer.lock.withLock { buffer.take() }) }
+            return batches
+        }
     }
 
-    /// Hands a buffer's lines to the file (caller holds its lock). O_APPEND: the kernel appends each
-    /// write whole, and every write holds whole lines, so lines never interleave.
-    private func write(_ buffer: LineBuffer) {
-        guard buffer.bytes.readableBytes > 0 else { return }
-        buffer.bytes.withUnsafeReadableBytes { _ = Glibc.write(descriptor, $0.baseAddress, $0.count) }
-        buffer.bytes.clear()
+    /// Opens the log's path afresh (logrotate moved it away; SIGHUP).
+    public func reopen() { file.reopen() }
+
+    /// Writes one line now, on the calling thread.
+    public func record(_ entry: Entry) {
+        var line = ByteBuffer()
+        line.writeWithUnsafeMutableBytes(minimumWritableBytes: Self.capacity(for: entry)) { memory in
+            var out = ByteWriter(memory)
+            Self.write(entry, to: &out)
+            return out.count
+        }
+        file.append { [line] }
     }
 
     public struct Entry: Sendable {

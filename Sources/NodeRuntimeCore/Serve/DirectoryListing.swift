@@ -1,5 +1,6 @@
 import Foundation
 import MicromirrorKit
+import SystemKit
 
 /// Directory listings for people (HTML naming the sponsor) and for tools (JSON).
 public enum DirectoryListing {
@@ -10,20 +11,41 @@ public enum DirectoryListing {
         public var mtime: Int
     }
 
-    /// The visible entries of `directory`: no dotfiles, no rsync partials, no symlinks leaving the root.
-    public static func entries(of directory: String, resolver: MirrorFileResolver) -> [Entry] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    /// The visible entries of the directory `relative` (below the root): no dotfiles, no rsync
+    /// partials, nothing that is not public, no symlinks leaving the root. The directory is opened
+    /// beneath the root like a file; blocking (readdir and a stat per entry): call it off the
+    /// event loops.
+    public static func entries(of relative: String, resolver: MirrorFileResolver) throws -> [Entry] {
+        let fd = resolver.openBeneath(relative, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw ServeError("cannot open directory /\(relative) for its listing: \(String(cString: strerror(errno)))") }
+        guard let stream = fdopendir(fd) else {
+            let code = errno
+            close(fd)
+            throw ServeError("cannot read directory /\(relative) for its listing: \(String(cString: strerror(code)))")
+        }
+        defer { closedir(stream) }
+        let prefix = relative == "." ? "" : relative + "/"
         var result: [Entry] = []
-        for name in names where !name.hasPrefix(".") && !RequestPath.isRsyncPartial(name) {
-            let full = directory + "/" + name
-            guard let canonical = realpath(full, nil) else { continue }
-            let real = String(cString: canonical)
-            free(canonical)
-            guard resolver.contains(real) else { continue }
+        while true {
+            errno = 0
+            guard let record = readdir(stream) else {
+                guard errno == 0 else { throw ServeError("cannot read directory /\(relative) for its listing: \(String(cString: strerror(errno)))") }
+                break
+            }
+            let name = withUnsafeBytes(of: record.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard !name.hasPrefix("."), !RequestPath.isRsyncPartial(name) else { continue }
             var info = stat()
-            guard stat(real, &info) == 0 else { continue }
+            if record.pointee.d_type == UInt8(DT_LNK) || record.pointee.d_type == UInt8(DT_UNKNOWN) {
+                // A symlink is shown only if it resolves beneath the root (as a request for it would).
+                let target = resolver.openBeneath(prefix + name, flags: BeneathOpen.pathOnly | O_CLOEXEC)
+                guard target >= 0 else { continue }
+                defer { close(target) }
+                guard fstat(target, &info) == 0 else { continue }
+            } else {
+                guard fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            }
             let kind = info.st_mode & S_IFMT
-            guard kind == S_IFREG || kind == S_IFDIR else { continue }
+            guard kind == S_IFREG || kind == S_IFDIR, MirrorFileResolver.isPublic(info) else { continue }
             result.append(
                 Entry(name: name, type: kind == S_IFDIR ? "directory" : "file", size: kind == S_IFDIR ? 0 : Int64(info.st_size), mtime: Int(info.st_mtim.tv_sec))
             )

@@ -1,5 +1,5 @@
-import CLinuxShims
 import Foundation
+import SystemKit
 
 /// Maps safe request paths to files under the mirror root.
 ///
@@ -7,6 +7,11 @@ import Foundation
 /// itself refuses anything that would leave the root (`..`, absolute symlinks, symlinks pointing
 /// outside) and there is no window between checking a path and opening it. Relative symlinks inside
 /// the root (`current -> 24.04`) work as usual. rsync's partial files do not exist for clients.
+///
+/// Only what "others" may read is public (the pre-bitflip rule: content staged upstream with mode
+/// 0750 stays dark until it is opened up), even when the server runs as root and the kernel would
+/// let it read anything: a file needs `o+r`, the directory listed and every directory on the way
+/// needs `o+rx`. Anything else is not found.
 public final class MirrorFileResolver: Sendable {
     /// The root, canonical (realpath), without a trailing slash.
     public let root: String
@@ -58,7 +63,8 @@ public final class MirrorFileResolver: Sendable {
     public enum Resolved: Sendable, Equatable {
         /// An open descriptor the caller must close.
         case file(descriptor: Int32, info: FileInfo)
-        case directory(path: String)
+        /// A public directory, by its path below the root (`relativePath`).
+        case directory(relative: String)
         case notFound
     }
 
@@ -87,12 +93,10 @@ public final class MirrorFileResolver: Sendable {
     /// Resolves a relative path from `relativePath`, checked with `isHidden`.
     func resolve(relative: String) -> Resolved {
         // O_NONBLOCK: opening a FIFO someone left in the tree must not block the event loop.
-        let flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK
-        var fd = CLinuxShims_openBeneath(rootDescriptor, relative, flags)
-        if fd < 0, errno == ENOSYS { fd = openChecked(relative, flags: flags) }  // kernels before 5.6
+        let fd = openBeneath(relative, flags: O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else { return .notFound }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
+        guard fstat(fd, &info) == 0, Self.isPublic(info), ancestorsArePublic(relative) else {
             close(fd)
             return .notFound
         }
@@ -101,10 +105,44 @@ public final class MirrorFileResolver: Sendable {
             return .file(descriptor: fd, info: FileInfo(info))
         case S_IFDIR:
             close(fd)
-            return .directory(path: relative == "." ? root : root + "/" + relative)
+            return .directory(relative: relative)
         default:
             close(fd)
             return .notFound
+        }
+    }
+
+    /// Opens `relative` beneath the root (openat2, or realpath and a check where it is missing).
+    func openBeneath(_ relative: String, flags: Int32) -> Int32 {
+        let fd = BeneathOpen.open(rootDescriptor, relative, flags: flags)
+        if fd < 0, errno == ENOSYS { return openChecked(relative, flags: flags) }  // kernels before 5.6
+        return fd
+    }
+
+    /// Whether "others" may read a file (`o+r`) or list and enter a directory (`o+rx`).
+    static func isPublic(_ info: stat) -> Bool {
+        info.st_mode & S_IFMT == S_IFDIR ? info.st_mode & 0o005 == 0o005 : info.st_mode & 0o004 != 0
+    }
+
+    /// Whether every directory above `relative` (below the root) is public. Follows symlinks, like
+    /// the walk a client's path takes; the target itself was opened beneath the root already.
+    func ancestorsArePublic(_ relative: String) -> Bool {
+        var relative = relative
+        return relative.withUTF8 { bytes in
+            guard let lastSlash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return true }
+            // One copy on the stack, cut at each slash in turn: no allocation per request.
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: lastSlash + 1) { path in
+                for index in 0..<lastSlash { path[index] = CChar(bitPattern: bytes[index]) }
+                path[lastSlash] = 0
+                var info = stat()
+                for index in 0...lastSlash where index == lastSlash || bytes[index] == UInt8(ascii: "/") {
+                    path[index] = 0
+                    let ok = fstatat(rootDescriptor, path.baseAddress!, &info, 0) == 0 && info.st_mode & S_IFMT == S_IFDIR && info.st_mode & 0o005 == 0o005
+                    if index < lastSlash { path[index] = CChar(bitPattern: UInt8(ascii: "/")) }
+                    if !ok { return false }
+                }
+                return true
+            }
         }
     }
 

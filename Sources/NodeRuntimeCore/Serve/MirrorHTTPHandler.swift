@@ -1,8 +1,10 @@
 import Foundation
 import NIOCore
+import NIOPosix
 
 /// The whole HTTP/1.1 connection in one handler: admission (connection limits), request parsing,
-/// pipelining, keep-alive and slow-client deadlines, writing responses, the access log and counters.
+/// pipelining, writing responses, the access log and counters. What state the connection is in and
+/// when it times out is `ConnectionStateMachine`'s to decide; this handler does the I/O.
 ///
 /// One handler instead of NIO's decoder, encoder, pipelining and idle handlers: a response is one
 /// buffer written once (plus sendfile for larger files), pipelined answers go out in one flush per
@@ -11,21 +13,12 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = IOData
 
-    private enum State {
-        /// Waiting for (or parsing) the next request head.
-        case waiting
-        /// A response body is still being handed to the kernel; later requests wait in `pending`.
-        case sending
-        /// The connection is going away; nothing more is read or answered.
-        case closing
-    }
-
     private let shared: ServeContext
     private let limiter: ConnectionLimiter
     private var responder: MirrorResponder
     private let clock: LoopClock
-    private var state = State.waiting
-    /// The client's address once admitted (its slot is given back when the connection ends).
+    private var machine: ConnectionStateMachine
+    /// The client's limit key once admitted (its slot is given back when the connection ends).
     private var admitted: String?
     private var client = "-"
 
@@ -43,14 +36,12 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     /// Unanswered bytes a client may queue (pipelining) before reading pauses.
     private static let pendingLimit = 64 << 10
 
-    /// When the wait for the current request head began, and how long it may take in all.
-    private var waitingSince = NIODeadline.now()
-    private var headAllowance = TimeAmount.seconds(12)
-    private var lastRead = NIODeadline.now()
     /// The event loop's request counts (published to the shared counters every second).
     private let tally: ServeMetrics.Tally
-    /// One deadline timer per connection, re-armed only when it fires.
+    /// The connection's one deadline timer (see `ConnectionStateMachine.arm`).
     private var timer: Scheduled<Void>?
+    /// Chunks completed in the current transfer, part of the progress the send timeout looks at.
+    private var chunksSent: UInt64 = 0
 
     /// Made on the connection's event loop: `clock` and `eventLoop` are that loop's.
     init(context: ServeContext, limiter: ConnectionLimiter, clock: LoopClock, eventLoop: any EventLoop) {
@@ -59,24 +50,26 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
         self.clock = clock
         self.tally = context.metrics.tally(on: eventLoop)
         self.responder = MirrorResponder(shared: context, clock: clock, tally: tally)
+        self.machine = ConnectionStateMachine(timeouts: context.timeouts)
     }
 
     // MARK: - Connection lifecycle
 
     func channelActive(context: ChannelHandlerContext) {
-        client = context.remoteAddress?.ipAddress ?? "-"
+        let address = ClientAddress(context.remoteAddress, ipv6PrefixLength: shared.configuration.ipv6LimitPrefixLength)
+        client = address.text
         allocator = context.channel.allocator
-        switch limiter.acquire(client) {
+        switch limiter.acquire(address.limitKey) {
         case .admitted:
-            admitted = client
+            admitted = address.limitKey
             clock.update()
-            startWaiting(context, afterResponse: false)
+            perform(context, machine.admitted(now: context.eventLoop.now))
         case .tooManyFromAddress, .tooManyInAll:
             // Refused before any parsing: a short 503 that tells accelerators to back off.
-            state = .closing
+            _ = machine.close()
             clock.update()
             let refusal = responder.reject(
-                .serviceUnavailable, "too many connections from \(client); retry later", allocator: allocator, extra: .retryAfter(10)
+                .serviceUnavailable, "too many connections from \(address.limitKey); retry later", allocator: allocator, extra: .retryAfter(10)
             )
             context.writeAndFlush(wrapOutboundOut(.byteBuffer(refusal.bytes))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
@@ -86,7 +79,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if let admitted { limiter.release(admitted) }
         admitted = nil
-        state = .closing
+        _ = machine.close()
         pending = nil
         timer?.cancel()
         timer = nil
@@ -96,25 +89,25 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        state = .closing
+        _ = machine.close()
         context.close(promise: nil)
     }
 
     // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard state != .closing else { return }
+        guard !machine.isClosing else { return }
         var incoming = unwrapInboundIn(data)
-        lastRead = .now()
+        machine.read(now: context.eventLoop.now)
         if pending == nil {
             pending = incoming
         } else {
             pending!.writeBuffer(&incoming)
         }
-        if state == .waiting {
+        if machine.isWaiting {
             process(context)
         }
-        if state == .sending, let pending, pending.readableBytes > Self.pendingLimit {
+        if !machine.isWaiting, !machine.isClosing, let pending, pending.readableBytes > Self.pendingLimit {
             pauseReading(context)
         }
     }
@@ -125,7 +118,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         writable = context.channel.isWritable
-        if writable, state == .waiting {
+        if writable, machine.isWaiting {
             resume(context)
         }
         context.fireChannelWritabilityChanged()
@@ -134,7 +127,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     /// Answers every whole request in `pending`, in order, until one needs more time (sendfile),
     /// the socket's send buffer is full, or the connection is to close.
     private func process(_ context: ChannelHandlerContext) {
-        while state == .waiting, var buffer = pending {
+        while machine.isWaiting, var buffer = pending {
             if bodyToSkip > 0 {
                 let skip = Int(min(Int64(buffer.readableBytes), bodyToSkip))
                 buffer.moveReaderIndex(forwardBy: skip)
@@ -189,7 +182,7 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     private func resume(_ context: ChannelHandlerContext) {
         process(context)
         flushIfNeeded(context)
-        if readingPaused, state != .closing, writable {
+        if readingPaused, !machine.isClosing, writable {
             readingPaused = false
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         }
@@ -205,8 +198,13 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
     // MARK: - Writing
 
     private func send(_ context: ChannelHandlerContext, request: HTTPRequest?, _ response: MirrorResponse) {
+        if let deferred = response.deferred, let request {
+            prepare(context, request, response, deferred)
+            return
+        }
         if let file = response.file {
-            state = .sending
+            chunksSent = 0
+            perform(context, machine.sendingStarted(now: context.eventLoop.now))
             context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
             sendChunks(context, request, response, handle, from: file.from, to: file.to, sent: 0)
@@ -239,6 +237,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             switch result {
             case .success:
                 let total = sent + (end - from)
+                self.chunksSent += 1
+                self.machine.progressed(now: context.eventLoop.now)
                 if end < to {
                     self.sendChunks(context, request, response, handle, from: end, to: to, sent: total)
                     return
@@ -268,52 +268,64 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             ),
             on: context.eventLoop
         )
-        if response.keepAlive {
-            state = .waiting
-            startWaiting(context, afterResponse: true)
-        } else {
-            state = .closing
-            pending = nil
+        perform(context, machine.responseFinished(now: context.eventLoop.now, keepAlive: response.keepAlive))
+        if !response.keepAlive { pending = nil }
+    }
+
+    /// Makes an answer that blocks (a listing, `/status`) on the thread pool, then sends it and
+    /// goes on with what is queued. Later requests wait meanwhile, so answers stay in order.
+    private func prepare(_ context: ChannelHandlerContext, _ request: HTTPRequest, _ placeholder: MirrorResponse, _ deferred: DeferredAnswer) {
+        machine.preparingStarted()
+        flushIfNeeded(context)
+        let shared = self.shared
+        let bound = NIOLoopBound((self, context, request), eventLoop: context.eventLoop)
+        shared.threadPool.runIfActive(eventLoop: context.eventLoop) { try deferred.make(shared) }.whenComplete { outcome in
+            let (handler, context, request) = bound.value
+            guard !handler.machine.isClosing else { return }
+            handler.clock.update()
+            let response = handler.responder.answer(
+                to: request, project: placeholder.project, outcome: outcome, allocator: handler.allocator
+            )
+            handler.send(context, request: request, response)
+            if response.keepAlive { handler.resume(context) } else { handler.flushIfNeeded(context) }
         }
     }
 
     // MARK: - Deadlines
 
-    /// Between requests the keep-alive timeout applies (no bytes for that long: closed); once a head
-    /// has begun, the whole head must arrive within the head timeout however slowly its bytes
-    /// trickle in (slowloris). A transfer in progress is never cut by either.
-    private func startWaiting(_ context: ChannelHandlerContext, afterResponse: Bool) {
-        waitingSince = .now()
-        headAllowance = afterResponse ? shared.headTimeout + shared.keepAlive : shared.headTimeout
-        if timer == nil { schedule(context, at: waitingSince + shared.keepAlive) }
-    }
-
-    private func schedule(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: deadline) {
-            let (handler, context) = bound.value
-            handler.timer = nil
-            handler.deadlineReached(context)
-        }
-    }
-
-    private func deadlineReached(_ context: ChannelHandlerContext) {
-        let keepAlive = shared.keepAlive
-        switch state {
-        case .closing:
+    /// Carries out the state machine's timer action.
+    private func perform(_ context: ChannelHandlerContext, _ action: ConnectionStateMachine.TimerAction) {
+        switch action {
+        case .none:
             return
-        case .sending:
-            schedule(context, at: .now() + keepAlive)
-        case .waiting:
-            let idleUntil = max(lastRead, waitingSince) + keepAlive
-            let deadline = min(idleUntil, waitingSince + headAllowance)
-            if NIODeadline.now() >= deadline {
-                state = .closing
-                context.close(promise: nil)
-            } else {
-                schedule(context, at: deadline)
+        case .close:
+            timer?.cancel()
+            timer = nil
+            pending = nil
+            context.close(promise: nil)
+        case .schedule(let deadline):
+            timer?.cancel()
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            timer = context.eventLoop.scheduleTask(deadline: deadline) {
+                let (handler, context) = bound.value
+                handler.timer = nil
+                let mark = handler.machine.isSending ? handler.progressMark(context) : 0
+                handler.perform(context, handler.machine.timerFired(now: context.eventLoop.now, mark: mark))
             }
         }
+    }
+
+    /// How much of what was sent the client has taken: TCP's acknowledged bytes where the kernel
+    /// tells (`tcpi_bytes_acked`, Linux 4.1+), plus the chunks completed. A client that stops
+    /// reading moves neither.
+    private func progressMark(_ context: ChannelHandlerContext) -> UInt64 {
+        var acked: UInt64 = 0
+        if let provider = context.channel as? any SocketOptionProvider {
+            let info: EventLoopFuture<TCPInfoPrefix> = provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_INFO))
+            // On the channel's own loop the future is already complete: this runs now.
+            info.whenSuccess { acked = $0.bytesAcked }
+        }
+        return acked &+ chunksSent
     }
 }
 

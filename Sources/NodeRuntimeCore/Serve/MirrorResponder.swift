@@ -12,17 +12,40 @@ public final class ServeContext: Sendable {
     /// The parser's limits, from the configuration.
     let limits: HTTPRequestParser.Limits
     /// The configuration's deadlines as event-loop time, made once rather than per request.
-    let keepAlive: TimeAmount
-    let headTimeout: TimeAmount
+    let timeouts: ConnectionStateMachine.Timeouts
+    /// The `project` labels the counters use; every other first path component is `other`.
+    let projectLabels: Set<String>
+    /// Where blocking work goes (listings, `/status`), off the event loops.
+    let threadPool: NIOThreadPool
 
-    public init(configuration: ServeConfiguration, resolver: MirrorFileResolver, accessLog: AccessLog?, metrics: ServeMetrics) {
+    /// `threadPool` must be running.
+    public init(
+        configuration: ServeConfiguration, resolver: MirrorFileResolver, accessLog: AccessLog?, metrics: ServeMetrics,
+        threadPool: NIOThreadPool = .singleton
+    ) {
         self.configuration = configuration
         self.resolver = resolver
         self.accessLog = accessLog
         self.metrics = metrics
+        self.threadPool = threadPool
         self.limits = HTTPRequestParser.Limits(maxTargetLength: configuration.maxURILength, maxHeadBytes: configuration.maxHeaderBytes, maxFields: 100)
-        self.keepAlive = TimeAmount(configuration.keepAliveTimeout)
-        self.headTimeout = TimeAmount(configuration.requestHeadTimeout)
+        self.timeouts = .init(
+            keepAlive: TimeAmount(configuration.keepAliveTimeout), head: TimeAmount(configuration.requestHeadTimeout),
+            send: TimeAmount(configuration.sendTimeout)
+        )
+        if !configuration.projects.isEmpty {
+            projectLabels = Set(configuration.projects)
+        } else {
+            // Standalone: the projects are the top-level directories there are now (bounded).
+            let directories = ((try? DirectoryListing.entries(of: ".", resolver: resolver)) ?? []).filter { $0.type == "directory" }
+            projectLabels = Set(directories.prefix(ServeConfiguration.maxProjectLabels).map(\.name))
+        }
+    }
+
+    /// The counters' label for a request's first path component.
+    func projectLabel(_ component: String?) -> String {
+        guard let component, projectLabels.contains(component) else { return "other" }
+        return component
     }
 
     /// This server's small-file caches, one per event-loop thread.
@@ -47,8 +70,33 @@ struct MirrorResponse {
     /// A file region sent after `bytes`: an open descriptor the sender closes, `from..<to`.
     var file: (descriptor: Int32, from: Int64, to: Int64)?
     var keepAlive: Bool
-    /// The first path component (the project), for the per-project counters.
+    /// The project label (a configured project or `other`), for the per-project counters.
     var project: String
+    /// An answer still to be made off the event loop (the rest is empty until then).
+    var deferred: DeferredAnswer? = nil
+}
+
+/// An answer that blocks to make (reads directories or files), made on the thread pool.
+enum DeferredAnswer: Sendable {
+    case listing(relative: String, shown: String, json: Bool)
+    case status(json: Bool)
+
+    /// The body, its type and its `Cache-Control`; blocking.
+    func make(_ shared: ServeContext) throws -> (body: String, contentType: String, cache: String) {
+        let configuration = shared.configuration
+        switch self {
+        case .listing(let relative, let shown, let json):
+            let entries = try DirectoryListing.entries(of: relative, resolver: shared.resolver)
+            return json
+                ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
+                : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
+        case .status(let json):
+            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            return json
+                ? (StatusPage.json(node: configuration.sponsor, projects: projects), "application/json", "no-store")
+                : (StatusPage.html(node: configuration.sponsor, projects: projects), "text/html; charset=utf-8", "no-store")
+        }
+    }
 }
 
 /// Decides the answer to a parsed request: routing, files, ranges, conditionals, listings, errors.
@@ -79,22 +127,18 @@ struct MirrorResponder {
             return simple(.methodNotAllowed, "only GET and HEAD are served here\n", request: request, allocator: allocator, extra: .allow)
         }
         if request.body == .chunked {
-            return simple(.badRequest, "request bodies are not accepted\n", request: request, allocator: allocator)
+            return simple(.badRequest, "request bodies are not accepted\n", request: request, allocator: allocator, malformed: true)
         }
         let path: RequestPath
         switch RequestPath.parse(request.target, maxLength: shared.configuration.maxURILength) {
         case .success(let parsed): path = parsed
-        case .failure(.tooLong): return simple(.uriTooLong, "request target too long\n", request: request, allocator: allocator)
-        case .failure(.badRequest(let why)): return simple(.badRequest, "bad request: \(why)\n", request: request, allocator: allocator)
+        case .failure(.tooLong): return simple(.uriTooLong, "request target too long\n", request: request, allocator: allocator, malformed: true)
+        case .failure(.badRequest(let why)):
+            return simple(.badRequest, "bad request: \(why)\n", request: request, allocator: allocator, malformed: true)
         }
-        let project = path.components.first ?? ""
+        let project = shared.projectLabel(path.components.first)
         if path.components == ["status"], !path.trailingSlash {
-            let projects = StatusPage.projects(shared.configuration.projects, stateDirectory: shared.configuration.syncStateDirectory)
-            return Self.wantsJSON(request, path)
-                ? simple(.ok, StatusPage.json(node: shared.configuration.sponsor, projects: projects), request: request, allocator: allocator,
-                    contentType: "application/json", cache: "no-store")
-                : simple(.ok, StatusPage.html(node: shared.configuration.sponsor, projects: projects), request: request, allocator: allocator,
-                    contentType: "text/html; charset=utf-8", cache: "no-store")
+            return Self.deferred(.status(json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
         }
         if path.components == ["metrics"] {
             return simple(
@@ -106,11 +150,11 @@ struct MirrorResponder {
         let relative = resolver.relativePath(path)
         if resolver.isHidden(path) {
             response = simple(.notFound, "not found\n", request: request, allocator: allocator)
-        } else if let entry = cache.entry(for: relative, resolver: resolver) {
+        } else if let entry = cache.entry(for: relative, resolver: resolver, second: clock.second) {
             // The plain GET of a hot small file: the whole response as encoded earlier this second.
             let plain = request.method == .get && request.range == nil && request.ifNoneMatch == nil && request.ifModifiedSince == nil
             if plain, let bytes = entry.encodedResponse(second: clock.second, keepAlive: request.keepAlive) {
-                response = MirrorResponse(status: .ok, bytes: bytes, bodyInBytes: entry.facts.info.size, file: nil, keepAlive: request.keepAlive, project: "")
+                response = MirrorResponse(status: .ok, bytes: bytes, bodyInBytes: entry.facts.info.size, file: nil, keepAlive: request.keepAlive, project: project)
             } else {
                 response = file(request, entry.facts, body: .memory(entry.body), allocator: allocator)
                 if plain, response.status == .ok, response.tail == nil {
@@ -123,7 +167,8 @@ struct MirrorResponder {
                 response = simple(.notFound, "not found\n", request: request, allocator: allocator)
             case .directory(let directory):
                 if path.trailingSlash || path.components.isEmpty {
-                    response = listing(request, path, directory, allocator: allocator)
+                    let shown = "/" + path.components.joined(separator: "/") + (path.components.isEmpty ? "" : "/")
+                    response = Self.deferred(.listing(relative: directory, shown: shown, json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
                 } else {
                     let location = "/" + path.components.map(DirectoryListing.percentEncode).joined(separator: "/") + "/"
                     response = simple(.movedPermanently, "moved to \(location)\n", request: request, allocator: allocator, extra: .location(location))
@@ -176,7 +221,7 @@ struct MirrorResponder {
             // The file shrank under us (a sync replaced it): the promised length cannot be kept.
             return reject(.internalServerError, "file changed while reading", allocator: allocator)
         }
-        if cache.admits(size: info.size) { cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: relative), for: relative) }
+        if cache.admits(size: info.size) { cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: relative, second: clock.second), for: relative) }
         return file(request, facts, body: .memory(body), allocator: allocator)
     }
 
@@ -204,12 +249,12 @@ struct MirrorResponder {
                 var head = ResponseHead(.rangeNotSatisfiable, date: clock.httpDate, allocator: allocator, bodyCapacity: text.utf8.count)
                 head.add("Content-Range", "bytes */\(size)")
                 head.add("Content-Length", Int64(text.utf8.count))
-                head.add("Connection", "close")
+                head.add("Connection", request.keepAlive ? "keep-alive" : "close")
                 head.end()
                 if !isHead { head.writeBody(text) }
                 return MirrorResponse(
-                    status: .rangeNotSatisfiable, bytes: head.buffer, bodyInBytes: isHead ? 0 : Int64(text.utf8.count), file: nil, keepAlive: false,
-                    project: ""
+                    status: .rangeNotSatisfiable, bytes: head.buffer, bodyInBytes: isHead ? 0 : Int64(text.utf8.count), file: nil,
+                    keepAlive: request.keepAlive, project: ""
                 )
             }
         }
@@ -279,27 +324,33 @@ struct MirrorResponder {
 
     // MARK: - Listings and short answers
 
-    private func listing(_ request: HTTPRequest, _ path: RequestPath, _ directory: String, allocator: ByteBufferAllocator) -> MirrorResponse {
-        let entries = DirectoryListing.entries(of: directory, resolver: shared.resolver)
-        let shown = "/" + path.components.joined(separator: "/") + (path.components.isEmpty ? "" : "/")
-        if Self.wantsJSON(request, path) {
-            return simple(
-                .ok, DirectoryListing.json(path: shown, entries: entries), request: request, allocator: allocator, contentType: "application/json",
-                cache: "max-age=60, must-revalidate"
-            )
+    /// A placeholder for an answer made on the thread pool (`answer(to:deferred:)` makes the real one).
+    private static func deferred(_ answer: DeferredAnswer, request: HTTPRequest, allocator: ByteBufferAllocator) -> MirrorResponse {
+        MirrorResponse(status: .ok, bytes: allocator.buffer(capacity: 0), bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "", deferred: answer)
+    }
+
+    /// The answer made from a deferred one's outcome: 200, or a 500 that says what failed (never an empty listing).
+    func answer(
+        to request: HTTPRequest, project: String, outcome: Result<(body: String, contentType: String, cache: String), any Error>, allocator: ByteBufferAllocator
+    ) -> MirrorResponse {
+        var response: MirrorResponse
+        switch outcome {
+        case .success(let made):
+            response = simple(.ok, made.body, request: request, allocator: allocator, contentType: made.contentType, cache: made.cache)
+        case .failure(let error):
+            response = simple(.internalServerError, "\(error)\n", request: request, allocator: allocator, cache: "no-store")
         }
-        return simple(
-            .ok, DirectoryListing.html(path: shown, entries: entries, sponsor: shared.configuration.sponsor), request: request, allocator: allocator,
-            contentType: "text/html; charset=utf-8", cache: "max-age=60, must-revalidate"
-        )
+        response.project = project
+        return response
     }
 
     private func simple(
         _ status: HTTPStatus, _ body: String, request: HTTPRequest, allocator: ByteBufferAllocator, contentType: String = "text/plain; charset=utf-8",
-        cache: String? = nil, extra: ExtraField? = nil
+        cache: String? = nil, extra: ExtraField? = nil, malformed: Bool = false
     ) -> MirrorResponse {
-        // An error answer closes the connection: after a request we refused, what follows is suspect.
-        let keepAlive = request.keepAlive && status.code < 400
+        // A 404 or 405 keeps the connection (apt and dnf meet them all the time); a request that
+        // could not be understood closes it, as what follows it is suspect.
+        let keepAlive = request.keepAlive && !malformed
         let sendsBody = request.method != .head
         let length = body.utf8.count
         var head = ResponseHead(status, date: clock.httpDate, allocator: allocator, bodyCapacity: sendsBody ? length : 0)

@@ -7,8 +7,8 @@ import ServiceLifecycle
 /// The mirror's HTTP/1.1 server on SwiftNIO, as a swift-service-lifecycle service.
 ///
 /// `run()` binds every listen address, reports the bound addresses through `onBound`, serves until
-/// graceful shutdown, then stops accepting, lets running transfers finish within
-/// `shutdownGrace`, and closes what is left.
+/// graceful shutdown (or cancellation), then stops accepting, lets running transfers finish within
+/// `shutdownGrace`, and closes what is left. While it runs, SIGHUP reopens the access log.
 public final class MirrorServer: Service, Sendable {
     public let configuration: ServeConfiguration
     public let metrics: ServeMetrics
@@ -30,8 +30,13 @@ public final class MirrorServer: Service, Sendable {
     public func run() async throws {
         let shared = ServeContext(
             configuration: configuration, resolver: try MirrorFileResolver(root: configuration.root),
-            accessLog: try configuration.accessLogPath.map { try AccessLog(path: $0) }, metrics: metrics
+            accessLog: try configuration.accessLogPath.map {
+                try AccessLog(path: $0, rotateBytes: self.configuration.accessLogRotateBytes, keep: self.configuration.accessLogKeep)
+            },
+            metrics: metrics
         )
+        let hangup: HangupSignal? = if let log = shared.accessLog { await HangupSignal { log.reopen() } } else { nil }
+        defer { hangup?.cancel() }
         let limiter = ConnectionLimiter(maxPerAddress: configuration.maxConnectionsPerAddress, maxTotal: configuration.maxConnections)
         let children = ChildChannels()
         let configuration = self.configuration
@@ -76,16 +81,12 @@ public final class MirrorServer: Service, Sendable {
             for server in listening { server.close(promise: nil) }
         }
         // Stopped accepting: let transfers finish within the grace period, then close the rest.
-        let deadline = ContinuousClock.now + configuration.shutdownGrace
-        while children.openCount > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(100))
-        }
+        // Waiting on the channels' close futures, not sleeping: a cancelled task's sleep returns
+        // at once, and shutdown must not spin.
+        await children.allClosed(within: TimeAmount(configuration.shutdownGrace), on: group.any())
         children.closeAll()
         // Closing is asynchronous: let the closed connections log their last lines, then write them.
-        let closing = ContinuousClock.now + .seconds(1)
-        while children.openCount > 0, ContinuousClock.now < closing {
-            try? await Task.sleep(for: .milliseconds(10))
-        }
+        await children.allClosed(within: .seconds(1), on: group.any())
         shared.accessLog?.flush()
         logger.info("stopped serving")
     }
@@ -115,6 +116,20 @@ final class ChildChannels: Sendable {
     }
 
     var openCount: Int { channels.withLockedValue { $0.count } }
+
+    /// Returns when every channel open now has closed, or after `limit`, whichever comes first;
+    /// cancellation does not cut the wait short.
+    func allClosed(within limit: TimeAmount, on eventLoop: any EventLoop) async {
+        let closing = channels.withLockedValue { $0.values.map(\.closeFuture) }
+        guard !closing.isEmpty else { return }
+        let done = eventLoop.makePromise(of: Void.self)
+        let timeout = eventLoop.scheduleTask(in: limit) { done.succeed() }
+        EventLoopFuture.andAllComplete(closing, on: eventLoop).whenComplete { _ in
+            timeout.cancel()
+            done.succeed()
+        }
+        try? await done.futureResult.get()
+    }
 
     func closeAll() {
         for channel in channels.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }

@@ -41,7 +41,7 @@ public final class ServeMetrics: Sendable {
 
     /// The counters for `project` and the class of `status` (2xx, 4xx, ...), made on first use.
     func counters(project: String, statusClass: Int) -> Counters {
-        let name = project.isEmpty ? "-" : project
+        let name = project.isEmpty ? "other" : project
         let key = name + "\u{0}" + String(statusClass)
         return counters.withLockedValue { map in
             if let existing = map[key] { return existing }

@@ -8,7 +8,9 @@ import NIOCore
 /// mtime and ctime to the nanosecond). A sync that replaces a file (rsync renames a new inode into
 /// place) or an edit in place misses, and the file is opened afresh beneath the root. Only bytes
 /// read through `MirrorFileResolver` (openat2 RESOLVE_BENEATH) are ever cached, so a symlink swapped
-/// in later cannot make the cache serve anything from outside the root.
+/// in later cannot make the cache serve anything from outside the root. A file's own mode is part
+/// of what is compared (ctime moves on a chmod); the directories above it are checked again once
+/// a second, so a directory closed to "others" goes dark within a second.
 ///
 /// One per event-loop thread: no locks, and a connection only ever uses its own loop's cache
 /// (hence `@unchecked Sendable`: it is handed around only to be used on that thread).
@@ -26,10 +28,13 @@ final class SmallFileCache: @unchecked Sendable {
         private var encoded: ByteBuffer?
         private var encodedSecond = -1
         private var encodedKeepAlive = true
+        /// The second the directories above the file were last found public.
+        var ancestorsCheckedSecond: Int
 
-        init(facts: FileFacts, body: ByteBuffer, key: String) {
+        init(facts: FileFacts, body: ByteBuffer, key: String, second: Int) {
             self.facts = facts
             self.body = body
+            self.ancestorsCheckedSecond = second
             // Room for the body twice: as read, and inside an encoded response.
             self.cost = 2 * body.capacity + facts.fields.capacity + key.utf8.count + 768
         }
@@ -62,18 +67,21 @@ final class SmallFileCache: @unchecked Sendable {
     /// Whether a file of this size would be kept.
     func admits(size: Int64) -> Bool { budget > 0 && size <= Self.maxFileSize }
 
-    /// The entry for `relative` if the file on disk is still exactly the one cached.
-    func entry(for relative: String, resolver: MirrorFileResolver) -> Entry? {
+    /// The entry for `relative` if the file on disk is still exactly the one cached (and still public).
+    func entry(for relative: String, resolver: MirrorFileResolver, second: Int) -> Entry? {
         guard budget > 0 else { return nil }
         guard let entry = entries[relative] else {
             tally.cacheMiss()
             return nil
         }
-        guard resolver.currentInfo(relative: relative) == entry.facts.info else {
+        guard resolver.currentInfo(relative: relative) == entry.facts.info,
+            entry.ancestorsCheckedSecond == second || resolver.ancestorsArePublic(relative)
+        else {
             remove(relative)
             tally.cacheMiss()
             return nil
         }
+        entry.ancestorsCheckedSecond = second
         tally.cacheHit()
         return entry
     }
