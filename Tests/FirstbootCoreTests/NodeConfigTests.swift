@@ -61,6 +61,24 @@ struct NodeConfigTests {
         #expect(config.update.window == .anyTime)
     }
 
+    @Test("update: a channel by name is looked up on the upstream, a URL is used as it is; 'any' window; check interval")
+    func updateSection() throws {
+        let named = try NodeConfig.parse(node(), file: "n.yaml")
+        #expect(named.update.indexURL(upstream: named.upstream) == "http://mirror.fcix.net/micromirror/channels/stable.json")
+        #expect(named.update.checkInterval == .seconds(6 * 3600))
+        let url = try NodeConfig.parse(
+            node([("upstream:", "update: {channel: \"https://noc.example/ch/beta.json\", maintenance-window: any, check-interval: 30m}\nupstream:")]), file: "n.yaml"
+        )
+        #expect(url.update.indexURL(upstream: url.upstream) == "https://noc.example/ch/beta.json")
+        #expect(url.update.window == .anyTime && url.update.checkInterval == .seconds(1800))
+        let window = try #require(MaintenanceWindow("Tue 23:00-01:00"))
+        let utc = ISO8601DateFormatter()
+        #expect(window.contains(utc.date(from: "2026-12-01T23:30:00Z")!), "Tuesday 23:30")
+        #expect(window.contains(utc.date(from: "2026-12-02T00:30:00Z")!), "past midnight into Wednesday")
+        #expect(!window.contains(utc.date(from: "2026-12-02T23:30:00Z")!), "Wednesday 23:30")
+        #expect(!window.contains(utc.date(from: "2026-12-01T22:59:00Z")!))
+    }
+
     @Test("IPv4-only and IPv6-only nodes are accepted")
     func singleFamily() throws {
         let v4 = try NodeConfig.parse(
@@ -111,7 +129,9 @@ struct NodeConfigTests {
         ("not an SSH key", [("  - \(sshKey)", "  - hunter2")], "ssh-keys[0]: not an OpenSSH public key line"),
         ("no SSH keys", [("ssh-keys:\n  - \(sshKey)", "ssh-keys: []")], "ssh-keys: needs at least one NOC key"),
         ("bad MQTT broker", [("upstream:", "mqtt: {broker: \"tcp://x\"}\nupstream:")], "mqtt.broker: must be an mqtt:// or mqtts:// URL"),
-        ("bad maintenance window", [("upstream:", "update: {maintenance-window: \"whenever\"}\nupstream:")], "update.maintenance-window: expected a window like"),
+        ("bad maintenance window", [("upstream:", "update: {maintenance-window: \"whenever\"}\nupstream:")], "update.maintenance-window: expected \"any\" or a window like"),
+        ("bad channel URL", [("upstream:", "update: {channel: \"https://noc.example/stable\"}\nupstream:")], "update.channel: expected a channel name or an http(s)://HOST/…/NAME.json URL"),
+        ("bad check interval", [("upstream:", "update: {check-interval: \"10s\"}\nupstream:")], "update.check-interval: expected a duration of a minute or more"),
         ("IPv4 DNS on an IPv6-only node", [("  ipv4:\n    address: 192.0.2.10/24\n    gateway: 192.0.2.1\n", "")], "network.dns[0]: an IPv4 resolver on an IPv6-only node cannot be reached"),
         ("wrong type for network", [("network:\n  ipv4:", "network: yes\nunused:\n  ipv4:")], "n.yaml:3: network: expected a mapping"),
     ]
