@@ -55,9 +55,7 @@ public struct ChannelIndex: Codable, Sendable, Equatable {
 
     /// The exact bytes written to `CHANNEL.json` and signed.
     public func canonicalBytes() throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return Array(try encoder.encode(self)) + [UInt8(ascii: "\n")]
+        try CanonicalJSON.bytes(self)
     }
 
     /// Checks `signature` over `bytes` against `keyring`, then parses; `source` names the index in errors.

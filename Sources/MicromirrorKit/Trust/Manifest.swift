@@ -103,9 +103,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 
     /// The exact bytes written to `manifest.json` and signed.
     public func canonicalBytes() throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return Array(try encoder.encode(self)) + [UInt8(ascii: "\n")]
+        try CanonicalJSON.bytes(self)
     }
 
     /// Parses manifest bytes; `source` names the file in errors.
