@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# End to end over the air: boots IMAGE (flashed with a node file whose update channel is
+# http://192.0.2.1:8080/stable.json, like the one Tests/ImageBuilderCoreTests/UpdateBootTests writes)
+# on a tap bridged in a private network namespace that holds 192.0.2.1 and serves CHANNEL-DIR there
+# with `mm-node serve`. The guest polls the channel, installs the release into slot B, reboots into it,
+# passes its health gate and blesses it; QEMU is then stopped.
+#
+#   scripts/e2e-update.sh IMAGE CHANNEL-DIR --until REGEX [--timeout S] [--log FILE] [--then CMD]
+# Exit 0 once a console line matches REGEX (e.g. 'micromirror-boot: slot=b .*build=N\b'); the disk
+# file keeps every write of the guest (boot counting, the new slot).
+set -euo pipefail
+image="$1"; channel="$2"; shift 2
+until_re=""; timeout=1500; log=""; then_cmd=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --until) until_re="$2"; shift 2 ;;
+    --timeout) timeout="$2"; shift 2 ;;
+    --log) log="$2"; shift 2 ;;
+    --then) then_cmd="$2"; shift 2 ;;
+    *) echo "e2e-update: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -n "$until_re" ] || { echo "e2e-update: --until REGEX is required" >&2; exit 2; }
+here="$(cd "$(dirname "$0")" && pwd)"
+bin="${MM_BINARIES:-$(cd "$here/.." && swift build -c release --show-bin-path)}"
+ns="mmt-u-$$"
+cleanup() {
+  [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add br0 type bridge
+ip -n "$ns" addr add 192.0.2.1/24 dev br0
+ip -n "$ns" addr add 2001:db8:10::1/64 dev br0 nodad
+ip -n "$ns" link set br0 up
+ip -n "$ns" tuntap add dev tap0 mode tap
+ip -n "$ns" link set tap0 master br0
+ip -n "$ns" link set tap0 up
+# The channel, served by our own server in the namespace (as a mirror node would serve it).
+ip netns exec "$ns" "$bin/mm-node" serve --root "$channel" --listen 192.0.2.1:8080 --access-log "$channel.access.log" >/dev/null 2>&1 &
+spid=$!
+args=("$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --writable --reboots --until "$until_re" --timeout "$timeout")
+[ -n "$log" ] && args+=(--log "$log")
+[ -n "$then_cmd" ] && args+=(--then "$then_cmd")
+ip netns exec "$ns" "$here/qemu-boot.sh" "${args[@]}"
