@@ -10,7 +10,7 @@ packages=(
   mmdebstrap debian-archive-keyring erofs-utils dosfstools mtools parted fdisk gdisk
   openssl bmap-tools util-linux mount e2fsprogs xfsprogs zstd git initramfs-tools-core cpio
   # boot tests
-  qemu-system-x86 ovmf
+  qemu-system-x86 ovmf openssh-client
   # network tests
   iproute2 nftables tcpdump iputils-ping systemd strace
   # serving tests: real clients

@@ -3,13 +3,20 @@
 # its serial console, that it reached multi-user and which slot it booted.
 #
 #   scripts/qemu-boot.sh IMAGE [--expect-slot a] [--expect-failed none] [--nic-mac MAC] [--timeout 300]
-#                        [--tap IFNAME] [--then COMMAND] [--log FILE] [--writable] [-- extra qemu args]
+#                        [--tap IFNAME] [--ssh KEY] [--then COMMAND] [--poweroff] [--log FILE] [--writable]
+#                        [-- extra qemu args]
 #
 # Exit 0 when the line `micromirror-boot: slot=<expected> ... failed=<expected>` appears; 1 on timeout
 # or anything else. --nic-mac adds a virtio NIC on QEMU's user network with restrict=on: the guest
 # cannot reach the host or anything beyond it. --tap IFNAME attaches that NIC to an existing tap
 # device instead (e.g. one on a bridge inside a test network namespace). --then COMMAND runs once the
 # guest has reported, while it is still running; its exit status becomes this script's.
+# --ssh KEY (with --nic-mac, for a node file with 192.0.2.10/24 that trusts KEY.pub): QEMU's user
+# network takes the node's addresses (192.0.2.0/24, gateway .1) and forwards a free port on
+# 127.0.0.1 to the guest's sshd; once sshd answers, COMMAND runs with MM_GUEST_SSH set to an ssh
+# command line for root@guest (e.g. `$MM_GUEST_SSH journalctl --list-boots`).
+# --poweroff (with --ssh): after COMMAND, `systemctl poweroff` in the guest and wait for QEMU to
+# exit, so the guest's journal and filesystems are closed cleanly (use with --writable).
 # The image is not modified unless --writable is given (then the guest's writes, e.g. systemd-boot's
 # boot counting on the ESP, land in the file).
 set -euo pipefail
@@ -21,6 +28,8 @@ nic=(-nic none)
 tap=""
 mac=""
 then_cmd=""
+ssh_key=""
+poweroff=0
 timeout=300
 log=""
 snapshot="on"
@@ -32,6 +41,8 @@ while [ $# -gt 0 ]; do
     --nic-mac) mac="$2"; shift 2 ;;
     --tap) tap="$2"; shift 2 ;;
     --then) then_cmd="$2"; shift 2 ;;
+    --ssh) ssh_key="$2"; shift 2 ;;
+    --poweroff) poweroff=1; shift ;;
     --timeout) timeout="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --writable) snapshot="off"; shift ;;
@@ -40,7 +51,8 @@ while [ $# -gt 0 ]; do
     *) image="$1"; shift ;;
   esac
 done
-[ -n "$image" ] || { echo "usage: qemu-boot.sh IMAGE [--expect-slot a] [--timeout S] [--log FILE] [--writable]" >&2; exit 2; }
+[ -n "$image" ] || { echo "usage: qemu-boot.sh IMAGE [--expect-slot a] [--timeout S] [--ssh KEY] [--then CMD] [--poweroff] [--log FILE] [--writable]" >&2; exit 2; }
+[ "$poweroff" = 0 ] || [ -n "$ssh_key" ] || { echo "qemu-boot: --poweroff needs --ssh" >&2; exit 2; }
 [ -f "$image" ] || { echo "qemu-boot: no such image: $image" >&2; exit 2; }
 
 code=/usr/share/OVMF/OVMF_CODE_4M.fd
@@ -52,6 +64,12 @@ command -v qemu-system-x86_64 >/dev/null || { echo "qemu-boot: qemu-system-x86_6
 
 if [ -n "$tap" ]; then
   nic=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=${mac:-52:54:00:12:34:56}")
+elif [ -n "$ssh_key" ]; then
+  [ -f "$ssh_key" ] || { echo "qemu-boot: no such ssh key: $ssh_key" >&2; exit 2; }
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  nic=(-netdev "user,id=n0,restrict=on,net=192.0.2.0/24,host=192.0.2.1,hostfwd=tcp:127.0.0.1:$port-192.0.2.10:22"
+       -device "virtio-net-pci,netdev=n0,mac=${mac:-52:54:00:12:34:56}")
+  export MM_GUEST_SSH="ssh -i $ssh_key -p $port -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o ConnectTimeout=20 -o LogLevel=ERROR root@127.0.0.1"
 elif [ -n "$mac" ]; then
   nic=(-netdev user,id=n0,restrict=on -device "virtio-net-pci,netdev=n0,mac=$mac")
 fi
@@ -85,11 +103,24 @@ while :; do
     elapsed=$(( $(date +%s) - start ))
     echo "qemu-boot: guest reported after ${elapsed}s: ${line//$'\r'/}"
     if grep -a -q "micromirror-boot: slot=${expect_slot} .*failed=${expect_failed}\b" "$log"; then
-      if [ -n "$then_cmd" ]; then
-        bash -c "$then_cmd"
-        exit $?
+      status=0
+      if [ -n "$ssh_key" ]; then
+        # sshd may still be starting when the boot line appears.
+        for _ in $(seq 1 60); do $MM_GUEST_SSH true 2>/dev/null && break; sleep 2; done
+        $MM_GUEST_SSH true || { echo "qemu-boot: the guest's sshd does not let us in" >&2; exit 1; }
       fi
-      exit 0
+      if [ -n "$then_cmd" ]; then
+        bash -c "$then_cmd" || status=$?
+      fi
+      if [ "$poweroff" = 1 ]; then
+        $MM_GUEST_SSH systemctl poweroff >/dev/null 2>&1 || true
+        for _ in $(seq 1 "$timeout"); do kill -0 "$qpid" 2>/dev/null || break; sleep 1; done
+        if kill -0 "$qpid" 2>/dev/null; then echo "qemu-boot: the guest did not power off within ${timeout}s" >&2; exit 1; fi
+        wait "$qpid" 2>/dev/null || true
+        qpid=""
+        echo "qemu-boot: guest powered off"
+      fi
+      exit "$status"
     fi
     echo "qemu-boot: expected slot ${expect_slot} with failed=${expect_failed}" >&2
     exit 1

@@ -45,6 +45,9 @@ public enum NetworkFiles {
             DHCP=no
             IPv6AcceptRA=no
             LinkLocalAddressing=\(config.ipv6 == nil ? "no" : "ipv6")
+            # Neither answer nor send name lookups by multicast on the sponsor's network.
+            LLMNR=no
+            MulticastDNS=no
 
             """
         for family in [config.ipv4, config.ipv6].compactMap({ $0 }) {
@@ -63,9 +66,11 @@ public enum NetworkFiles {
 }
 
 /// The nftables ruleset: DSCP CS1 on all egress (unless the node opted out) and an input policy
-/// that admits ssh, http, https, rsync and ICMP and drops the rest.
+/// that admits ICMP and the ports something on the node listens on (ssh, http) and drops the rest.
 public enum FirewallRuleset {
     public static let table = "micromirror"
+    /// sshd and mm-node's HTTP server; open 443 or 873 only once something serves them.
+    public static let openPorts = [22, 80]
 
     public static func render(_ config: NodeConfig) -> String {
         var text = """
@@ -81,7 +86,7 @@ public enum FirewallRuleset {
                     ct state invalid drop
                     meta l4proto 1 accept comment "icmp (numeric: no /etc/protocols needed)"
                     meta l4proto 58 accept comment "ipv6-icmp"
-                    tcp dport { 22, 80, 443, 873 } ct state new accept
+                    tcp dport { \(openPorts.map(String.init).joined(separator: ", ")) } ct state new accept
                     counter comment "dropped"
                 }
 

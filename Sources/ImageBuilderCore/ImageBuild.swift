@@ -55,7 +55,8 @@ public struct BuildResult: Sendable {
 /// The image build pipeline: rootfs → customise → erofs → ESP → config → GPT disk → manifest +
 /// signature → bundle → block map. Artifacts appear under their final names only when all succeed.
 public struct ImageBuild {
-    public static let programs = ["mm-image", "mm-firstboot", "mm-node"]
+    /// The programs the node runs; mm-image is the NOC's tool and stays out of the image.
+    public static let programs = ["mm-firstboot", "mm-node"]
     public var options: BuildOptions
     public var logger: Logger
     public var progress: BuildProgress
@@ -90,6 +91,7 @@ public struct ImageBuild {
             }
             binaries[program] = path
         }
+        if let recipes = options.recipesDirectory { _ = try RecipeFiles.list(in: recipes) }
         let buildNumber = options.buildNumber ?? epoch
         let identity = ImageIdentity(name: definition.name, version: options.version, buildNumber: buildNumber, hardware: hardware.name)
         let seed = "\(definition.name)/\(hardware.name)/\(options.version)/\(buildNumber)"
@@ -121,7 +123,7 @@ public struct ImageBuild {
         let boot = try BootFiles.find(in: tree)
         try await RootfsCustomizer(
             definition: definition, hardware: hardware, identity: identity, binaries: binaries, trustedKeys: trusted,
-            recipesDirectory: options.recipesDirectory, runner: runner
+            recipesDirectory: options.recipesDirectory, sourceDateEpoch: epoch, runner: runner
         ).apply(to: tree)
         progress.end("programs, units, \(trusted.count) trusted key(s), kernel \(boot.kernelVersion)")
 

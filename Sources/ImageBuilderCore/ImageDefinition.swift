@@ -19,6 +19,8 @@ public struct ImageDefinition: Sendable, Equatable {
     public var packages: [String]
     public var enableUnits: [String]
     public var disableUnits: [String]
+    /// Units linked to /dev/null: they never run, whatever wants them.
+    public var maskUnits: [String]
     public var files: [FileCopy]
     public var kernelOptions: [String]
     public var sizes: DiskLayout.Sizes
@@ -55,9 +57,11 @@ public struct ImageDefinition: Sendable, Equatable {
         }
         var enable: [String] = []
         var disable: [String] = []
+        var mask: [String] = []
         if let units = root.optional("units")?.mapping() {
             enable = units.optional("enable")?.stringList() ?? []
             disable = units.optional("disable")?.stringList() ?? []
+            mask = units.optional("mask")?.stringList() ?? []
             units.rejectUnknownKeys()
         }
         var files: [FileCopy] = []
@@ -97,7 +101,7 @@ public struct ImageDefinition: Sendable, Equatable {
         try d.throwIfAny()
         return ImageDefinition(
             name: name!, suite: suite!, components: components!, mirror: mirror, packages: packages!,
-            enableUnits: enable, disableUnits: disable, files: files, kernelOptions: kernelOptions,
+            enableUnits: enable, disableUnits: disable, maskUnits: mask, files: files, kernelOptions: kernelOptions,
             sizes: sizes!, path: path
         )
     }

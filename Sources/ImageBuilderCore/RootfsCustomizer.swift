@@ -11,6 +11,7 @@ struct RootfsCustomizer {
     var binaries: [String: String]
     var trustedKeys: [Ed25519PublicKey]
     var recipesDirectory: String?
+    var sourceDateEpoch: Int64
     var runner: CommandRunner
 
     func apply(to root: String) async throws {
@@ -41,8 +42,8 @@ struct RootfsCustomizer {
         for key in trustedKeys {
             try write(String(decoding: try key.pem(), as: UTF8.self), NodePaths.keyring + "/\(key.keyID).pub")
         }
-        if let recipesDirectory, let names = try? fm.contentsOfDirectory(atPath: recipesDirectory) {
-            for name in names.sorted() where name.hasSuffix(".yaml") {
+        if let recipesDirectory {
+            for name in try RecipeFiles.list(in: recipesDirectory) {
                 try install(recipesDirectory + "/" + name, NodePaths.recipes + "/\(name)", mode: 0o644)
             }
         }
@@ -60,6 +61,11 @@ struct RootfsCustomizer {
             # micromirror: partitions are found by GPT label, never by device name.
             PARTLABEL=\(DiskLayout.Label.esp)     /efi               vfat  umask=0077,nofail  0 2
             PARTLABEL=\(DiskLayout.Label.config)  \(NodePaths.standard.config) ext4  nodev,nosuid,noexec  0 2
+            # mm-data has no filesystem until mm-firstboot makes one on the first boot: mount it after
+            # that (nofail: not before local-fs.target), and never fsck it before mm-firstboot ran.
+            PARTLABEL=\(DiskLayout.Label.data)    \(NodePaths.standard.data)               ext4  noatime,nodev,nosuid,nofail,x-systemd.after=mm-firstboot.service  0 0
+            # The persistent journal lives on mm-data; journald flushes into it once this is mounted.
+            \(NodePaths.standard.journal)  /var/log/journal  none  bind,nofail,x-systemd.requires=mm-srv-layout.service,x-systemd.after=mm-srv-layout.service  0 0
 
             """,
             "/etc/fstab"
@@ -67,18 +73,20 @@ struct RootfsCustomizer {
         for directory in ["/efi", NodePaths.standard.data, NodePaths.standard.config] {
             try fm.createDirectory(atPath: root + directory, withIntermediateDirectories: true)
         }
+        // mm-firstboot installs the NOC's keys here; its sandbox can only write a directory that exists.
+        try fm.createDirectory(atPath: root + "/root/.ssh", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if !hardware.loadModules.isEmpty {
             try write(hardware.loadModules.joined(separator: "\n") + "\n", "/etc/modules-load.d/micromirror-hardware.conf")
         }
         if let seconds = hardware.watchdogSeconds {
             try write("[Manager]\nRuntimeWatchdogSec=\(seconds)s\nRebootWatchdogSec=2min\n", "/etc/systemd/system.conf.d/50-micromirror-watchdog.conf")
         }
-        // sshd needs host keys; until firstboot keeps them on mm-config, make them at start.
-        // Debian's unit runs `sshd -t` first, which fails without keys: replace the pre-start list.
-        try write(
-            "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
-            "/etc/systemd/system/ssh.service.d/50-micromirror-hostkeys.conf"
-        )
+        // sshd's only host key (ed25519) comes from mm-config through mm-firstboot, which runs
+        // before ssh.service: no `ssh-keygen -A` making RSA and ECDSA keys nobody uses.
+
+        // The root is read-only: the service users exist in the image, with fixed ids (sysusers.d).
+        try await run(root, ["systemd-sysusers", "/usr/lib/sysusers.d/micromirror.conf"], what: "create the service users")
+        try pinPasswordDates(root)
 
         for unit in definition.enableUnits {
             try await systemctl(root, "enable", unit)
@@ -86,6 +94,36 @@ struct RootfsCustomizer {
         for unit in definition.disableUnits {
             try await systemctl(root, "disable", unit)
         }
+        for unit in definition.maskUnits {
+            try await systemctl(root, "mask", unit)
+        }
+    }
+
+    private func run(_ root: String, _ command: [String], what: String) async throws {
+        do {
+            try await runner.run(Tools.chroot, [root] + command)
+        } catch let error as CommandError {
+            throw BuildError(stage: "customize", "cannot \(what) (\(command.joined(separator: " "))): \(error.outputTail)")
+        }
+    }
+
+    /// systemd-sysusers stamps today's date as the last password change in /etc/shadow; pin it to
+    /// SOURCE_DATE_EPOCH so the image stays reproducible.
+    private func pinPasswordDates(_ root: String) throws {
+        let path = root + "/etc/shadow"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        let day = "\(sourceDateEpoch / 86400)"
+        let pinned = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            var fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count > 2, ["mirror", "mm-serve"].contains(fields[0]) else { return String(line) }
+            fields[2] = day
+            return fields.joined(separator: ":")
+        }
+        // In place: /etc/shadow keeps its owner, group (shadow) and mode.
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw BuildError(stage: "customize", "cannot open \(path) for writing") }
+        defer { try? handle.close() }
+        try handle.truncate(atOffset: 0)
+        try handle.write(contentsOf: Data(pinned.joined(separator: "\n").utf8))
     }
 
     private func systemctl(_ root: String, _ verb: String, _ unit: String) async throws {

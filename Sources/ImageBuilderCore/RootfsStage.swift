@@ -14,16 +14,17 @@ struct RootfsStage {
     var progress: BuildProgress
 
     /// Bump when the hooks below change what they produce.
-    static let recipeVersion = 3
+    static let recipeVersion = 4
 
     /// Where the overlay script is staged for mmdebstrap's `upload` hook.
     var overlayScriptPath: String { cacheDirectory + "/micromirror-overlay" }
+    var machineIDScriptPath: String { cacheDirectory + "/micromirror-machine-id" }
 
     /// The packages mmdebstrap installs.
     var packages: [String] { definition.packages + hardware.packages.filter { !definition.packages.contains($0) } }
 
-    /// Modules forced into the initramfs.
-    var initramfsModules: [String] { ["erofs", "overlay"] + hardware.initramfsModules }
+    /// Modules forced into the initramfs (ext4: the machine id is read from mm-config there).
+    var initramfsModules: [String] { ["erofs", "overlay", "ext4"] + hardware.initramfsModules }
 
     /// Runs after the essential packages, before the kernel: the initramfs hook and the overlay
     /// script are in place when the kernel's postinst builds the initramfs.
@@ -32,7 +33,8 @@ struct RootfsStage {
             "mkdir -p \"$1/etc/initramfs-tools/hooks\" \"$1/etc/initramfs-tools/scripts/local-bottom\"",
             "upload \(stagedHook) \(OverlayRootScript.hookPath)",
             "upload \(overlayScriptPath) \(OverlayRootScript.installPath)",
-            "chmod 0755 \"$1\(OverlayRootScript.hookPath)\" \"$1\(OverlayRootScript.installPath)\"",
+            "upload \(machineIDScriptPath) \(MachineIDScript.installPath)",
+            "chmod 0755 \"$1\(OverlayRootScript.hookPath)\" \"$1\(OverlayRootScript.installPath)\" \"$1\(MachineIDScript.installPath)\"",
         ]
     }
 
@@ -61,6 +63,7 @@ struct RootfsStage {
         let partial = target + ".partial"
         try? FileManager.default.removeItem(atPath: partial)
         try AtomicFile.write(OverlayRootScript.text, to: overlayScriptPath, mode: 0o755)
+        try AtomicFile.write(MachineIDScript.text, to: machineIDScriptPath, mode: 0o755)
         try AtomicFile.write(OverlayRootScript.hook(modules: initramfsModules), to: stagedHook, mode: 0o755)
         let sourcesFile = "\(cacheDirectory)/sources-\(key.prefix(16)).sources"
         try AtomicFile.write(sources, to: sourcesFile)
@@ -90,7 +93,7 @@ struct RootfsStage {
             "recipe=\(Self.recipeVersion)", "suite=\(definition.suite)", "sources=\(sources)",
             "packages=\(packages.joined(separator: ","))", "hooks=\(hooks.joined(separator: "\n"))",
             "essential=\((essentialHooks.joined(separator: "\n") as NSString).replacingOccurrences(of: cacheDirectory, with: "<cache>"))",
-            "overlay=\(OverlayRootScript.text)", "initramfs=\(OverlayRootScript.hook(modules: initramfsModules))",
+            "overlay=\(OverlayRootScript.text)", "machine-id=\(MachineIDScript.text)", "initramfs=\(OverlayRootScript.hook(modules: initramfsModules))",
             "epoch=\(sourceDateEpoch)",
         ]
         return SHA256Hasher.hex(of: Array(inputs.joined(separator: "\u{0}").utf8))

@@ -146,4 +146,12 @@ struct BadInputTests {
         let cached = (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
         #expect(!cached.contains { $0.hasPrefix("rootfs-") }, "a failed rootfs must not be cached: \(cached)")
     }
+
+    @Test("a wrong --recipes path stops the build before anything is written, naming the path")
+    func wrongRecipes() async throws {
+        let run = try await build("recipes", extra: ["--recipes", "/nonexistent/recipes"])
+        #expect(run.output.status == 1)
+        #expect(run.output.stderr.contains("--recipes /nonexistent/recipes does not exist"), "\(run.output.stderr)")
+        try expectNothingWritten(run)
+    }
 }

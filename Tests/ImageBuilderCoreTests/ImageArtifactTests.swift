@@ -76,7 +76,7 @@ struct ImageArtifactTests {
             try await TestSupport.check("mount", ["-t", "erofs", "-o", "ro", device, mountpoint])
             defer { ToolRun.cleanUp("umount", [mountpoint]) }
             for path in [
-                "/usr/bin/mm-image", "/usr/bin/mm-firstboot", "/usr/bin/mm-node", "/usr/lib/systemd/system/mm-boot-status.service",
+                "/usr/bin/mm-firstboot", "/usr/bin/mm-node", "/usr/lib/systemd/system/mm-boot-status.service",
                 "/etc/initramfs-tools/scripts/local-bottom/micromirror-overlay", "/usr/lib/micromirror/image.json",
             ] {
                 #expect(FileManager.default.fileExists(atPath: mountpoint + path), "missing \(path)")
@@ -95,13 +95,16 @@ struct ImageArtifactTests {
         }
     }
 
-    @Test("the initramfs on the ESP can mount the root: erofs, overlay, virtio and our overlay script")
+    @Test("the initramfs on the ESP can mount the root (erofs, overlay, virtio, our overlay script) and mm-config for the machine id")
     func initramfs() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let esp = try #require(manifest.partitions.first { $0.label == "mm-esp" })
         let listing = try await TestSupport.initramfsListing(image: a.image, espOffset: esp.offset)
-        for needed in ["erofs.ko", "overlay.ko", "virtio_blk.ko", "scripts/local-bottom/micromirror-overlay"] {
+        for needed in [
+            "erofs.ko", "overlay.ko", "ext4.ko", "virtio_blk.ko", "scripts/local-bottom/micromirror-overlay",
+            "scripts/local-bottom/micromirror-machine-id",
+        ] {
             #expect(listing.contains(needed), "\(needed) missing from the initramfs")
         }
     }

@@ -13,10 +13,15 @@ struct QEMUBootTests {
         return try await TestSupport.copyImage(a.image, scratchName: "boot", size: growBy > 0 ? size + growBy : nil)
     }
 
-    static func boot(_ image: String, expectFailed: String = "none", mac: String? = "52:54:00:12:34:56", then: String? = nil) async throws -> (TestSupport.Output, String) {
-        let log = (image as NSString).deletingLastPathComponent + "/serial.log"
+    static func boot(
+        _ image: String, expectFailed: String = "none", mac: String? = "52:54:00:12:34:56", then: String? = nil, ssh: String? = nil,
+        log name: String = "serial.log"
+    ) async throws -> (TestSupport.Output, String) {
+        let log = (image as NSString).deletingLastPathComponent + "/" + name
         var args = [image, "--expect-slot", "a", "--expect-failed", expectFailed, "--timeout", "600", "--log", log]
         if let then { args += ["--then", then] }
+        // With a key: log in over ssh, then power off cleanly; the disk keeps what the guest wrote.
+        if let ssh { args += ["--ssh", ssh, "--poweroff", "--writable"] }
         if let mac { args += ["--nic-mac", mac] }
         let result = try await TestSupport.run(TestSupport.packageRoot + "/scripts/qemu-boot.sh", args)
         // The firmware writes bytes that are not UTF-8: decode leniently.
@@ -24,19 +29,106 @@ struct QEMUBootTests {
         return (result, console)
     }
 
-    @Test("flashed with the example node file, the image boots slot A to multi-user with no failed units")
+    /// What the guest shows about itself, one `key=value` or a labelled block per check.
+    static let guestReport = #"""
+        set -u
+        echo "machine-id=$(cat /etc/machine-id)"
+        echo "stored-id=$(cat /var/lib/mm-config/identity/machine-id)"
+        echo "boots=$(journalctl --list-boots --no-pager -q | wc -l)"
+        echo "previous-serve-lines=$(journalctl -b -1 -u mm-node-serve.service --no-pager -q 2>/dev/null | wc -l)"
+        echo "srv=$(findmnt -n -o SOURCE,FSTYPE /srv)"
+        echo "journal-mount=$(findmnt -n -o FSTYPE,TARGET /var/log/journal)"
+        echo "journal-dirs=$(ls /srv/log/journal)"
+        echo "host-keys=$(ls /etc/ssh | grep '^ssh_host_' | tr '\n' ' ')"
+        echo "apt-timers=$(systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer | tr '\n' ' ')"
+        echo "llmnr=$(resolvectl llmnr | tr '\n' ' ')"
+        echo "mdns=$(resolvectl mdns | tr '\n' ' ')"
+        echo "listening=$(ss -Hltn | awk '{print $4}' | grep -v -e '^127\.' -e '^\[::1\]' | sed 's/.*://' | sort -un | tr '\n' ' ')"
+        echo "udp-listening=$(ss -Hlun | awk '{print $4}' | grep -v -e '^127\.' -e '^\[::1\]' | sed 's/.*://' | sort -un | tr '\n' ' ')"
+        echo "firewall=$(nft list table inet micromirror | grep -o 'tcp dport {[^}]*}')"
+        echo "node-users=$(ps -o user= -C mm-node | sort | tr '\n' ' ')"
+        echo "owners=$(stat -c '%U:%G:%a' /srv/mirror /srv/state/sync /srv/log | tr '\n' ' ')"
+        # Pre-release content as rsync stages it (mode 0750, owned by mirror) is not served; public content is.
+        install -d -o mirror -g mirror -m 0755 /srv/mirror/mmtest
+        install -d -o mirror -g mirror -m 0750 /srv/mirror/mmtest/staged
+        echo public | install -o mirror -g mirror -m 0644 /dev/stdin /srv/mirror/mmtest/public.txt
+        echo secret | install -o mirror -g mirror -m 0640 /dev/stdin /srv/mirror/mmtest/staged/secret.txt
+        get() { exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET %s HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n' "$1" >&3; head -1 <&3 | tr -d '\r'; exec 3<&-; }
+        echo "public=$(get /mmtest/public.txt)"
+        echo "staged=$(get /mmtest/staged/secret.txt)"
+        rm -rf /srv/mirror/mmtest
+        for unit in mm-firstboot.service mm-boot-status.service mm-node-serve.service mm-node-sync.service mm-srv-layout.service; do
+          echo "exposure $unit=$(systemd-analyze security --no-pager "$unit" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
+        done
+        """#
+
+    /// `key=value` lines of a guest report.
+    static func fields(_ report: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for line in report.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            out[String(line[..<eq])] = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+        }
+        return out
+    }
+
+    @Test("flashed with the example node file, the image boots slot A to multi-user with no failed units, twice; the journal and machine id persist")
     func bootsSlotA() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let image = try await Self.copyImage(a, growBy: 1 << 30)
-        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, TestSupport.packageRoot + "/nodes/example.yaml"])
-        let (result, console) = try await Self.boot(image)
+        let dir = (image as NSString).deletingLastPathComponent
+        // The example node file, also trusting a key of ours so the test can log in.
+        try await TestSupport.check("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "mm-test", "-f", dir + "/key"])
+        let pub = try String(contentsOfFile: dir + "/key.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let node = try String(contentsOfFile: TestSupport.packageRoot + "/nodes/example.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "ssh-keys:\n", with: "ssh-keys:\n  - \(pub)\n")
+        try node.write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
+        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, dir + "/node.yaml"])
+        try Self.guestReport.write(toFile: dir + "/report.sh", atomically: true, encoding: .utf8)
+        let report = { (n: Int) in "$MM_GUEST_SSH bash -s < \(dir)/report.sh > \(dir)/report\(n).txt" }
+
+        let (result, console) = try await Self.boot(image, then: report(1), ssh: dir + "/key", log: "serial1.log")
         #expect(result.status == 0, "boot failed:\n\(result.combined.suffix(4000))")
+        #expect(result.stdout.contains("qemu-boot: guest powered off"), "\(result.stdout)")
         #expect(console.contains("micromirror: tmpfs overlay on the read-only root"))
         #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.0 build=\(BuiltImage.sourceDateEpoch) hardware=qemu-x86_64"))
         #expect(console.contains("mm-firstboot: applied example-isp.mm.fcix.net"), "firstboot did not apply the node file")
         #expect(console.contains("tcp=bbr qdisc=fq_codel firstboot=active failed=none"), "the mirror's sysctls are not in effect")
         #expect(console.contains("grew mm-data"), "first boot did not grow mm-data into the larger disk")
-        #expect(console.contains("created ssh host key, node key, machine id"))
+        #expect(console.contains("created ssh host key, node key"))
+        #expect(console.contains("micromirror: created machine id"), "the initramfs did not make the machine id")
+        let first = Self.fields((try? String(contentsOfFile: dir + "/report1.txt", encoding: .utf8)) ?? "")
+        print("guest report, first boot: \(first.sorted { $0.key < $1.key })")
+        let id = try #require(first["machine-id"])
+        #expect(id.count == 32 && id == first["stored-id"], "machine id \(id) is not mm-config's \(first["stored-id"] ?? "-")")
+        #expect(first["srv"] == "/dev/vda5 ext4", "mm-data is not on /srv")
+        #expect(first["journal-mount"]?.hasSuffix("/var/log/journal") == true, "no bind mount of the journal")
+        #expect(first["journal-dirs"] == id, "the persistent journal is not filed under the machine id")
+        #expect(first["host-keys"] == "ssh_host_ed25519_key ssh_host_ed25519_key.pub", "host keys: \(first["host-keys"] ?? "-")")
+        #expect(first["apt-timers"] == "masked masked")
+        #expect(first["llmnr"]?.contains("yes") == false && first["llmnr"]?.contains("Global: no") == true, "LLMNR: \(first["llmnr"] ?? "-")")
+        #expect(first["mdns"]?.contains("yes") == false && first["mdns"]?.contains("Global: no") == true, "mDNS: \(first["mdns"] ?? "-")")
+        // The firewall opens exactly the TCP ports something listens on beyond loopback.
+        #expect(first["listening"] == "22 80", "listening: \(first["listening"] ?? "-")")
+        #expect(first["firewall"] == "tcp dport { 22, 80 }", "firewall: \(first["firewall"] ?? "-")")
+        #expect(first["udp-listening"] == "", "UDP listeners: \(first["udp-listening"] ?? "-")")
+        #expect(first["node-users"] == "mirror mm-serve", "mm-node runs as: \(first["node-users"] ?? "-")")
+        #expect(first["owners"] == "mirror:mirror:755 mirror:mirror:755 root:mm-serve:1775")
+        #expect(first["public"] == "HTTP/1.1 200 OK", "public: \(first["public"] ?? "-")")
+        #expect(first["staged"]?.hasPrefix("HTTP/1.1 4") == true, "content staged 0750 must not be served: \(first["staged"] ?? "-")")
+        for unit in ["mm-firstboot.service", "mm-boot-status.service", "mm-node-serve.service", "mm-node-sync.service", "mm-srv-layout.service"] {
+            let score = first["exposure \(unit)"].flatMap(Double.init)
+            #expect(score != nil && score! <= 3.0, "\(unit) on the running node: \(first["exposure \(unit)"] ?? "-")")
+        }
+
+        // The same disk again: the previous boot's journal is there, under the same machine id.
+        let (again, console2) = try await Self.boot(image, then: report(2), ssh: dir + "/key", log: "serial2.log")
+        #expect(again.status == 0, "second boot failed:\n\(again.combined.suffix(4000))")
+        #expect(!console2.contains("created machine id"), "the second boot made a new machine id")
+        let second = Self.fields((try? String(contentsOfFile: dir + "/report2.txt", encoding: .utf8)) ?? "")
+        #expect(second["machine-id"] == id && second["stored-id"] == id)
+        #expect(Int(second["boots"] ?? "") ?? 0 >= 2, "journalctl --list-boots: \(second["boots"] ?? "-")")
+        #expect(Int(second["previous-serve-lines"] ?? "") ?? 0 > 0, "journalctl -b -1 -u mm-node-serve shows nothing")
     }
 
     @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies")
