@@ -4,7 +4,7 @@
 #
 #   scripts/qemu-boot.sh IMAGE [--expect-slot a] [--expect-failed none] [--nic-mac MAC] [--timeout 300]
 #                        [--tap IFNAME] [--ssh KEY] [--then COMMAND] [--poweroff] [--log FILE] [--writable]
-#                        [-- extra qemu args]
+#                        [--reboots --until REGEX] [-- extra qemu args]
 #
 # Exit 0 when the line `micromirror-boot: slot=<expected> ... failed=<expected>` appears; 1 on timeout
 # or anything else. --nic-mac adds a virtio NIC on QEMU's user network with restrict=on: the guest
@@ -17,6 +17,8 @@
 # command line for root@guest (e.g. `$MM_GUEST_SSH journalctl --list-boots`).
 # --poweroff (with --ssh): after COMMAND, `systemctl poweroff` in the guest and wait for QEMU to
 # exit, so the guest's journal and filesystems are closed cleanly (use with --writable).
+# --reboots lets the guest reboot (an update, a fallback) instead of ending QEMU, and --until REGEX
+# waits for a console line matching REGEX (e.g. the boot line of slot b) instead of the first boot line.
 # The image is not modified unless --writable is given (then the guest's writes, e.g. systemd-boot's
 # boot counting on the ESP, land in the file).
 set -euo pipefail
@@ -33,6 +35,8 @@ poweroff=0
 timeout=300
 log=""
 snapshot="on"
+reboot_flag=(-no-reboot)
+until_re=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +50,8 @@ while [ $# -gt 0 ]; do
     --timeout) timeout="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --writable) snapshot="off"; shift ;;
+    --reboots) reboot_flag=(); shift ;;
+    --until) until_re="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     -*) echo "qemu-boot: unknown option $1" >&2; exit 2 ;;
     *) image="$1"; shift ;;
@@ -92,14 +98,21 @@ qemu-system-x86_64 \
   -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
   -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
   -drive file="$image",format=raw,if=virtio,snapshot="$snapshot" \
-  "${nic[@]}" -display none -no-reboot \
+  "${nic[@]}" -display none "${reboot_flag[@]}" \
   -serial file:"$log" \
   "${extra[@]}" &
 qpid=$!
 
 start=$(date +%s)
 while :; do
-  if line=$(grep -a -m1 'micromirror-boot: slot=' "$log" 2>/dev/null); then
+  if [ -n "$until_re" ]; then
+    if line=$(grep -a -E -m1 "$until_re" "$log" 2>/dev/null); then
+      echo "qemu-boot: guest reported after $(( $(date +%s) - start ))s: ${line//$'\r'/}"
+      status=0
+      [ -z "$then_cmd" ] || bash -c "$then_cmd" || status=$?
+      exit "$status"
+    fi
+  elif line=$(grep -a -m1 'micromirror-boot: slot=' "$log" 2>/dev/null); then
     elapsed=$(( $(date +%s) - start ))
     echo "qemu-boot: guest reported after ${elapsed}s: ${line//$'\r'/}"
     if grep -a -q "micromirror-boot: slot=${expect_slot} .*failed=${expect_failed}\b" "$log"; then

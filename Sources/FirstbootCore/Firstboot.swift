@@ -149,16 +149,6 @@ public struct Firstboot {
         return [config.ipv4?.cidr, config.ipv6?.cidr].compactMap { $0 }
     }
 
-    /// Mounts mm-data on /srv (not in fstab: on first boot it has no filesystem until this program makes one).
-    func mountData() async throws {
-        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
-        if mounts.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst().first == "/srv" }) { return }
-        try FileManager.default.createDirectory(atPath: "/srv", withIntermediateDirectories: true)
-        try await runner.run(
-            Tool("mount", package: "mount"), ["-o", "noatime,nodev,nosuid", "/dev/disk/by-partlabel/\(DiskLayout.Label.data)", NodePaths.standard.data]
-        )
-    }
-
     func applyHostname(_ config: NodeConfig) throws {
         try FileManager.default.createDirectory(atPath: path("/etc"), withIntermediateDirectories: true)
         try AtomicFile.write(config.hostname + "\n", to: path("/etc/hostname"))

@@ -32,7 +32,19 @@ actor BuiltImage {
     }
 
     /// Builds the default definition for QEMU into a fresh output and cache directory.
-    static func build(name: String, keyBase: String?) async throws -> Artifacts {
+    /// A later release of the fixture: the same definition (or `image`), signed with the same key,
+    /// `version` and `buildNumber` of its own, built on the fixture's rootfs cache (seconds, not minutes).
+    static func release(after fixture: Artifacts, version: String, buildNumber: Int64, image: String? = nil) async throws -> Artifacts {
+        let cache = ((fixture.directory as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent + "/cache"
+        return try await build(
+            name: "release-\(buildNumber)", keyBase: String(fixture.privateKey.dropLast(4)), version: version, buildNumber: buildNumber, cache: cache,
+            image: image
+        )
+    }
+
+    static func build(
+        name: String, keyBase: String?, version: String = "0.1.0", buildNumber: Int64? = nil, cache: String? = nil, image: String? = nil
+    ) async throws -> Artifacts {
         let work = try await TestSupport.scratch(name)
         let key: String
         if let keyBase {
@@ -45,18 +57,19 @@ actor BuiltImage {
         let result = try await TestSupport.run(
             TestSupport.mmImage,
             [
-                "build", "--image", TestSupport.packageRoot + "/images/micromirror.yaml",
+                "build", "--image", image ?? TestSupport.packageRoot + "/images/micromirror.yaml",
                 "--hardware", TestSupport.packageRoot + "/hardware/qemu-x86_64.yaml",
-                "--key", key + ".key", "--out", out, "--cache", work + "/cache", "--binaries", TestSupport.binaries,
-            ],
+                "--key", key + ".key", "--out", out, "--cache", cache ?? work + "/cache", "--binaries", TestSupport.binaries,
+                "--version", version,
+            ] + (buildNumber.map { ["--build-number", "\($0)"] } ?? []),
             environment: ["SOURCE_DATE_EPOCH": sourceDateEpoch]
         )
         guard result.status == 0 else {
             Issue.record("mm-image build failed (\(result.status)):\n\(result.combined.suffix(6000))")
             throw TestFailure("image build failed")
         }
-        let directory = out + "/micromirror-qemu-x86_64-0.1.0"
-        let base = directory + "/micromirror-qemu-x86_64-0.1.0"
+        let directory = out + "/micromirror-qemu-x86_64-\(version)"
+        let base = directory + "/micromirror-qemu-x86_64-\(version)"
         return Artifacts(
             directory: directory, image: base + ".img", bmap: base + ".img.bmap", bundle: base + ".mmb",
             manifest: directory + "/manifest.json", publicKey: key + ".pub", privateKey: key + ".key",

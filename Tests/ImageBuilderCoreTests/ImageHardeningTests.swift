@@ -8,7 +8,10 @@ import Testing
 @Suite("Built image: sandboxed units and appliance settings", .serialized)
 struct ImageHardeningTests {
     /// The units the image ships (everything of ours that runs).
-    static let units = ["mm-firstboot.service", "mm-boot-status.service", "mm-node-serve.service", "mm-node-sync.service", "mm-srv-layout.service"]
+    static let units = [
+        "mm-firstboot.service", "mm-boot-status.service", "mm-node-serve.service", "mm-node-sync.service", "mm-srv-layout.service", "mm-node-health.service",
+        "mm-node-update.service",
+    ]
 
     /// Mounts slot A's erofs read-only for `body`.
     static func withRoot<T>(_ body: (String) async throws -> T) async throws -> T {
