@@ -17,8 +17,10 @@ public struct Tool: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { name }
 
-    /// The absolute path of the tool, searching `PATH` and the sbin directories root tools live in.
+    /// The absolute path of the tool, searching `PATH` and the sbin directories root tools live in
+    /// (a name that is already absolute, like `/usr/lib/systemd/systemd-bless-boot`, is used as it is).
     public func locate() -> String? {
+        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
         let directories = path.split(separator: ":").map(String.init) + ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
         for directory in directories where !directory.isEmpty {

@@ -158,6 +158,12 @@ struct SystemToolsTests {
         }
     }
 
+    @Test("a tool named by its absolute path is found there, and only there")
+    func absoluteTool() {
+        #expect(Tool("/bin/sh", package: "dash").locate() == "/bin/sh")
+        #expect(Tool("/usr/lib/mm-no-such-helper", package: "x").locate() == nil)
+    }
+
     @Test("a failing tool's error carries the command and its output")
     func failingTool() async throws {
         let runner = CommandRunner(logger: Logger(label: "test"))
