@@ -11,8 +11,9 @@ public enum AtomicFile {
             var result: Result<Void, FileError> = .success(())
             bytes.withUnsafeBytes { buffer in result = Result { () throws(FileError) in try Syscall.writeAll(fd, buffer, path: temporary) } }
             try result.get()
-            // The umask may have narrowed the mode given to open.
-            try Syscall.check("chmod", temporary) { fchmod(fd, mode_t(mode)) }
+            // The umask may have narrowed the mode given to open. Not checked: a vfat ESP cannot
+            // represent modes at all and refuses any change (EPERM), which must not stop a write there.
+            _ = fchmod(fd, mode_t(mode))
             try Syscall.sync(fd, path: temporary)
         } catch {
             Syscall.close(fd)
