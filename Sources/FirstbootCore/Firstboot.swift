@@ -3,11 +3,6 @@ import Logging
 import MicromirrorKit
 import SystemKit
 
-/// What mm-firstboot does every boot, in order. Each step can be switched off for tests.
-public enum FirstbootStep: String, CaseIterable, Sendable {
-    case network, hostname, firewall, ssh, identity, disk, console
-}
-
 /// Applies the node file: validates the whole file first; if it is invalid, applies the last file
 /// that worked (if any) and says why on the console and in the journal.
 public struct Firstboot {
@@ -185,4 +180,3 @@ public struct Firstboot {
         return files
     }
 }
-

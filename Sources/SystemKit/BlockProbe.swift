@@ -1,19 +1,6 @@
 internal import CBlkid
 import Foundation
 
-/// What libblkid found in a byte range of a file or device: `TYPE`, `LABEL`, `UUID`, ... .
-public struct ProbeResult: Sendable, Equatable {
-    /// libblkid's name/value pairs, e.g. `["TYPE": "vfat", "LABEL": "MM-ESP"]`.
-    public var values: [String: String]
-    /// The filesystem type, if one was recognised.
-    public var type: String? { values["TYPE"] }
-}
-
-/// A libblkid failure.
-public struct BlkidError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-}
-
 /// Owns a `blkid_probe`; frees it in `deinit`.
 public final class BlockProbe {
     private let probe: blkid_probe

@@ -1,54 +1,6 @@
 internal import CParted
 import Synchronization
 
-/// A GPT partition as libparted sees it: 512-byte sectors on an image file or disk.
-public struct PartitionRecord: Sendable, Equatable {
-    /// 1-based partition number.
-    public var number: Int
-    /// GPT partition name (what `PARTLABEL=` matches).
-    public var name: String
-    /// First sector.
-    public var startSector: Int64
-    /// Number of sectors.
-    public var sectorCount: Int64
-    /// Whether the ESP flag is set.
-    public var isESP: Bool
-
-    public init(number: Int, name: String, startSector: Int64, sectorCount: Int64, isESP: Bool) {
-        self.number = number
-        self.name = name
-        self.startSector = startSector
-        self.sectorCount = sectorCount
-        self.isESP = isESP
-    }
-}
-
-/// What to create in a fresh GPT.
-public struct PartitionRequest: Sendable {
-    public var name: String
-    public var startSector: Int64
-    public var sectorCount: Int64
-    public var isESP: Bool
-
-    public init(name: String, startSector: Int64, sectorCount: Int64, isESP: Bool = false) {
-        self.name = name
-        self.startSector = startSector
-        self.sectorCount = sectorCount
-        self.isESP = isESP
-    }
-}
-
-/// A libparted failure, with the device and libparted's own messages.
-public struct PartedError: Error, Sendable, CustomStringConvertible {
-    public var operation: String
-    public var device: String
-    public var messages: [String]
-    public var description: String {
-        let detail = messages.isEmpty ? "" : ": " + messages.joined(separator: "; ")
-        return "libparted: \(operation) on \(device) failed\(detail)"
-    }
-}
-
 /// Writes and reads GPT partition tables through libparted.
 ///
 /// libparted keeps process-global state (its device cache and exception handler), so every call

@@ -1,3 +1,5 @@
+
+
 /// The five partitions every micromirror disk has, in table order, and where they sit.
 ///
 /// Everything is aligned to 1 MiB. The table leaves 1 MiB at the start (protective MBR + primary
@@ -82,10 +84,4 @@ public struct DiskLayout: Sendable, Equatable {
 
     public static func alignUp(_ value: Int64) -> Int64 { (value + alignment - 1) / alignment * alignment }
     public static func alignDown(_ value: Int64) -> Int64 { value / alignment * alignment }
-}
-
-/// A layout that does not fit.
-public struct LayoutError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
 }

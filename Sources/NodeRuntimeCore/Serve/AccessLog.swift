@@ -215,9 +215,3 @@ public final class AccessLog: Sendable {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
-
-public struct AccessLogError: Error, CustomStringConvertible {
-    public var path: String
-    public var code: Int32
-    public var description: String { "cannot open access log \(path): \(String(cString: strerror(code)))" }
-}

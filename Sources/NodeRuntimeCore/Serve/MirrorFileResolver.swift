@@ -158,9 +158,3 @@ public final class MirrorFileResolver: Sendable {
     /// Whether `path` (already canonical) lies inside the root.
     public func contains(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
 }
-
-/// The server could not start or serve, and why.
-public struct ServeError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}

@@ -2,103 +2,6 @@ import Foundation
 import NIOCore
 import NIOPosix
 
-/// Everything a connection's handler shares with the server (one object, so a connection holds a
-/// reference rather than its own copy of the configuration).
-public final class ServeContext: Sendable {
-    public let configuration: ServeConfiguration
-    public let resolver: MirrorFileResolver
-    public let accessLog: AccessLog?
-    public let metrics: ServeMetrics
-    /// The parser's limits, from the configuration.
-    let limits: HTTPRequestParser.Limits
-    /// The configuration's deadlines as event-loop time, made once rather than per request.
-    let timeouts: ConnectionStateMachine.Timeouts
-    /// The `project` labels the counters use; every other first path component is `other`.
-    let projectLabels: Set<String>
-    /// Where blocking work goes (listings, `/status`), off the event loops.
-    let threadPool: NIOThreadPool
-
-    /// `threadPool` must be running.
-    public init(
-        configuration: ServeConfiguration, resolver: MirrorFileResolver, accessLog: AccessLog?, metrics: ServeMetrics,
-        threadPool: NIOThreadPool = .singleton
-    ) {
-        self.configuration = configuration
-        self.resolver = resolver
-        self.accessLog = accessLog
-        self.metrics = metrics
-        self.threadPool = threadPool
-        self.limits = HTTPRequestParser.Limits(maxTargetLength: configuration.maxURILength, maxHeadBytes: configuration.maxHeaderBytes, maxFields: 100)
-        self.timeouts = .init(
-            keepAlive: TimeAmount(configuration.keepAliveTimeout), head: TimeAmount(configuration.requestHeadTimeout),
-            send: TimeAmount(configuration.sendTimeout)
-        )
-        if !configuration.projects.isEmpty {
-            projectLabels = Set(configuration.projects)
-        } else {
-            // Standalone: the projects are the top-level directories there are now (bounded).
-            let directories = ((try? DirectoryListing.entries(of: ".", resolver: resolver)) ?? []).filter { $0.type == "directory" }
-            projectLabels = Set(directories.prefix(ServeConfiguration.maxProjectLabels).map(\.name))
-        }
-    }
-
-    /// The counters' label for a request's first path component.
-    func projectLabel(_ component: String?) -> String {
-        guard let component, projectLabels.contains(component) else { return "other" }
-        return component
-    }
-
-    /// This server's small-file caches, one per event-loop thread.
-    private let caches = ThreadSpecificVariable<SmallFileCache>()
-
-    /// The calling thread's small-file cache for this server; only that thread may use it.
-    func smallFileCache(tally: ServeMetrics.Tally) -> SmallFileCache {
-        caches.value { SmallFileCache(budget: configuration.smallFileCacheBytes, tally: tally) }
-    }
-}
-
-/// What to send for one request: the head (with the body when it is small) and, for larger files,
-/// the part of an open file that follows it with sendfile.
-struct MirrorResponse {
-    var status: HTTPStatus
-    /// The encoded head, and the whole body when `file` is nil.
-    var bytes: ByteBuffer
-    /// Body bytes in `bytes` and `tail` (0 for HEAD and 304).
-    var bodyInBytes: Int64
-    /// More body, sent after `bytes` as its own buffer (larger in-memory files, without a copy).
-    var tail: ByteBuffer? = nil
-    /// A file region sent after `bytes`: an open descriptor the sender closes, `from..<to`.
-    var file: (descriptor: Int32, from: Int64, to: Int64)?
-    var keepAlive: Bool
-    /// The project label (a configured project or `other`), for the per-project counters.
-    var project: String
-    /// An answer still to be made off the event loop (the rest is empty until then).
-    var deferred: DeferredAnswer? = nil
-}
-
-/// An answer that blocks to make (reads directories or files), made on the thread pool.
-enum DeferredAnswer: Sendable {
-    case listing(relative: String, shown: String, json: Bool)
-    case status(json: Bool)
-
-    /// The body, its type and its `Cache-Control`; blocking.
-    func make(_ shared: ServeContext) throws -> (body: String, contentType: String, cache: String) {
-        let configuration = shared.configuration
-        switch self {
-        case .listing(let relative, let shown, let json):
-            let entries = try DirectoryListing.entries(of: relative, resolver: shared.resolver)
-            return json
-                ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
-                : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
-        case .status(let json):
-            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
-            return json
-                ? (StatusPage.json(node: configuration.sponsor, projects: projects), "application/json", "no-store")
-                : (StatusPage.html(node: configuration.sponsor, projects: projects), "text/html; charset=utf-8", "no-store")
-        }
-    }
-}
-
 /// Decides the answer to a parsed request: routing, files, ranges, conditionals, listings, errors.
 /// One per connection (it keeps a small cache); runs on the connection's event loop.
 struct MirrorResponder {
@@ -362,20 +265,5 @@ struct MirrorResponder {
         head.end()
         if sendsBody { head.writeBody(body) }
         return MirrorResponse(status: status, bytes: head.buffer, bodyInBytes: sendsBody ? Int64(length) : 0, file: nil, keepAlive: keepAlive, project: "")
-    }
-}
-
-/// The few fields only some answers carry.
-enum ExtraField {
-    case allow
-    case location(String)
-    case retryAfter(Int64)
-
-    func add(to head: inout ResponseHead) {
-        switch self {
-        case .allow: head.add("Allow", "GET, HEAD")
-        case .location(let location): head.add("Location", location)
-        case .retryAfter(let seconds): head.add("Retry-After", seconds)
-        }
     }
 }

@@ -3,63 +3,6 @@ import Logging
 import Subprocess
 import SystemPackage
 
-/// An external program the build or the node needs, with the Debian package that ships it.
-public struct Tool: Sendable, Hashable, CustomStringConvertible {
-    /// Executable name, e.g. `mkfs.erofs`.
-    public var name: String
-    /// Debian package to install when it is missing, e.g. `erofs-utils`.
-    public var package: String
-
-    public init(_ name: String, package: String) {
-        self.name = name
-        self.package = package
-    }
-
-    public var description: String { name }
-
-    /// The absolute path of the tool, searching `PATH` and the sbin directories root tools live in
-    /// (a name that is already absolute, like `/usr/lib/systemd/systemd-bless-boot`, is used as it is).
-    public func locate() -> String? {
-        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-        for directory in directories where !directory.isEmpty {
-            let candidate = directory + "/" + name
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return nil
-    }
-}
-
-/// A tool is missing, or ran and failed.
-public struct CommandError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable, Equatable {
-        /// The named tools are not installed.
-        case missingTools([Tool])
-        /// The tool ran and exited unsuccessfully.
-        case failed(status: String)
-    }
-
-    public var kind: Kind
-    /// The command line that was run (empty for missing tools).
-    public var commandLine: [String]
-    /// The last lines the tool printed, for the error message.
-    public var outputTail: String
-
-    public var description: String {
-        switch kind {
-        case .missingTools(let tools):
-            let names = tools.map(\.name).joined(separator: ", ")
-            let packages = Set(tools.map(\.package)).sorted().joined(separator: " ")
-            return "missing tool\(tools.count == 1 ? "" : "s") on this machine: \(names); install with: apt-get install \(packages)"
-        case .failed(let status):
-            let shown = commandLine.joined(separator: " ")
-            let tail = outputTail.isEmpty ? "" : "\n--- last output ---\n\(outputTail)"
-            return "`\(shown)` failed (\(status))\(tail)"
-        }
-    }
-}
-
 /// Runs external tools through swift-subprocess, turning failures into `CommandError`s that
 /// carry the command line and the end of its output.
 public struct CommandRunner: Sendable {

@@ -1,0 +1,26 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// An answer that blocks to make (reads directories or files), made on the thread pool.
+enum DeferredAnswer: Sendable {
+    case listing(relative: String, shown: String, json: Bool)
+    case status(json: Bool)
+
+    /// The body, its type and its `Cache-Control`; blocking.
+    func make(_ shared: ServeContext) throws -> (body: String, contentType: String, cache: String) {
+        let configuration = shared.configuration
+        switch self {
+        case .listing(let relative, let shown, let json):
+            let entries = try DirectoryListing.entries(of: relative, resolver: shared.resolver)
+            return json
+                ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
+                : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
+        case .status(let json):
+            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            return json
+                ? (StatusPage.json(node: configuration.sponsor, projects: projects), "application/json", "no-store")
+                : (StatusPage.html(node: configuration.sponsor, projects: projects), "text/html; charset=utf-8", "no-store")
+        }
+    }
+}
