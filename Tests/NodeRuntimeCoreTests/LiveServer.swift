@@ -76,9 +76,9 @@ final class LiveServer: @unchecked Sendable {
 }
 
 /// Polls `condition` every 100 ms until it holds or `seconds` pass. It returns as soon as the
-/// condition holds; the generous bound is for a suite whose other tests may hold every
-/// concurrency thread for a while (they wait on tools synchronously).
-func eventually(seconds: Int = 300, _ condition: () async -> Bool) async throws -> Bool {
+/// condition holds; the bound leaves room for image builds loading both cores meanwhile (tools are
+/// waited on off the cooperative pool, so they no longer hold its threads).
+func eventually(seconds: Int = 120, _ condition: () async -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + .seconds(seconds)
     while ContinuousClock.now < deadline {
         if await condition() { return true }

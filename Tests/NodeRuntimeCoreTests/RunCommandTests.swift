@@ -114,7 +114,7 @@ struct RunCommandTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let port = try RsyncDaemon.freePort()
         let node = try Self.start(paths, port: port, services: "serve,sync")
-        let synced = try await eventually(seconds: 300) {
+        let synced = try await eventually(seconds: 120) {
             FileManager.default.fileExists(atPath: paths.mirror + "/almalinux/9/repodata/repomd.xml")
                 && FileManager.default.fileExists(atPath: paths.syncState + "/nosuch.json")
         }

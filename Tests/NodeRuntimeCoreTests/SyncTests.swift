@@ -46,9 +46,9 @@ struct SyncTests {
         try await body(upstream, daemon, root)
     }
 
-    /// The timeout only catches a hung rsync: the suite's other tests may hold every concurrency
-    /// thread for minutes (image builds wait on tools synchronously), so it is generous.
-    static func sync(_ recipe: SyncRecipe, _ daemon: RsyncDaemon, _ root: String, timeout: Duration = .seconds(900)) async -> ProjectSync.Report {
+    /// The timeout only catches a hung rsync; tools are waited on off the cooperative pool now, so
+    /// other tests no longer hold the threads, but image builds still load both cores.
+    static func sync(_ recipe: SyncRecipe, _ daemon: RsyncDaemon, _ root: String, timeout: Duration = .seconds(300)) async -> ProjectSync.Report {
         var sync = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
         sync.timeout = timeout
         return await sync.run()
@@ -145,7 +145,7 @@ struct SyncTests {
             let port = daemon.port
             daemon.stop()
             var gone = ProjectSync(recipe: SyncRecipe(project: "nosuch"), upstream: "rsync://127.0.0.1:\(port)/", root: root, logger: Logger(label: "test"))
-            gone.timeout = .seconds(900)
+            gone.timeout = .seconds(300)
             let report = await gone.run()
             #expect(!report.succeeded && report.stages.first?.exitCode == 10, "\(report)")
             #expect(Self.tree(root + "/nosuch") == ["kept.txt": "kept\n"])
@@ -268,7 +268,7 @@ struct SyncServiceTests {
             project, _ in
             await runs.add(project)
             var sync = ProjectSync(recipe: recipes[project]!, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
-            sync.timeout = .seconds(900)
+            sync.timeout = .seconds(300)
             return await sync.run()
         }
         let group = ServiceGroup(services: [service], logger: Logger(label: "test"))
