@@ -29,15 +29,8 @@ cleanup() {
   ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add br0 type bridge
-ip -n "$ns" addr add 192.0.2.1/24 dev br0
-ip -n "$ns" addr add 2001:db8:10::1/64 dev br0 nodad
-ip -n "$ns" link set br0 up
-ip -n "$ns" tuntap add dev tap0 mode tap
-ip -n "$ns" link set tap0 master br0
-ip -n "$ns" link set tap0 up
+. "$here/test-bridge.sh"
+make_test_bridge "$ns"
 # The channel, served by our own server in the namespace (as a mirror node would serve it).
 ip netns exec "$ns" "$bin/mm-node" serve --root "$channel" --listen 192.0.2.1:8080 --access-log "$channel.access.log" >/dev/null 2>&1 &
 spid=$!
