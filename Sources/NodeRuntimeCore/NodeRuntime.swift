@@ -66,6 +66,7 @@ public enum NodeRuntime {
         configuration.accessLogPath = options.accessLog
         configuration.projects = node.projects
         configuration.syncStateDirectory = options.syncState
+        configuration.updateStatePath = options.update.paths.updateState
         return configuration
     }
 

@@ -384,3 +384,29 @@ struct UpdateServiceTests {
         await server.stop()
     }
 }
+
+@Suite("Update state on /status")
+struct UpdateStatusPageTests {
+    @Test("/status shows the running image and slot, whether it is blessed, the update's phase and a rollback, in HTML and JSON")
+    func statusPage() async throws {
+        let dir = try ToolRun.scratchDirectory("update-status")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var state = UpdateState()
+        state.boot = .init(slot: "a", buildNumber: 100, version: "0.100.0", entries: ["micromirror-a.conf", "micromirror-b+0-3.conf"])
+        state.rolledBack = [101]
+        state.lastError = "build 101 rolled back"
+        state.note("build 101 did not come up healthy in slot b; fell back to slot a (build 100); it will not be taken again")
+        try state.save(path: dir + "/update.json")
+        let server = try await LiveServer.start(configure: {
+            $0.updateStatePath = dir + "/update.json"
+            $0.sponsor = "example-isp.mm.fcix.net"
+        }) { _ in }
+        let html = try await run("curl", ["-sS", server.base + "/status"]).output
+        #expect(html.contains("Running 0.100.0 (build 100) from slot a, blessed."), "\(html)")
+        #expect(html.contains("Rolled back here, never taken again: build 101") && html.contains("Update: idle."), "\(html)")
+        #expect(html.contains("did not come up healthy in slot b"))
+        let json = try await run("curl", ["-sS", server.base + "/status?format=json"]).output
+        #expect(json.contains("\"rolledBack\" : [\n      101\n    ]") && json.contains("\"slot\" : \"a\""), "\(json)")
+        await server.stop()
+    }
+}

@@ -18,9 +18,10 @@ enum DeferredAnswer: Sendable {
                 : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
         case .status(let json):
             let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            let update = configuration.updateStatePath.flatMap { FileManager.default.fileExists(atPath: $0) ? UpdateState.load(path: $0) : nil }
             return json
-                ? (StatusPage.json(node: configuration.sponsor, projects: projects), "application/json", "no-store")
-                : (StatusPage.html(node: configuration.sponsor, projects: projects), "text/html; charset=utf-8", "no-store")
+                ? (StatusPage.json(node: configuration.sponsor, projects: projects, update: update), "application/json", "no-store")
+                : (StatusPage.html(node: configuration.sponsor, projects: projects, update: update), "text/html; charset=utf-8", "no-store")
         }
     }
 }

@@ -46,6 +46,8 @@ public struct ServeConfiguration: Sendable {
     /// The most project labels taken from the root's directories when `projects` is empty.
     public static let maxProjectLabels = 64
     public var syncStateDirectory: String?
+    /// The updater's state (`UpdateState`), for `/status`; nil for none.
+    public var updateStatePath: String?
     /// Memory each event loop may use to keep small files (up to 64 KiB) with their encoded
     /// fields; 0 turns the cache off. Every use is checked against the file on disk.
     public var smallFileCacheBytes = 16 << 20

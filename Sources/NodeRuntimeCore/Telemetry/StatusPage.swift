@@ -22,6 +22,8 @@ public enum StatusPage {
         var node: String
         var generated: Date
         var projects: [Project]
+        /// The image, its slot and the updater's state, when the node has an updater.
+        var update: UpdateState?
     }
 
     /// Reads the reports of `projects` (a missing or unreadable one is `never`).
@@ -38,14 +40,14 @@ public enum StatusPage {
         }
     }
 
-    public static func json(node: String, projects: [Project], now: Date = Date()) -> String {
+    public static func json(node: String, projects: [Project], update: UpdateState? = nil, now: Date = Date()) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        return String(decoding: (try? encoder.encode(Page(node: node, generated: now, projects: projects))) ?? Data(), as: UTF8.self) + "\n"
+        return String(decoding: (try? encoder.encode(Page(node: node, generated: now, projects: projects, update: update))) ?? Data(), as: UTF8.self) + "\n"
     }
 
-    public static func html(node: String, projects: [Project], now: Date = Date()) -> String {
+    public static func html(node: String, projects: [Project], update: UpdateState? = nil, now: Date = Date()) -> String {
         let e = DirectoryListing.escape
         var rows = ""
         for project in projects {
@@ -64,16 +66,42 @@ public enum StatusPage {
         return """
             <!DOCTYPE html>
             <html><head><meta charset="utf-8"><title>\(e(node)): mirror status</title>
-            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td{color:#a00}</style></head>
+            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td{color:#a00}.bad{color:#a00}</style></head>
             <body><h1>\(e(node)): mirror status</h1>
             <table>
             <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Files copied</th><th>Received</th></tr>
             \(rows)</table>
+            \(update.map { updateSection($0, now: now) } ?? "")
             <p>As JSON: <a href="/status?format=json">/status?format=json</a>. Counters: <a href="/metrics">/metrics</a>.
             Problems with this mirror go to the FCIX NOC, not to the hosting network.</p>
             </body></html>
 
             """
+    }
+
+    /// The image and slot this node runs, and where its update stands.
+    static func updateSection(_ state: UpdateState, now: Date) -> String {
+        let e = DirectoryListing.escape
+        var lines: [String] = []
+        if let boot = state.boot {
+            let entry = boot.entries.first { $0.hasPrefix("micromirror-\(boot.slot)") }
+            let kept = entry.map { $0.contains("+") ? "on trial" : "blessed" } ?? "no boot entry"
+            lines.append("Running \(e(boot.version)) (build \(boot.buildNumber)) from slot \(e(boot.slot)), \(kept).")
+        }
+        var phase = "Update: \(state.phase.rawValue)"
+        if let target = state.target { phase += ", build \(target.buildNumber) (\(e(target.version))) for slot \(e(target.slot))" }
+        if state.phase == .downloading, state.totalBytes > 0 {
+            phase += ", \(ByteSize.format(state.downloadedBytes)) of \(ByteSize.format(state.totalBytes))"
+        }
+        lines.append(phase + ".")
+        if !state.rolledBack.isEmpty {
+            lines.append("<span class=\"bad\">Rolled back here, never taken again: build \(state.rolledBack.map(String.init).joined(separator: ", ")).</span>")
+        }
+        if let error = state.lastError { lines.append("Last error: \(e(error)).") }
+        if let event = state.events.last {
+            lines.append("Last step (\(age(now.timeIntervalSince1970 - Double(event.time))) ago): \(e(event.message)).")
+        }
+        return "<h2>System</h2>\n<p>" + lines.joined(separator: "<br>\n") + "</p>"
     }
 
     /// `45 s`, `12 min`, `3 h`, `2 d`.

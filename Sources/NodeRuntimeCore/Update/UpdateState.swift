@@ -35,6 +35,23 @@ public struct UpdateState: Codable, Sendable, Equatable {
         public var message: String
     }
 
+    /// What the node runs, as the updater saw it at its last look: the status page reads it from
+    /// here (the unprivileged server can read neither the ESP nor the kernel command line).
+    public struct Boot: Codable, Sendable, Equatable {
+        public var slot: String
+        public var buildNumber: Int64
+        public var version: String
+        /// Our boot entries on the ESP (file names: a `+N` counter means not blessed yet).
+        public var entries: [String]
+        public init(slot: String, buildNumber: Int64, version: String, entries: [String]) {
+            self.slot = slot
+            self.buildNumber = buildNumber
+            self.version = version
+            self.entries = entries
+        }
+    }
+
+    public var boot: Boot?
     public var phase: Phase = .idle
     public var target: Target?
     public var downloadedBytes: Int64 = 0

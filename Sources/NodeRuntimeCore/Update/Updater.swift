@@ -44,7 +44,9 @@ public struct Updater: Sendable {
     /// The state as kept, reconciled with what this boot shows.
     public func currentState() -> UpdateState {
         var state = UpdateState.load(path: statePath)
-        state.reconcile(bootedSlot: bootedSlot, runningBuild: running.buildNumber, entries: boot.entries().map(\.name))
+        let entries = boot.entries()
+        state.reconcile(bootedSlot: bootedSlot, runningBuild: running.buildNumber, entries: entries.map(\.name))
+        state.boot = UpdateState.Boot(slot: bootedSlot, buildNumber: running.buildNumber, version: running.version, entries: entries.map(\.file))
         return state
     }
 
