@@ -37,7 +37,9 @@ struct UpdateBootTests {
         let log = dir + "/serial.log"
         let result = try await TestSupport.run(
             TestSupport.packageRoot + "/scripts/e2e-update.sh",
-            [image, channel, "--until", "micromirror-boot: slot=b .*build=\(nextBuild) .*failed=", "--timeout", "1800", "--log", log]
+            // The boot line comes once slot b is blessed; the wait lets the guest's page cache reach
+            // the disk file (vfat writes back within 30 s) before QEMU is stopped.
+            [image, channel, "--until", "micromirror-boot: slot=b .*build=\(nextBuild) .*failed=", "--timeout", "1800", "--log", log, "--then", "sleep 45"]
         )
         let console = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: log))) ?? Data(), as: UTF8.self)
         #expect(result.status == 0, "the node did not come up on slot b:\n\(result.combined.suffix(3000))\n\(console.suffix(6000))")
@@ -53,7 +55,15 @@ struct UpdateBootTests {
         // The node's own account, from mm-data.
         let gpt = try GPT.read(from: RawFile.openForReading(image))
         let data = try #require(gpt.partition(named: DiskLayout.Label.data))
-        let state = try await TestSupport.check("debugfs", ["-R", "cat /state/update.json", "\(image)?offset=\(data.offsetInBytes)"]).stdout
+        // Mounted from a writable loop device, so ext4 replays its journal (QEMU was stopped, not shut down).
+        let loop = try await TestSupport.check(
+            "losetup", ["--find", "--show", "--offset", "\(data.offsetInBytes)", "--sizelimit", "\(data.sizeInBytes)", image]
+        ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { ToolRun.cleanUp("losetup", ["-d", loop]) }
+        let mountpoint = try await TestSupport.scratch("ota-data")
+        try await TestSupport.check("mount", ["-t", "ext4", "-o", "ro", loop, mountpoint])
+        defer { ToolRun.cleanUp("umount", [mountpoint]) }
+        let state = (try? String(contentsOfFile: mountpoint + "/state/update.json", encoding: .utf8)) ?? "(no /state/update.json on mm-data)"
         #expect(state.contains("\"phase\" : \"idle\"") && state.contains("passed its health gate and is blessed"), "\(state)")
         #expect(state.contains("verified on the disk"), "\(state)")
         let served = (try? String(contentsOfFile: channel + ".access.log", encoding: .utf8)) ?? ""
