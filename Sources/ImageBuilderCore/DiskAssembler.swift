@@ -58,6 +58,24 @@ struct DiskAssembler {
             }
             done += size
         }
+        try writeEmptyDataMarker(file)
         try file.sync()
     }
+
+    /// mm-data has no filesystem until the first boot makes one, and mm-firstboot formats it only
+    /// when libblkid finds no signature there. A reused SSD may still hold an old filesystem at that
+    /// offset, and the image's hole would not overwrite it (bmaptool and a discard-less flash skip
+    /// holes): so the image carries 128 KiB of plain text at the start of mm-data, written with the
+    /// image, covering every superblock libblkid looks for there (xfs at 0, ext4 at 1 KiB, md at
+    /// 4 KiB, btrfs at 64 KiB).
+    func writeEmptyDataMarker(_ file: RawFile) throws {
+        guard let data = layout.partition(DiskLayout.Label.data) else { return }
+        let line = Array("micromirror: mm-data has no filesystem yet; mm-firstboot makes one on the first boot.\n".utf8)
+        var marker: [UInt8] = []
+        marker.reserveCapacity(Self.dataMarkerBytes)
+        while marker.count < Self.dataMarkerBytes { marker += line }
+        try file.write(Array(marker.prefix(Self.dataMarkerBytes)), at: data.offset)
+    }
+
+    static let dataMarkerBytes = 128 << 10
 }

@@ -53,6 +53,33 @@ struct FirstbootDiskTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/state/identity/node.key")) == keyBefore)
     }
 
+    @Test("an SSD that held a filesystem where mm-data lies: flashed with bmaptool, its first boot still formats mm-data")
+    func reusedDrive() async throws {
+        let a = try await BuiltImage.shared.artifacts()
+        let dir = try await TestSupport.scratch("reused")
+        let disk = dir + "/ssd.img"
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: a.image)[.size] as? NSNumber).int64Value
+        try await TestSupport.check("truncate", ["-s", "\(size)", disk])
+        let gpt = try GPT.read(from: RawFile.openForReading(a.image))
+        let data = try #require(gpt.partition(named: "mm-data"))
+        // The drive's previous life: an ext4 with a file, exactly where mm-data will be.
+        try await TestSupport.check("mkfs.ext4", ["-q", "-F", "-E", "offset=\(data.offsetInBytes)", disk, "\(data.sizeInBytes / 1024)k"])
+        try "old mirror\n".write(toFile: dir + "/old", atomically: true, encoding: .utf8)
+        try await TestSupport.check("debugfs", ["-w", "-R", "write \(dir)/old old", "\(disk)?offset=\(data.offsetInBytes)"])
+        // Flashed the way the NOC does today: bmaptool writes only the mapped ranges.
+        try await TestSupport.check("bmaptool", ["copy", "--bmap", a.bmap, a.image, disk])
+        try FileManager.default.createDirectory(atPath: dir + "/state", withIntermediateDirectories: true)
+        let device = try await TestSupport.check("losetup", ["--find", "--show", disk]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { ToolRun.cleanUp("losetup", ["-d", device]) }
+        let first = try await TestSupport.run(
+            TestSupport.binaries + "/mm-firstboot",
+            ["apply", "--config", TestSupport.packageRoot + "/nodes/example.yaml", "--state", dir + "/state", "--root", dir + "/root", "--disk", device, "--steps", "disk"]
+        )
+        #expect(first.status == 0 && first.stdout.contains("made ext4 on mm-data"), "the old filesystem was kept: \(first.combined)")
+        let listing = try await TestSupport.run("debugfs", ["-R", "ls -l /", "\(disk)?offset=\(data.offsetInBytes)"])
+        #expect(!listing.combined.contains(" old"), "the previous life's files are still there: \(listing.combined)")
+    }
+
     @Test("mm-image node check: ok for the example, every problem at once for a bad file")
     func nodeCheck() async throws {
         let ok = try await TestSupport.run(TestSupport.mmImage, ["node", "check", TestSupport.packageRoot + "/nodes/example.yaml"])
