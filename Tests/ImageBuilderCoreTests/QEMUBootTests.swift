@@ -46,7 +46,7 @@ struct QEMUBootTests {
         echo "listening=$(ss -Hltn | awk '{print $4}' | grep -v -e '^127\.' -e '^\[::1\]' | sed 's/.*://' | sort -un | tr '\n' ' ')"
         echo "udp-listening=$(ss -Hlun | awk '{print $4}' | grep -v -e '^127\.' -e '^\[::1\]' | sed 's/.*://' | sort -un | tr '\n' ' ')"
         echo "firewall=$(nft list table inet micromirror | grep -o 'tcp dport {[^}]*}')"
-        echo "node-users=$(ps -o user= -C mm-node | sort | tr '\n' ' ')"
+        echo "node-users=$(for u in mm-node-serve mm-node-sync mm-node-update; do echo "$u:$(ps -o user= -p "$(systemctl show -p MainPID --value $u)")"; done | tr '\n' ' ')"
         echo "owners=$(stat -c '%U:%G:%a' /srv/mirror /srv/state/sync /srv/log | tr '\n' ' ')"
         # Pre-release content as rsync stages it (mode 0750, owned by mirror) is not served; public content is.
         install -d -o mirror -g mirror -m 0755 /srv/mirror/mmtest
@@ -112,7 +112,8 @@ struct QEMUBootTests {
         #expect(first["listening"] == "22 80", "listening: \(first["listening"] ?? "-")")
         #expect(first["firewall"] == "tcp dport { 22, 80 }", "firewall: \(first["firewall"] ?? "-")")
         #expect(first["udp-listening"] == "", "UDP listeners: \(first["udp-listening"] ?? "-")")
-        #expect(first["node-users"] == "mirror mm-serve", "mm-node runs as: \(first["node-users"] ?? "-")")
+        // Serving and syncing unprivileged; only the updater (no capabilities) is root.
+        #expect(first["node-users"] == "mm-node-serve:mm-serve mm-node-sync:mirror mm-node-update:root", "mm-node runs as: \(first["node-users"] ?? "-")")
         #expect(first["owners"] == "mirror:mirror:755 mirror:mirror:755 root:mm-serve:1775")
         #expect(first["public"] == "HTTP/1.1 200 OK", "public: \(first["public"] ?? "-")")
         #expect(first["staged"]?.hasPrefix("HTTP/1.1 4") == true, "content staged 0750 must not be served: \(first["staged"] ?? "-")")
