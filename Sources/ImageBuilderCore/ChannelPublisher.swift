@@ -40,7 +40,9 @@ public struct ChannelPublisher {
         let source = try RawFile.openForReading(bundle)
         let size = try source.size()
         let digest = try source.sha256(length: size)
-        if (try? RawFile.openForReading(target).sha256(length: size)) != digest || (try? RawFile.openForReading(target).size()) != size {
+        // Re-publishing the same bundle (widening a rollout) copies nothing.
+        let existing = try? RawFile.openForReading(target)
+        if (try? existing?.size()) != size || (try? existing?.sha256(length: size)) != digest {
             try Self.copy(bundle, to: target)
         }
         let index = ChannelIndex(

@@ -83,16 +83,17 @@ public struct Updater: Sendable {
         var state = currentState()
         if let refusal = slotGuard() { throw UpdateError(refusal) }
         let allowDowngrade = index?.allowDowngrade ?? false
+        let manifest: Manifest
         if let index {
             let file = try RawFile.openForReading(bundle)
             let size = try file.size()
             guard size == index.size else { throw UpdateError("\(bundle) is \(size) bytes, the signed channel index says \(index.size)") }
             let digest = try file.sha256(length: size) { progress?("check bundle", $0, size) }
             guard digest == index.sha256 else { throw UpdateError("\(bundle): SHA-256 \(digest), the signed channel index says \(index.sha256)") }
+            manifest = try Bundle.signedManifest(path: bundle, keyring: keyring)
         } else {
-            try Bundle.verify(path: bundle, keyring: keyring)
+            manifest = try Bundle.verify(path: bundle, keyring: keyring)
         }
-        let manifest = try Bundle.signedManifest(path: bundle, keyring: keyring)
         if let index, index.buildNumber != manifest.buildNumber || index.hardware != manifest.hardware {
             throw UpdateError("\(bundle) is build \(manifest.buildNumber) for \(manifest.hardware); the channel index says build \(index.buildNumber) for \(index.hardware)")
         }
