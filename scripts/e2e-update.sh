@@ -5,18 +5,19 @@
 # with `mm-node serve`. The guest polls the channel, installs the release into slot B, reboots into it,
 # passes its health gate and blesses it; QEMU is then stopped.
 #
-#   scripts/e2e-update.sh IMAGE CHANNEL-DIR --until REGEX [--timeout S] [--log FILE] [--then CMD]
+#   scripts/e2e-update.sh IMAGE CHANNEL-DIR --until REGEX [--timeout S] [--log FILE] [--then CMD] [--at REGEX ACTION]...
 # Exit 0 once a console line matches REGEX (e.g. 'micromirror-boot: slot=b .*build=N\b'); the disk
 # file keeps every write of the guest (boot counting, the new slot).
 set -euo pipefail
 image="$1"; channel="$2"; shift 2
-until_re=""; timeout=1500; log=""; then_cmd=""
+until_re=""; timeout=1500; log=""; then_cmd=""; at=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --until) until_re="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
     --log) log="$2"; shift 2 ;;
     --then) then_cmd="$2"; shift 2 ;;
+    --at) at+=(--at "$2" "$3"); shift 3 ;;  # power cuts, ssh, publishing: see qemu-boot.sh
     *) echo "e2e-update: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -37,4 +38,5 @@ spid=$!
 args=("$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --writable --reboots --until "$until_re" --timeout "$timeout")
 [ -n "$log" ] && args+=(--log "$log")
 [ -n "$then_cmd" ] && args+=(--then "$then_cmd")
+args+=("${at[@]}")
 ip netns exec "$ns" "$here/qemu-boot.sh" "${args[@]}"

@@ -4,7 +4,7 @@
 #
 #   scripts/qemu-boot.sh IMAGE [--expect-slot a] [--expect-failed none] [--nic-mac MAC] [--timeout 300]
 #                        [--tap IFNAME] [--ssh KEY] [--then COMMAND] [--poweroff] [--log FILE] [--writable]
-#                        [--reboots --until REGEX] [-- extra qemu args]
+#                        [--reboots --until REGEX] [--at REGEX ACTION]... [-- extra qemu args]
 #
 # Exit 0 when the line `micromirror-boot: slot=<expected> ... failed=<expected>` appears; 1 on timeout
 # or anything else. --nic-mac adds a virtio NIC on QEMU's user network with restrict=on: the guest
@@ -19,9 +19,14 @@
 # exit, so the guest's journal and filesystems are closed cleanly (use with --writable).
 # --reboots lets the guest reboot (an update, a fallback) instead of ending QEMU, and --until REGEX
 # waits for a console line matching REGEX (e.g. the boot line of slot b) instead of the first boot line.
+# --at REGEX ACTION (repeatable, in order, before --until): once a console line matches REGEX (each
+# searched after the previous one's match), ACTION runs: `cut` or `cut:SECONDS` pulls the power
+# (SIGKILL QEMU, after SECONDS) and turns the machine on again with the same disk and firmware
+# variables; `sh:COMMAND` runs COMMAND and goes on (e.g. ssh into the guest, publish a release).
 # The image is not modified unless --writable is given (then the guest's writes, e.g. systemd-boot's
 # boot counting on the ESP, land in the file).
 set -euo pipefail
+export LC_ALL=C
 
 image=""
 expect_slot="a"
@@ -37,6 +42,7 @@ log=""
 snapshot="on"
 reboot_flag=(-no-reboot)
 until_re=""
+events=()
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,6 +58,7 @@ while [ $# -gt 0 ]; do
     --writable) snapshot="off"; shift ;;
     --reboots) reboot_flag=(); shift ;;
     --until) until_re="$2"; shift 2 ;;
+    --at) events+=("$2" "$3"); shift 3 ;;
     --) shift; extra=("$@"); break ;;
     -*) echo "qemu-boot: unknown option $1" >&2; exit 2 ;;
     *) image="$1"; shift ;;
@@ -92,22 +99,55 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# KVM does not work on the build machines: TCG, 2 vCPUs, 1 GiB.
-qemu-system-x86_64 \
-  -machine q35,accel=tcg -cpu max -smp 2 -m 1024 \
-  -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
-  -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
-  -drive file="$image",format=raw,if=virtio,snapshot="$snapshot" \
-  "${nic[@]}" -display none "${reboot_flag[@]}" \
-  -serial file:"$log" \
-  "${extra[@]}" &
-qpid=$!
+# KVM does not work on the build machines: TCG, 2 vCPUs, 1 GiB. The chipset's watchdog (ICH9 TCO,
+# iTCO_wdt, like the T620's sp5100_tco) resets the machine: QEMU 7.2 straps it to no-reboot unless told.
+start_qemu() {
+  qemu-system-x86_64 \
+    -machine q35,accel=tcg -cpu max -smp 2 -m 1024 -global ICH9-LPC.noreboot=false \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
+    -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
+    -drive file="$image",format=raw,if=virtio,snapshot="$snapshot" \
+    "${nic[@]}" -display none "${reboot_flag[@]}" \
+    -chardev file,id=console,path="$log",append=on -serial chardev:console \
+    "${extra[@]}" &
+  qpid=$!
+}
+start_qemu
 
+# The console after byte $seen: each --at and --until looks only at what came after the last match.
+seen=0
+matched=""
+match_after() {  # REGEX -> sets $matched to the matching line and advances $seen past it
+  local found offset text
+  found=$(tail -c +"$((seen + 1))" "$log" 2>/dev/null | grep -a -b -E -m1 "$1") || return 1
+  offset=${found%%:*}; text=${found#*:}
+  seen=$((seen + offset + ${#text} + 1))  # bytes: LC_ALL=C
+  matched=${text//$'\r'/}
+}
 start=$(date +%s)
+next_event=0
 while :; do
-  if [ -n "$until_re" ]; then
-    if line=$(grep -a -E -m1 "$until_re" "$log" 2>/dev/null); then
-      echo "qemu-boot: guest reported after $(( $(date +%s) - start ))s: ${line//$'\r'/}"
+  if [ "$next_event" -lt "${#events[@]}" ]; then
+    if match_after "${events[$next_event]}"; then
+      action=${events[$((next_event + 1))]}
+      next_event=$((next_event + 2))
+      echo "qemu-boot: after $(( $(date +%s) - start ))s: ${matched}"
+      case "$action" in
+        cut|cut:*)
+          [ "$action" = cut ] || sleep "${action#cut:}"
+          kill -KILL "$qpid" 2>/dev/null || true; wait "$qpid" 2>/dev/null || true
+          echo "qemu-boot: power cut after $(( $(date +%s) - start ))s; powering on again"
+          printf '\n[qemu-boot: power cut]\n' >> "$log"
+          start_qemu ;;
+        sh:*)
+          bash -c "${action#sh:}" || { echo "qemu-boot: the action for /${events[$((next_event - 2))]}/ failed" >&2; exit 1; } ;;
+        *) echo "qemu-boot: unknown action $action" >&2; exit 2 ;;
+      esac
+      continue
+    fi
+  elif [ -n "$until_re" ]; then
+    if match_after "$until_re"; then
+      echo "qemu-boot: guest reported after $(( $(date +%s) - start ))s: ${matched}"
       status=0
       [ -z "$then_cmd" ] || bash -c "$then_cmd" || status=$?
       exit "$status"

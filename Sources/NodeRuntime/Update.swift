@@ -74,6 +74,9 @@ struct Update: AsyncParsableCommand {
             let logger = Update.logger()
             var updater = try locations.environment.updater(logger: logger)
             updater.progress = Progress.printer()
+            // Held while downloading and writing, not while waiting for a reboot.
+            var lock: FileLock? = try updater.lock()
+            _ = updater.reconciledState(holding: lock)
             if let bundle {
                 try updater.install(bundle: bundle)
             } else {
@@ -92,6 +95,7 @@ struct Update: AsyncParsableCommand {
                 try updater.install(bundle: file, index: index)
                 try? FileManager.default.removeItem(atPath: file)
             }
+            lock = nil
             let state = updater.currentState()
             print("installed build \(state.target?.buildNumber ?? 0) into slot \(state.target?.slot ?? "?"); it boots next, with \(updater.boot.tries) tries")
             switch reboot {

@@ -1,7 +1,12 @@
 import Foundation
 
 /// Writes files so that the final name only ever holds a complete file, and keeps holding it after
-/// a power cut: data synced, renamed into place, then the directory synced so the rename is durable.
+/// a power cut: data synced, renamed into place, the file synced again under its new name, then the
+/// directory synced so the rename is durable.
+///
+/// The second sync is for vfat (the ESP): a rename there makes a new directory entry that gets the
+/// file's size only when the inode is next written, and a directory sync does not write it. Without
+/// it a power cut after the rename leaves the final name holding a 0-byte file (seen in QEMU).
 public enum AtomicFile {
     /// Writes `bytes` to `path` via a temporary sibling, fsync, rename and fsync of the directory.
     public static func write(_ bytes: [UInt8], to path: String, mode: Int32 = 0o644) throws(FileError) {
@@ -27,6 +32,9 @@ public enum AtomicFile {
             unlink(temporary)
             throw error
         }
+        let renamed = try Syscall.open(path, O_RDONLY)
+        defer { Syscall.close(renamed) }
+        try Syscall.sync(renamed, path: path)
         try Syscall.syncDirectory(directory(of: path))
     }
 

@@ -119,6 +119,11 @@ public final class RawFile {
 
     /// Hashes `length` bytes starting at `offset` with SHA-256, calling `progress` with bytes done.
     public func sha256(offset: Int64 = 0, length: Int64, progress: ((Int64) -> Void)? = nil) throws(FileError) -> String {
+        try sha256Hasher(offset: offset, length: length, progress: progress).finalizeHex()
+    }
+
+    /// A SHA-256 hasher fed `length` bytes from `offset`, to be fed more (a resumed download).
+    public func sha256Hasher(offset: Int64 = 0, length: Int64, progress: ((Int64) -> Void)? = nil) throws(FileError) -> SHA256Hasher {
         let hasher = SHA256Hasher()
         let chunk = 4 << 20
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
@@ -132,7 +137,7 @@ public final class RawFile {
             done += Int64(got)
             progress?(done)
         }
-        return hasher.finalizeHex()
+        return hasher
     }
 
     /// Copies the data ranges of `source` into this file at `offset`, leaving the source's holes

@@ -144,7 +144,7 @@ struct ApplyTests {
         }
     }
 
-    @Test("files are written durably: data synced, renamed into place, then the directory synced")
+    @Test("files are written durably: data synced, renamed into place, synced again under the new name (vfat), then the directory synced")
     func durableWrites() async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -155,6 +155,7 @@ struct ApplyTests {
         let calls = traced.stderr.split(separator: "\n").map(String.init).filter { $0.contains("fsync(") || $0.contains("rename") }
         let hostname = try #require(calls.firstIndex { $0.contains("rename") && $0.contains("/out/etc/hostname\"") }, "\(calls)")
         #expect(hostname > 0 && calls[hostname - 1].contains("fsync(") && calls[hostname - 1].contains("hostname.tmp-"), "the data is synced before the rename: \(calls)")
-        #expect(hostname + 1 < calls.count && calls[hostname + 1].contains("fsync(") && calls[hostname + 1].contains("/out/etc>"), "the directory is synced after the rename: \(calls)")
+        #expect(hostname + 1 < calls.count && calls[hostname + 1].contains("fsync(") && calls[hostname + 1].contains("/out/etc/hostname>"), "the file is synced under its new name: \(calls)")
+        #expect(hostname + 2 < calls.count && calls[hostname + 2].contains("fsync(") && calls[hostname + 2].contains("/out/etc>"), "the directory is synced after the rename: \(calls)")
     }
 }

@@ -93,7 +93,9 @@ struct QEMUBootTests {
         #expect(console.contains("micromirror: tmpfs overlay on the read-only root"))
         #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.0 build=\(BuiltImage.sourceDateEpoch) hardware=qemu-x86_64"))
         #expect(console.contains("mm-firstboot: applied example-isp.mm.fcix.net"), "firstboot did not apply the node file")
-        #expect(console.contains("tcp=bbr qdisc=fq_codel firstboot=active failed=none"), "the mirror's sysctls are not in effect")
+        #expect(console.contains("tcp=bbr qdisc=fq_codel firstboot=active watchdog="), "the mirror's sysctls are not in effect")
+        // systemd keeps the chipset watchdog running: a frozen boot resets (the update test freezes one).
+        #expect(console.contains("watchdog=30s/iTCO_wdt failed=none"), "no hardware watchdog in use")
         #expect(console.contains("grew mm-data"), "first boot did not grow mm-data into the larger disk")
         #expect(console.contains("created ssh host key, node key"))
         #expect(console.contains("micromirror: created machine id"), "the initramfs did not make the machine id")

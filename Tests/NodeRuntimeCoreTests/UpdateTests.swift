@@ -162,8 +162,33 @@ struct UpdateDecisionTests {
         #expect(fell.events.last?.message.contains("did not come up healthy") == true)
         var cut = state
         cut.phase = .installing
+        var running = cut
         cut.reconcile(bootedSlot: "a", runningBuild: 100, entries: [.init(slot: "a")])
         #expect(cut.phase == .idle && cut.target == nil)
+        #expect(cut.events.last?.message == "the install of build 101 was interrupted; it starts again")
+        running.reconcile(bootedSlot: "a", runningBuild: 100, entries: [.init(slot: "a")], abandoned: false)
+        #expect(running.phase == .installing && running.events.isEmpty, "an install under way in another process is not cut short by a reader")
+    }
+
+    @Test("one update at a time: a second apply is refused naming the holder; readers leave a running download alone")
+    func lock() async throws {
+        let node = try await TestNode()
+        let updater = node.updater()
+        var state = UpdateState()
+        state.phase = .downloading
+        state.target = .init(buildNumber: 101, version: "x", slot: "b")
+        try state.save(path: updater.statePath)
+        var held: FileLock? = try updater.lock()
+        do {
+            _ = try updater.lock()
+            Issue.record("a second lock was granted")
+        } catch {
+            #expect("\(error)".contains("another update is under way (process \(getpid()) holds"), "\(error)")
+        }
+        #expect(updater.reconciledState().phase == .downloading, "a status reader cancelled the download")
+        #expect(updater.reconciledState(holding: held).phase == .idle, "the lock's new holder takes a left-over download as interrupted")
+        held = nil
+        #expect(try updater.lock().path == updater.lockPath, "the lock is free again once its holder drops it")
     }
 }
 
@@ -175,7 +200,8 @@ struct SlotInstallTests {
         let release = try TestRelease.make(in: node.dir, key: node.key, build: 101)
         let aBefore = try node.slotHash("a")
         let state = try node.updater().install(bundle: release.bundle)
-        #expect(state.phase == .installed && state.target == .init(buildNumber: 101, version: "0.101.0", slot: "b"))
+        #expect(state.phase == .installed && state.target?.buildNumber == 101 && state.target?.version == "0.101.0" && state.target?.slot == "b")
+        #expect(state.target?.bootFiles?.keys.sorted() == ["/loader/entries/micromirror-b+3.conf", "/micromirror/b/initrd.img", "/micromirror/b/vmlinuz"])
         let device = try RawFile.openForReading(node.slots["b"]!)
         #expect(try device.read(count: release.root.count, at: 0) == release.root)
         #expect(try node.slotHash("a") == aBefore)
@@ -273,13 +299,17 @@ struct ChannelTests {
         #expect(index.buildNumber == 101 && index.rollout == 100 && index.bundle == (release.bundle as NSString).lastPathComponent)
         #expect(UpdateDecision.decide(index: index, running: node.updater().running, nodeID: "n", rolledBack: []) == .install)
 
-        // A download cut at half: the next one asks only for the rest.
+        // A download cut at half by a power cut: synced up to half, and past that what the disk kept
+        // (zeros where blocks were never written). The next one keeps only the synced half and asks
+        // for the rest.
         let staging = node.dir + "/srv/state/update"
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: release.bundle))
-        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: staging + "/" + index.bundle + ".partial"))
+        try (bytes.prefix(bytes.count / 2) + Data(count: 100_000)).write(to: URL(fileURLWithPath: staging + "/" + index.bundle + ".partial"))
+        try "\(bytes.count / 2)\n".write(toFile: staging + "/" + index.bundle + ".partial.synced", atomically: true, encoding: .utf8)
         let file = try await client.download(index, into: staging)
         #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == bytes)
+        #expect(!FileManager.default.fileExists(atPath: staging + "/" + index.bundle + ".partial.synced"))
         let log = try await server.accessLogText { $0.contains(" 206 ") }
         #expect(log.contains("GET /micromirror/channels/\(index.bundle) HTTP/1.1\" 206 \(bytes.count - bytes.count / 2)"), "\(log)")
         try node.updater().install(bundle: file, index: index)
@@ -292,6 +322,19 @@ struct ChannelTests {
         try flipped.write(to: URL(fileURLWithPath: channelDirectory + "/stable.json.sig"))
         await #expect(throws: VerificationError.self) { try await client.index(keyring: node.keyring) }
         try signature.write(to: URL(fileURLWithPath: channelDirectory + "/stable.json.sig"))
+
+        // The server's copy is shorter than the index says: a clear error after a few tries, not a loop;
+        // a left-over download of another release does not stay on mm-data.
+        try bytes.prefix(bytes.count - 1000).write(to: URL(fileURLWithPath: channelDirectory + "/" + index.bundle))
+        try FileManager.default.createDirectory(atPath: node.dir + "/short", withIntermediateDirectories: true)
+        try Data("old".utf8).write(to: URL(fileURLWithPath: node.dir + "/short/micromirror-old.mmb.partial"))
+        do {
+            _ = try await client.download(index, into: node.dir + "/short")
+            Issue.record("downloaded a truncated bundle")
+        } catch {
+            #expect("\(error)".contains("\(bytes.count - 1000) of \(bytes.count) bytes after 5 attempts"), "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: node.dir + "/short/micromirror-old.mmb.partial"))
 
         // The index names a bundle the server does not have.
         try FileManager.default.removeItem(atPath: channelDirectory + "/" + index.bundle)
@@ -385,9 +428,42 @@ struct UpdateServiceTests {
     }
 }
 
-@Suite("Update state on /status")
+extension UpdateServiceTests {
+    @Test("an entry damaged on the ESP (a power cut on vfat) is installed again; a slot the firmware never boots is given up after a few reboots")
+    func damagedAndNeverBooted() async throws {
+        let node = try await TestNode()
+        let n1 = try TestRelease.make(in: node.dir, key: node.key, build: 101)
+        let server = try await LiveServer.start { root in
+            try ChannelPublisher(directory: root + "/ch", channel: "stable", key: node.key).publish(bundle: n1.bundle, rollout: 100)
+        }
+        let url = server.base + "/ch/stable.json"
+        let reboots = Reboots()
+        let updater = service(node, url: url, booted: "a", build: 100, reboots: reboots)
+        await updater.checkOnce()
+        #expect(reboots.value == 1)
+        let entry = node.esp + "/loader/entries/micromirror-b+3.conf"
+        let written = try String(contentsOfFile: entry, encoding: .utf8)
+        // What the power cut left: the entry's name, none of its bytes. The next look installs again.
+        try Data().write(to: URL(fileURLWithPath: entry))
+        await updater.checkOnce()
+        #expect(try String(contentsOfFile: entry, encoding: .utf8) == written, "the damaged entry was not written again")
+        #expect(reboots.value == 2)
+        let state = UpdateState.load(path: node.dir + "/srv/state/update.json")
+        #expect(state.events.contains { $0.message.contains("are damaged") && $0.message.contains("micromirror-b+3.conf") }, "\(state.events)")
+        // Intact, but the firmware keeps booting slot a (the entry's tries untouched): not a reboot loop.
+        // The reinstalled target has had one reboot: two more, then it is given up.
+        for _ in 0..<3 { await updater.checkOnce() }
+        #expect(reboots.value == 4, "rebooted \(reboots.value) times for a slot that never boots")
+        let final = UpdateState.load(path: node.dir + "/srv/state/update.json")
+        #expect(final.phase == .idle && final.rolledBack == [101] && final.lastError?.contains("never booted") == true, "\(final)")
+        #expect(node.entries() == ["micromirror-a.conf"], "the untried entry stayed on the ESP")
+        await server.stop()
+    }
+}
+
+@Suite("Update state on /status and /metrics")
 struct UpdateStatusPageTests {
-    @Test("/status shows the running image and slot, whether it is blessed, the update's phase and a rollback, in HTML and JSON")
+    @Test("/status shows the running image and slot, whether it is blessed, the update's phase and a rollback, in HTML and JSON; /metrics has them as gauges")
     func statusPage() async throws {
         let dir = try ToolRun.scratchDirectory("update-status")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -407,6 +483,32 @@ struct UpdateStatusPageTests {
         #expect(html.contains("did not come up healthy in slot b"))
         let json = try await run("curl", ["-sS", server.base + "/status?format=json"]).output
         #expect(json.contains("\"rolledBack\" : [\n      101\n    ]") && json.contains("\"slot\" : \"a\""), "\(json)")
+
+        let metrics = try await run("curl", ["-sS", server.base + "/metrics"]).output
+        for line in [
+            "micromirror_boot_info{slot=\"a\",version=\"0.100.0\",build=\"100\"} 1.0", "micromirror_boot_blessed 1.0",
+            "micromirror_update_phase{phase=\"idle\"} 1.0", "micromirror_update_phase{phase=\"downloading\"} 0.0",
+            "micromirror_update_rolled_back{build=\"101\"} 1.0", "micromirror_update_rollbacks 1.0", "micromirror_update_error 1.0",
+        ] {
+            #expect(metrics.split(separator: "\n").contains { $0 == line }, "no \(line) in:\n\(metrics)")
+        }
+        // The file changes under the running server: a download under way, on trial in slot b.
+        state.phase = .downloading
+        state.target = .init(buildNumber: 102, version: "0.102.0", slot: "b")
+        state.downloadedBytes = 1000
+        state.totalBytes = 4000
+        state.lastError = nil
+        state.boot = .init(slot: "b", buildNumber: 100, version: "0.100.0", entries: ["micromirror-a.conf", "micromirror-b+2-1.conf"])
+        try state.save(path: dir + "/update.json")
+        let later = try await run("curl", ["-sS", server.base + "/metrics"]).output
+        for line in [
+            "micromirror_update_phase{phase=\"downloading\"} 1.0", "micromirror_update_phase{phase=\"idle\"} 0.0", "micromirror_update_target_build 102.0",
+            "micromirror_update_download_bytes 1000.0", "micromirror_update_download_total_bytes 4000.0", "micromirror_update_error 0.0",
+            "micromirror_boot_blessed 0.0", "micromirror_boot_info{slot=\"b\",version=\"0.100.0\",build=\"100\"} 1.0",
+            "micromirror_boot_info{slot=\"a\",version=\"0.100.0\",build=\"100\"} 0.0",
+        ] {
+            #expect(later.split(separator: "\n").contains { $0 == line }, "no \(line) in:\n\(later)")
+        }
         await server.stop()
     }
 }

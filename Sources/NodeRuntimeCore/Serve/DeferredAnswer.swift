@@ -6,6 +6,8 @@ import NIOPosix
 enum DeferredAnswer: Sendable {
     case listing(relative: String, shown: String, json: Bool)
     case status(json: Bool)
+    /// `/metrics`: the counters, and the update's state read from its file.
+    case metrics
 
     /// The body, its type and its `Cache-Control`; blocking.
     func make(_ shared: ServeContext) throws -> (body: String, contentType: String, cache: String) {
@@ -16,12 +18,19 @@ enum DeferredAnswer: Sendable {
             return json
                 ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
                 : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
+        case .metrics:
+            shared.metrics.update.record(updateState(configuration))
+            return (shared.metrics.prometheusText(), "text/plain; version=0.0.4", "no-store")
         case .status(let json):
             let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
-            let update = configuration.updateStatePath.flatMap { FileManager.default.fileExists(atPath: $0) ? UpdateState.load(path: $0) : nil }
+            let update = updateState(configuration)
             return json
                 ? (StatusPage.json(node: configuration.sponsor, projects: projects, update: update), "application/json", "no-store")
                 : (StatusPage.html(node: configuration.sponsor, projects: projects, update: update), "text/html; charset=utf-8", "no-store")
         }
+    }
+
+    private func updateState(_ configuration: ServeConfiguration) -> UpdateState? {
+        configuration.updateStatePath.flatMap { FileManager.default.fileExists(atPath: $0) ? UpdateState.load(path: $0) : nil }
     }
 }

@@ -44,9 +44,7 @@ struct MirrorResponder {
             return Self.deferred(.status(json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
         }
         if path.components == ["metrics"] {
-            return simple(
-                .ok, shared.metrics.prometheusText(), request: request, allocator: allocator, contentType: "text/plain; version=0.0.4", cache: "no-store"
-            )
+            return Self.deferred(.metrics, request: request, allocator: allocator)
         }
         var response: MirrorResponse
         let resolver = shared.resolver

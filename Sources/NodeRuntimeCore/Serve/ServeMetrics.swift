@@ -16,6 +16,8 @@ public final class ServeMetrics: Sendable {
     private let counters = NIOLockedValueBox([String: Counters]())
     private let cacheHits: CoreMetrics.Counter
     private let cacheMisses: CoreMetrics.Counter
+    /// The update's state, set from its file at each scrape.
+    public let update: UpdateMetrics
     private let tallies = ThreadSpecificVariable<Tally>()
     private let allTallies = NIOLockedValueBox<[Tally]>([])
     /// How long a tally may hold counts before they are published.
@@ -26,6 +28,7 @@ public final class ServeMetrics: Sendable {
         self.factory = PrometheusMetricsFactory(registry: registry)
         self.cacheHits = CoreMetrics.Counter(label: "micromirror_http_cache_hits_total", factory: factory)
         self.cacheMisses = CoreMetrics.Counter(label: "micromirror_http_cache_misses_total", factory: factory)
+        self.update = UpdateMetrics(factory: factory)
     }
 
     /// The two counters of one project and status class.

@@ -18,10 +18,12 @@ public struct BootStatus: Sendable, Equatable {
     /// The TCP congestion control and default qdisc in effect (the mirror's sysctls).
     public var tcp: String = "unknown"
     public var qdisc: String = "unknown"
+    /// The hardware watchdog systemd keeps pinging (`30s/iTCO_wdt`), or `off`: a frozen boot resets.
+    public var watchdog: String = "unknown"
 
     /// The one line printed to the console at boot; the QEMU boot test waits for it.
     public var line: String {
-        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) tcp=\(tcp) qdisc=\(qdisc) firstboot=\(firstboot) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
+        "micromirror-boot: slot=\(slot) root=\(rootLabel) image=\(name) version=\(version) build=\(buildNumber) hardware=\(hardware) tcp=\(tcp) qdisc=\(qdisc) firstboot=\(firstboot) watchdog=\(watchdog) failed=\(failedUnits.isEmpty ? "none" : failedUnits.joined(separator: ","))"
     }
 
     public static func read(cmdlinePath: String = "/proc/cmdline", identityPath: String = NodePaths.imageIdentity) throws -> BootStatus {
@@ -46,5 +48,14 @@ public struct BootStatus: Sendable, Equatable {
         failedUnits = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
         firstboot = try await runner.run(systemctl, ["show", "--property=ActiveState", "--value", "mm-firstboot.service"])
             .trimmingCharacters(in: .whitespacesAndNewlines)
+        let interval = try await runner.run(systemctl, ["show", "--property=RuntimeWatchdogUSec", "--value"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        watchdog = Self.watchdog(interval: interval, identity: try? String(contentsOfFile: "/sys/class/watchdog/watchdog0/identity", encoding: .utf8))
+    }
+
+    /// `INTERVAL/DRIVER` of the runtime watchdog, `off` when systemd keeps none.
+    static func watchdog(interval: String, identity: String?) -> String {
+        guard !interval.isEmpty, interval != "0", interval != "infinity" else { return "off" }
+        let driver = identity?.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: " ", with: "_") ?? ""
+        return driver.isEmpty ? interval : interval + "/" + driver
     }
 }

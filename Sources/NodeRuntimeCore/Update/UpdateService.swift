@@ -70,10 +70,23 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
         }
     }
 
+    /// Reboots made for one installed target while the old slot keeps coming up with its entry
+    /// untried: then the firmware does not boot that entry, and it is given up instead of looping.
+    static var rebootsBeforeGivingUp: Int { 3 }
+
     /// One poll: fetch, decide, download, install; reboot if a slot is ready and the window is open.
     public func checkOnce() async {
         do {
-            var state = updater.reconciledState()
+            let lock = try updater.lock()
+            defer { withExtendedLifetime(lock) {} }
+            var state = updater.reconciledState(holding: lock)
+            if state.phase == .installed, let target = state.target, let problem = updater.bootFilesProblem(target) {
+                logger.warning("the new slot's boot files are damaged; installing again", metadata: ["build": "\(target.buildNumber)", "problem": "\(problem)"])
+                state.note("the boot files of build \(target.buildNumber) in slot \(target.slot) are damaged (\(problem)); it is installed again")
+                state.phase = .idle
+                state.target = nil
+                try state.save(path: updater.statePath)
+            }
             if state.phase != .installed {
                 let index = try await channel.index(keyring: updater.keyring)
                 let decision = UpdateDecision.decide(index: index, running: updater.running, nodeID: nodeID, rolledBack: Set(state.rolledBack))
@@ -99,12 +112,27 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
                 try? FileManager.default.removeItem(atPath: file)
                 state = updater.currentState()
             }
-            if state.phase == .installed {
+            if state.phase == .installed, var target = state.target {
                 guard window.contains(now()) else {
                     logger.info("update ready; waiting for the maintenance window", metadata: ["window": "\(window)"])
                     return
                 }
-                logger.notice("rebooting into the new slot", metadata: ["build": "\(state.target?.buildNumber ?? 0)", "slot": "\(state.target?.slot ?? "?")"])
+                let reboots = target.reboots ?? 0
+                if reboots >= Self.rebootsBeforeGivingUp {
+                    logger.error("the firmware does not boot the new slot; giving up on this build", metadata: ["build": "\(target.buildNumber)", "reboots": "\(reboots)"])
+                    try? updater.boot.retire(slot: target.slot)
+                    state.note("slot \(target.slot) did not boot after \(reboots) reboots (its entry untried); build \(target.buildNumber) is given up and not taken again")
+                    if !state.rolledBack.contains(target.buildNumber) { state.rolledBack.append(target.buildNumber) }
+                    state.lastError = "build \(target.buildNumber) was never booted by the firmware"
+                    state.phase = .idle
+                    state.target = nil
+                    try state.save(path: updater.statePath)
+                    return
+                }
+                target.reboots = reboots + 1
+                state.target = target
+                try state.save(path: updater.statePath)
+                logger.notice("rebooting into the new slot", metadata: ["build": "\(target.buildNumber)", "slot": "\(target.slot)"])
                 try await reboot()
             }
         } catch {

@@ -23,6 +23,12 @@ public struct UpdateState: Codable, Sendable, Equatable {
         public var buildNumber: Int64
         public var version: String
         public var slot: String
+        /// SHA-256 of the slot's kernel, initrd and entry on the ESP (paths relative to it), as
+        /// installed: checked before each reboot into the slot, since a damaged entry is one the
+        /// firmware skips, and rebooting for it again would loop.
+        public var bootFiles: [String: String]?
+        /// Reboots made to boot this target so far.
+        public var reboots: Int?
         public init(buildNumber: Int64, version: String, slot: String) {
             self.buildNumber = buildNumber
             self.version = version
@@ -89,9 +95,11 @@ public struct UpdateState: Codable, Sendable, Equatable {
     /// - the target slot booted: on trial while its entry counts, done once blessed;
     /// - the other slot booted and the target's entry has no tries left: it fell back; the build
     ///   is never taken again;
-    /// - an install cut short (power cut while downloading or writing): start again from idle
-    ///   (the download resumes from what is on mm-data).
-    public mutating func reconcile(bootedSlot: String, runningBuild: Int64, entries: [BootEntry.Name], now: Date = Date()) {
+    /// - an install cut short (power cut while downloading or writing, a killed `mm-node update
+    ///   apply`): start again from idle (the download resumes from what is on mm-data). Only when
+    ///   `abandoned`: no process holds the update lock, so the download or write it names is not
+    ///   going on right now (a status reader must not cancel a running install).
+    public mutating func reconcile(bootedSlot: String, runningBuild: Int64, entries: [BootEntry.Name], abandoned: Bool = true, now: Date = Date()) {
         guard let target else {
             phase = .idle
             return
@@ -99,6 +107,7 @@ public struct UpdateState: Codable, Sendable, Equatable {
         let entry = entries.first { $0.slot == target.slot }
         switch phase {
         case .downloading, .installing:
+            guard abandoned else { return }
             note("the install of build \(target.buildNumber) was interrupted; it starts again", now: now)
             phase = .idle
             self.target = nil

@@ -41,24 +41,69 @@ public struct Updater: Sendable {
 
     public var boot: BootInstaller { BootInstaller(esp: esp) }
 
-    /// The state as kept, reconciled with what this boot shows.
-    public func currentState() -> UpdateState {
+    /// The lock one updater holds while it downloads and installs (`update.lock` beside the state).
+    public var lockPath: String { (statePath as NSString).deletingPathExtension + ".lock" }
+
+    /// Takes the update lock: one download or install at a time, whether the update service or an
+    /// `mm-node update apply` by hand. Throws, naming the holder, when another process has it.
+    public func lock() throws -> FileLock {
+        try FileManager.default.createDirectory(atPath: (lockPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        guard let lock = try FileLock.tryAcquire(lockPath) else {
+            let holder = FileLock.holder(lockPath).map { "process \($0)" } ?? "another process"
+            throw UpdateError("another update is under way (\(holder) holds \(lockPath)); try again when it is done (mm-node update status)")
+        }
+        return lock
+    }
+
+    /// Whether some process (this one included) holds the update lock right now.
+    func updateRunning() -> Bool {
+        guard FileManager.default.fileExists(atPath: lockPath) else { return false }
+        // Taken and dropped at once when free; a reader that cannot even open it assumes the worst.
+        return (try? FileLock.tryAcquire(lockPath)) == nil
+    }
+
+    /// The state as kept, reconciled with what this boot shows. `holding` is this process's
+    /// update lock when it has just taken it: whatever download or install the state names was
+    /// then left by someone else and is over.
+    public func currentState(holding: FileLock? = nil) -> UpdateState {
         var state = UpdateState.load(path: statePath)
         let entries = boot.entries()
-        state.reconcile(bootedSlot: bootedSlot, runningBuild: running.buildNumber, entries: entries.map(\.name))
+        let abandoned = holding != nil || !updateRunning()
+        state.reconcile(bootedSlot: bootedSlot, runningBuild: running.buildNumber, entries: entries.map(\.name), abandoned: abandoned)
         state.boot = UpdateState.Boot(slot: bootedSlot, buildNumber: running.buildNumber, version: running.version, entries: entries.map(\.file))
         return state
     }
 
     /// `currentState()`, kept on disk when the boot changed it (a rollback or a blessing is recorded
     /// the first time it is seen).
-    public func reconciledState() -> UpdateState {
+    public func reconciledState(holding: FileLock? = nil) -> UpdateState {
         let kept = UpdateState.load(path: statePath)
-        let state = currentState()
+        let state = currentState(holding: holding)
         if state != kept {
             do { try state.save(path: statePath) } catch { logger.error("cannot keep the update state", metadata: ["error": "\(error)"]) }
         }
         return state
+    }
+
+    /// The SHA-256 of `slot`'s boot files as they are on the ESP now (after `BootInstaller.install`).
+    func bootFileHashes(slot: String, entry: String) throws -> [String: String] {
+        var hashes: [String: String] = [:]
+        for path in [BootEntry.kernelPath(slot: slot), BootEntry.initrdPath(slot: slot), BootEntry.directory + "/" + entry] {
+            let file = try RawFile.openForReading(esp + path)
+            hashes[path] = try file.sha256(length: try file.size())
+        }
+        return hashes
+    }
+
+    /// What is wrong with the installed target's boot files on the ESP, or nil when each is as it was
+    /// written (a power cut on a vfat ESP can leave an entry empty: the firmware then skips it).
+    public func bootFilesProblem(_ target: UpdateState.Target) -> String? {
+        guard let expected = target.bootFiles else { return nil }
+        for (path, sha256) in expected.sorted(by: { $0.key < $1.key }) {
+            guard let file = try? RawFile.openForReading(esp + path), let size = try? file.size() else { return "\(esp + path) is missing" }
+            guard (try? file.sha256(length: size)) == sha256 else { return "\(esp + path) is not what was installed (\(size) bytes)" }
+        }
+        return nil
     }
 
     /// Why the inactive slot may not be written now, or nil when it may.
@@ -73,7 +118,7 @@ public struct Updater: Sendable {
     }
 
     /// Checks `bundle` and installs it into the inactive slot; returns the state with the new slot
-    /// ready to boot at the next reboot.
+    /// ready to boot at the next reboot. The caller holds `lock()`.
     ///
     /// The whole bundle is checked before the slot is touched: against the signed channel `index`
     /// (its size and SHA-256) when it came from a channel, otherwise by a full verification pass
@@ -120,6 +165,7 @@ public struct Updater: Sendable {
             writer.progress = progress
             let written = try writer.write(bundle: bundle, keyring: keyring)
             let entry = try boot.install(slot: slot, kernel: written.kernel, initrd: written.initrd, manifest: written.manifest)
+            state.target?.bootFiles = try bootFileHashes(slot: slot, entry: entry)
             state.phase = .installed
             state.lastError = nil
             state.note("slot \(slot) holds build \(manifest.buildNumber), verified on the disk; boot entry \(entry) added")
