@@ -37,10 +37,18 @@ struct Health: AsyncParsableCommand {
 
     func failed(runner: CommandRunner, logger: Logger) async throws {
         let slot = KernelCommandLine.read().slot
-        if rebootOnFailure, let entry = BootInstaller(esp: esp).entry(slot: slot), entry.counting {
+        let boot = BootInstaller(esp: esp)
+        if rebootOnFailure, let entry = boot.entry(slot: slot), entry.counting {
             logger.critical("trial boot unhealthy: marking slot \(slot)'s entry bad and rebooting into the other slot")
-            // systemd-bless-boot bad sets the entry's tries to zero: the next boot takes the other slot.
-            _ = try? await runner.run(Tool("/usr/lib/systemd/systemd-bless-boot", package: "systemd"), ["bad"])
+            // Done here rather than by systemd-bless-boot, which refuses to find the ESP in this
+            // unit's sandbox (no block devices): a bad entry has no tries left, so the next boot takes
+            // the other slot instead of spending the remaining tries on this one.
+            do {
+                let bad = try boot.markBad(slot: slot)
+                print("mm-node health: slot \(slot)'s entry is now \(bad ?? "?"); rebooting into the other slot")
+            } catch {
+                print("mm-node health: cannot mark slot \(slot)'s entry bad (\(error)); rebooting, which spends one of its tries")
+            }
             _ = try? await runner.run(Tool("systemctl", package: "systemd"), ["reboot"])
         }
         throw ExitCode(1)

@@ -27,7 +27,7 @@ public enum AtomicFile {
         }
         Syscall.close(fd)
         do throws(FileError) {
-            try Syscall.check("rename into place", path) { rename(temporary, path) }
+            try Syscall.check("rename into place", path) { Foundation.rename(temporary, path) }
         } catch {
             unlink(temporary)
             throw error
@@ -36,6 +36,15 @@ public enum AtomicFile {
         defer { Syscall.close(renamed) }
         try Syscall.sync(renamed, path: path)
         try Syscall.syncDirectory(directory(of: path))
+    }
+
+    /// Renames `source` to `target` durably (the same sync after the rename as `write`, for vfat).
+    public static func rename(_ source: String, to target: String) throws(FileError) {
+        try Syscall.check("rename", target) { Foundation.rename(source, target) }
+        let renamed = try Syscall.open(target, O_RDONLY)
+        defer { Syscall.close(renamed) }
+        try Syscall.sync(renamed, path: target)
+        try Syscall.syncDirectory(directory(of: target))
     }
 
     /// Writes UTF-8 `text` to `path` atomically.

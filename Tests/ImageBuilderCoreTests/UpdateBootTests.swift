@@ -58,6 +58,7 @@ struct UpdateBootTests {
 
         // The guest is reached from inside the namespace, where the actions run.
         let ssh = "ssh -i \(dir)/key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR root@192.0.2.10"
+        let name = { (bundle: String) in (bundle as NSString).lastPathComponent }
         let publish = { (bundle: String) in
             "sh:\(TestSupport.mmImage) publish \(bundle) --channel \(channel) --name stable --rollout 100 --key \(n.privateKey)"
         }
@@ -72,15 +73,22 @@ struct UpdateBootTests {
                 "--at", "entry=micromirror-b\\+3.conf slot=b \\[NodeRuntimeCore\\] installed", "cut",
                 // The first boot of the new slot freezes (PID 1 crashes) before its health gate: the watchdog resets it.
                 "--at", "Started .*ssh\\.service", "sh:for i in $(seq 30); do \(ssh) 'kill -SEGV 1' && exit 0; sleep 2; done; exit 1",
-                // Blessed on its second try: the next release, whose server is masked.
-                "--at", "last=build \(b1) in slot b passed its health gate and is blessed", publish(bad.bundle),
+                // Blessed on its second try. Bad input first: the index's signature altered, then an
+                // index naming a bundle the server does not have; both refused before any download.
+                "--at", "last=build \(b1) in slot b passed its health gate and is blessed",
+                "sh:printf X | dd of=\(channel)/stable.json.sig bs=1 seek=3 conv=notrunc status=none",
+                "--at", "error=signature: http://192.0.2.1:8080/stable.json is not signed by a trusted key",
+                "\(publish(bad.bundle)) && mv \(channel)/\(name(bad.bundle)) \(dir)/held.mmb",
+                // Then the next release, whose server is masked.
+                "--at", "HTTP 404 \\(the channel names a bundle the server does not have\\)", "sh:mv \(dir)/held.mmb \(channel)/\(name(bad.bundle))",
                 "--at", "mm-node health: unhealthy", "sh:true",
                 // Back on N+1 by itself; once it has declined N+2 at a poll, N+3 comes out.
                 "--at", "build=\(b2) channel=stable decision=this build did not come up healthy here before", publish(fixed.bundle),
-                "--at", "micromirror-boot: slot=a .*build=\(b3) .*failed=", "sh:true",
-                "--until", "last=build \(b3) in slot a passed its health gate and is blessed",
-                // The guest's writes (the blessing on the ESP, the state on mm-data) reach the disk file first.
-                "--then", "\(ssh) sync",
+                "--until", "micromirror-boot: slot=a .*build=\(b3) .*failed=",
+                // Once the updater has recorded the blessing, the guest's writes (the ESP, the state on
+                // mm-data) reach the disk file.
+                "--then",
+                "for i in $(seq 60); do \(ssh) \"grep -q 'build \(b3) in slot a passed its health gate' /srv/state/update.json\" && break; sleep 3; done; \(ssh) sync",
             ]
         )
         let console = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: log))) ?? Data(), as: UTF8.self).replacingOccurrences(of: "\r", with: "")
@@ -92,18 +100,19 @@ struct UpdateBootTests {
         #expect(console.components(separatedBy: "[qemu-boot: power cut]").count == 4, "three power cuts")
         #expect(console.contains("resuming the download"), "the download cut by the power started over instead of resuming")
         #expect(console.contains("the install of build \(b1) was interrupted; it starts again"), "the cut slot write was not noticed")
-        // A, A, A (three power cuts), B frozen and reset by the watchdog, B blessed, N+2 unhealthy, back to B, N+3.
+        // A, A, A (three power cuts), B frozen and reset by the watchdog, B blessed, N+2 unhealthy once, back to B, N+3.
         let kernels = console.components(separatedBy: "Linux version ").count - 1
         #expect(kernels == 8, "\(kernels) boots, not 8: the frozen trial boot was not reset by the watchdog, or a boot was missed:\n\(boots)")
         #expect(console.contains("micromirror-boot: slot=b root=mm-root-b image=micromirror version=0.1.1 build=\(b1)"), "N+1 never came up")
         #expect(console.contains("mm-node health: unhealthy: mm-node-serve.service: mm-node-serve.service is masked"), "\(console.suffix(3000))")
+        // Marked bad at once: one failing boot, not three.
+        #expect(console.components(separatedBy: "slot a's entry is now micromirror-a+0-1.conf; rebooting into the other slot").count == 2, "\(console.suffix(3000))")
         #expect(console.contains("build=\(b2) [NodeRuntimeCore] this node rolled back a release before"), "the rollback was not reported")
         #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.3 build=\(b3)"))
         #expect(!boots.contains { $0.contains("build=\(b2)") }, "N+2 reached multi-user healthy:\n\(boots)")
 
         // The channel's log: N+1 resumed with a range request; N+2 fetched once, never again.
         let served = (try? String(contentsOfFile: channel + ".access.log", encoding: .utf8)) ?? ""
-        let name = { (bundle: String) in (bundle as NSString).lastPathComponent }
         #expect(served.contains("GET /\(name(next.bundle)) HTTP/1.1\" 206"), "no resumed download of N+1:\n\(served)")
         #expect(served.components(separatedBy: "GET /\(name(bad.bundle)) ").count == 2, "N+2 was downloaded again after its rollback:\n\(served)")
 
@@ -127,6 +136,10 @@ struct UpdateBootTests {
         let events = state.events.map(\.message)
         #expect(events.contains { $0.contains("build \(b2) did not come up healthy in slot a; fell back to slot b") }, "\(events)")
         #expect(events.last == "build \(b3) in slot a passed its health gate and is blessed", "\(events)")
+        // The bad channel input was refused and recorded, and no install followed it.
+        let refusedSignature = try #require(events.firstIndex { $0.hasPrefix("update failed: signature: http://192.0.2.1:8080/stable.json is not signed") }, "\(events)")
+        let refusedMissing = try #require(events.firstIndex { $0.contains("HTTP 404 (the channel names a bundle the server does not have)") }, "\(events)")
+        #expect(!events[refusedSignature + 1].hasPrefix("installing") && !events[refusedMissing + 1].hasPrefix("installing"), "\(events)")
         #expect(state.boot?.slot == "a" && state.boot?.buildNumber == b3)
     }
 

@@ -213,6 +213,15 @@ struct SlotInstallTests {
         #expect(try String(contentsOfFile: node.esp + "/micromirror/b/initrd.img", encoding: .utf8) == "initrd of build 101\n")
         let kept = UpdateState.load(path: node.dir + "/srv/state/update.json")
         #expect(kept.phase == .installed && kept.events.last?.message.contains("verified on the disk") == true)
+
+        // The first try of slot b (systemd-boot counts it), unhealthy: its entry is marked bad and the
+        // next boot, back on slot a, records the rollback.
+        try FileManager.default.moveItem(atPath: node.esp + "/loader/entries/micromirror-b+3.conf", toPath: node.esp + "/loader/entries/micromirror-b+2-1.conf")
+        #expect(try BootInstaller(esp: node.esp).markBad(slot: "b") == "micromirror-b+0-1.conf")
+        #expect(node.entries() == ["micromirror-a.conf", "micromirror-b+0-1.conf"])
+        #expect(try BootInstaller(esp: node.esp).markBad(slot: "a") == nil, "a blessed entry is never marked bad")
+        let after = node.updater(booted: "a").reconciledState()
+        #expect(after.rolledBack == [101] && after.phase == .idle, "\(after)")
     }
 
     @Test("every bad bundle is refused before a byte reaches the slot, naming what failed")

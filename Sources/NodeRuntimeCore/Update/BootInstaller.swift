@@ -34,6 +34,17 @@ public struct BootInstaller: Sendable {
         try Syscall.syncDirectory(entriesDirectory)
     }
 
+    /// Marks `slot`'s counting entry bad (no tries left, as `systemd-bless-boot bad` would): the next
+    /// boot takes the other slot. Returns the entry's new file name, or nil when it was not counting.
+    @discardableResult
+    public func markBad(slot: String) throws -> String? {
+        guard let (file, name) = entries().first(where: { $0.name.slot == slot }), name.counting else { return nil }
+        let bad = "micromirror-\(slot)+0-\(name.triesDone ?? 0).conf"
+        guard bad != file else { return bad }
+        try AtomicFile.rename(entriesDirectory + "/" + file, to: entriesDirectory + "/" + bad)
+        return bad
+    }
+
     /// Last step: the slot's kernel and initrd in place, then its entry with a try counter.
     /// Returns the entry's file name.
     @discardableResult
