@@ -15,18 +15,14 @@ pubkey=${2:-out/keys/dev.pub}
 [ -f "$pubkey" ] || { echo "update-apply: no public key at $pubkey" >&2; exit 2; }
 runs=${RUNS:-3}
 
-# A disk with two slots on a file (on the same filesystem as the bundle, not tmpfs): the updater
-# finds slot b by its PARTLABEL, as on a node.
+# Slot b: a loop device (direct I/O) on a file on the same filesystem as the bundle, not tmpfs.
 work=$(mktemp -d /var/tmp/mm-bench-update.XXXXXX)
 loop=""
 cleanup() { [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-truncate -s 2200M "$work/disk.img"
-sgdisk -q -n 1:2048:+1M -c 1:mm-root-a -n 2:0:+2G -c 2:mm-root-b "$work/disk.img" >/dev/null
-loop=$(losetup --find --show --partscan --direct-io=on "$work/disk.img")
-udevadm settle 2>/dev/null || true
-slot="${loop}p2"
-[ -b "$slot" ] || { echo "update-apply: $slot did not appear" >&2; exit 1; }
+truncate -s 2G "$work/slot-b.img"
+loop=$(losetup --find --show --direct-io=on "$work/slot-b.img")
+slot="$loop"
 
 # The running node as the updater sees it: identity (one build older, same hardware), keyring, ESP.
 manifest=$(tar -xOf "$bundle" manifest.json)
@@ -40,27 +36,27 @@ echo "mm.slot=a root=PARTLABEL=mm-root-a" > "$work/cmdline"
 tar -xf "$bundle" -C "$work" root.erofs
 payload="$work/root.erofs"
 
-apply() {
+apply() {  # prints "seconds max-rss-KiB" of one apply
   rm -rf "$work/esp/loader/entries"/* "$work/esp/micromirror" "$work/data/state"
   echo "title flashed" > "$work/esp/loader/entries/micromirror-a.conf"
-  "$bin/mm-node" update apply --bundle "$bundle" --esp "$work/esp" --data "$work/data" --keyring "$work/keys" \
-    --identity "$work/identity.json" --cmdline "$work/cmdline" --machine-id /dev/null >/dev/null 2>"$work/apply.err" \
-    || { cat "$work/apply.err" >&2; exit 1; }
+  /usr/bin/time -f "%e %M" -o "$work/time" "$bin/mm-node" update apply --bundle "$bundle" --esp "$work/esp" --data "$work/data" \
+    --keyring "$work/keys" --identity "$work/identity.json" --cmdline "$work/cmdline" --machine-id /dev/null --slot-device "b=$slot" \
+    >/dev/null 2>"$work/apply.err" || { cat "$work/apply.err" >&2; exit 1; }
+  cat "$work/time"
 }
-dd_write() { dd if="$payload" of="$slot" bs=4M oflag=direct conv=fsync status=none; }
-timed() {  # prints "seconds max-rss-KiB"
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@"
+dd_write() {  # prints "seconds max-rss-KiB" of one dd
+  /usr/bin/time -f "%e %M" -o "$work/time" dd if="$payload" of="$slot" bs=4M oflag=direct conv=fsync status=none
   cat "$work/time"
 }
 
 # Warm the page cache with the bundle and the payload once (both tools then read from memory,
 # and both write to the same partition with O_DIRECT: the comparison is the write path).
 cat "$bundle" "$payload" > /dev/null
-apply; dd_write
+apply >/dev/null; dd_write >/dev/null
 ours=(); theirs=(); rss=()
 for _ in $(seq 1 "$runs"); do
-  read -r s m < <(timed apply); ours+=("$s"); rss+=("$m")
-  read -r s _ < <(timed dd_write); theirs+=("$s")
+  read -r s m < <(apply); ours+=("$s"); rss+=("$m")
+  read -r s _ < <(dd_write); theirs+=("$s")
 done
 # What a slot write leaves is what was signed.
 cmp -n "$root_size" "$payload" "$slot" >/dev/null || { echo "update-apply: slot b differs from the payload" >&2; exit 1; }
@@ -75,7 +71,7 @@ out="bench/results/update-apply-$(date -u +%Y-%m-%d).md"
 {
   echo "# Update apply vs dd ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))"
   echo
-  echo "Bundle \`$(basename "$bundle")\`: $(mib "$bundle_bytes") MiB; root payload $(mib "$root_size") MiB. Slot: a partition of a loop device (direct I/O) on a file in /var/tmp. $runs runs each, medians."
+  echo "Bundle \`$(basename "$bundle")\`: $(mib "$bundle_bytes") MiB; root payload $(mib "$root_size") MiB. Slot: a loop device (direct I/O) on a file in /var/tmp. $runs runs each, medians."
   echo
   echo "| run | seconds | ratio |"
   echo "|---|---|---|"

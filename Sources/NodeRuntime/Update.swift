@@ -20,6 +20,17 @@ struct Update: AsyncParsableCommand {
         @Option(help: "Image identity of the running system.") var identity = NodePaths.imageIdentity
         @Option(help: "Kernel command line to read the booted slot from.") var cmdline = "/proc/cmdline"
         @Option(help: "File holding this node's machine id (its place in rollouts).") var machineID = "/etc/machine-id"
+        @Option(help: "SLOT=DEVICE: write that slot to DEVICE instead of the partition labelled mm-root-SLOT (benchmarks, tests; repeatable).")
+        var slotDevice: [String] = []
+
+        func validate() throws {
+            for pair in slotDevice {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2, ["a", "b"].contains(parts[0]), parts[1].hasPrefix("/") else {
+                    throw ValidationError("--slot-device \(pair): expected a=/dev/DEVICE or b=/dev/DEVICE")
+                }
+            }
+        }
 
         var environment: UpdateEnvironment {
             var environment = UpdateEnvironment()
@@ -29,6 +40,10 @@ struct Update: AsyncParsableCommand {
             environment.esp = esp
             environment.paths = NodePaths(data: data)
             environment.machineID = machineID
+            for pair in slotDevice {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                environment.slotDevices[parts[0]] = parts[1]
+            }
             return environment
         }
 

@@ -14,6 +14,8 @@ public struct UpdateEnvironment: Sendable {
     public var paths: NodePaths = .standard
     /// Who this node is, for its place in rollouts.
     public var machineID: String = "/etc/machine-id"
+    /// Slot devices given outright (benchmarks, tests), instead of the partition labelled `mm-root-SLOT`.
+    public var slotDevices: [String: String] = [:]
 
     public init() {}
 
@@ -21,10 +23,12 @@ public struct UpdateEnvironment: Sendable {
     public func updater(logger: Logger) throws -> Updater {
         let running = try ImageIdentity.load(path: identity)
         let keys = try Keyring.load(directory: keyring)
+        let given = slotDevices
         return Updater(
             esp: esp, running: running, bootedSlot: KernelCommandLine.read(path: cmdline).slot, keyring: keys, statePath: paths.updateState,
             staging: paths.updateStaging,
             device: { slot in
+                if let device = given[slot] { return device }
                 let label = DiskLayout.Label.root(slot: slot)
                 guard let device = BlockProbe.device(partitionLabel: label) else {
                     throw UpdateError("no partition labelled \(label) on this machine")
