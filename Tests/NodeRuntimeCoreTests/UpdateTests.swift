@@ -390,14 +390,19 @@ struct UpdateServiceTests {
         ) { reboots.add() }
     }
 
+    /// A channel served over HTTP that offers a release of `build`, signed with the node's key.
+    func channel(_ node: TestNode, build: Int64) async throws -> (server: LiveServer, url: String, release: TestRelease) {
+        let release = try TestRelease.make(in: node.dir, key: node.key, build: build)
+        let server = try await LiveServer.start { root in
+            try ChannelPublisher(directory: root + "/ch", channel: "stable", key: node.key).publish(bundle: release.bundle, rollout: 100)
+        }
+        return (server, server.base + "/ch/stable.json", release)
+    }
+
     @Test("installs the channel's release and reboots in the window; after a fallback never retakes that build, and takes the next")
     func lifecycle() async throws {
         let node = try await TestNode()
-        let n1 = try TestRelease.make(in: node.dir, key: node.key, build: 101)
-        let server = try await LiveServer.start { root in
-            try ChannelPublisher(directory: root + "/ch", channel: "stable", key: node.key).publish(bundle: n1.bundle, rollout: 100)
-        }
-        let url = server.base + "/ch/stable.json"
+        let (server, url, _) = try await channel(node, build: 101)
         let reboots = Reboots()
         let first = service(node, url: url, booted: "a", build: 100, reboots: reboots)
         await first.checkOnce()
@@ -441,11 +446,7 @@ extension UpdateServiceTests {
     @Test("an entry damaged on the ESP (a power cut on vfat) is installed again; a slot the firmware never boots is given up after a few reboots")
     func damagedAndNeverBooted() async throws {
         let node = try await TestNode()
-        let n1 = try TestRelease.make(in: node.dir, key: node.key, build: 101)
-        let server = try await LiveServer.start { root in
-            try ChannelPublisher(directory: root + "/ch", channel: "stable", key: node.key).publish(bundle: n1.bundle, rollout: 100)
-        }
-        let url = server.base + "/ch/stable.json"
+        let (server, url, _) = try await channel(node, build: 101)
         let reboots = Reboots()
         let updater = service(node, url: url, booted: "a", build: 100, reboots: reboots)
         await updater.checkOnce()
