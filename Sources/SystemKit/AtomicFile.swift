@@ -27,20 +27,17 @@ public enum AtomicFile {
         }
         Syscall.close(fd)
         do throws(FileError) {
-            try Syscall.check("rename into place", path) { Foundation.rename(temporary, path) }
+            try rename(temporary, to: path, operation: "rename into place")
         } catch {
-            unlink(temporary)
+            unlink(temporary)  // gone already when only a sync after the rename failed
             throw error
         }
-        let renamed = try Syscall.open(path, O_RDONLY)
-        defer { Syscall.close(renamed) }
-        try Syscall.sync(renamed, path: path)
-        try Syscall.syncDirectory(directory(of: path))
     }
 
-    /// Renames `source` to `target` durably (the same sync after the rename as `write`, for vfat).
-    public static func rename(_ source: String, to target: String) throws(FileError) {
-        try Syscall.check("rename", target) { Foundation.rename(source, target) }
+    /// Renames `source` to `target` durably: the file synced again under its new name (for vfat),
+    /// then the directory.
+    public static func rename(_ source: String, to target: String, operation: String = "rename") throws(FileError) {
+        try Syscall.check(operation, target) { Foundation.rename(source, target) }
         let renamed = try Syscall.open(target, O_RDONLY)
         defer { Syscall.close(renamed) }
         try Syscall.sync(renamed, path: target)

@@ -30,14 +30,7 @@ public struct BootEntry: Sendable, Equatable {
     public static func kernelPath(slot: String) -> String { "/micromirror/\(slot)/vmlinuz" }
     public static func initrdPath(slot: String) -> String { "/micromirror/\(slot)/initrd.img" }
 
-    public var fileName: String {
-        var name = "micromirror-\(slot)"
-        if let triesLeft {
-            name += "+\(triesLeft)"
-            if let triesDone { name += "-\(triesDone)" }
-        }
-        return name + ".conf"
-    }
+    public var fileName: String { Name(slot: slot, triesLeft: triesLeft, triesDone: triesDone).fileName }
 
     public var text: String {
         """
@@ -67,6 +60,16 @@ public struct BootEntry: Sendable, Equatable {
         }
         /// Counting is on: the entry has not been blessed yet.
         public var counting: Bool { triesLeft != nil }
+
+        /// The file name that says this (`parse(fileName:)` read backwards).
+        public var fileName: String {
+            var name = "micromirror-\(slot)"
+            if let triesLeft {
+                name += "+\(triesLeft)"
+                if let triesDone { name += "-\(triesDone)" }
+            }
+            return name + ".conf"
+        }
     }
 
     public static func parse(fileName: String) -> Name? {

@@ -39,7 +39,7 @@ public struct BootInstaller: Sendable {
     @discardableResult
     public func markBad(slot: String) throws -> String? {
         guard let (file, name) = entries().first(where: { $0.name.slot == slot }), name.counting else { return nil }
-        let bad = "micromirror-\(slot)+0-\(name.triesDone ?? 0).conf"
+        let bad = BootEntry.Name(slot: slot, triesLeft: 0, triesDone: name.triesDone ?? 0).fileName
         guard bad != file else { return bad }
         try AtomicFile.rename(entriesDirectory + "/" + file, to: entriesDirectory + "/" + bad)
         return bad
