@@ -35,5 +35,10 @@ public final class FileLock: Sendable {
         (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    deinit { Syscall.close(descriptor) }
+    deinit {
+        // Unlock before closing: a child being spawned on another thread has a copy of the
+        // descriptor until its exec, and a plain close would leave the lock held through it.
+        _ = flock(descriptor, LOCK_UN)
+        Syscall.close(descriptor)
+    }
 }
