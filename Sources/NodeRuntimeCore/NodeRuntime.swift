@@ -147,17 +147,23 @@ public enum NodeRuntime {
                 try await runner.run(Tool("systemctl", package: "systemd"), ["reboot"])
             }
             services.append(.init(service: update, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "update"))
-            if let mqtt = node.mqtt {
-                do {
-                    let listener = try PushListener(
-                        broker: mqtt.broker, topicPrefix: updateTopicPrefix, clientID: "mm-" + node.hostname + "-update", projects: [node.update.channel], logger: logger
-                    ) { _ in update.checkNow() }
+            do {
+                if let listener = try Self.announcements(node, logger: logger, onAnnouncement: { update.checkNow() }) {
                     services.append(.init(service: listener, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "update-push"))
-                } catch {
-                    logger.error("not listening for release announcements", metadata: ["why": "\(error)"])
                 }
+            } catch {
+                logger.error("not listening for release announcements", metadata: ["why": "\(error)"])
             }
         }
         return services
+    }
+
+    /// The listener for release announcements on `micromirror/update/CHANNEL` (the channel's name),
+    /// on the node's MQTT broker; nil when the node file names no broker.
+    public static func announcements(_ node: NodeConfig, logger: Logger, onAnnouncement: @escaping @Sendable () -> Void) throws -> PushListener? {
+        guard let mqtt = node.mqtt else { return nil }
+        return try PushListener(
+            broker: mqtt.broker, topicPrefix: updateTopicPrefix, clientID: "mm-" + node.hostname + "-update", projects: [node.update.channelName], logger: logger
+        ) { _ in onAnnouncement() }
     }
 }

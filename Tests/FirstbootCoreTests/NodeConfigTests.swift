@@ -65,11 +65,13 @@ struct NodeConfigTests {
     func updateSection() throws {
         let named = try NodeConfig.parse(node(), file: "n.yaml")
         #expect(named.update.indexURL(upstream: named.upstream) == "http://mirror.fcix.net/micromirror/channels/stable.json")
+        #expect(named.update.channelName == "stable")
         #expect(named.update.checkInterval == .seconds(6 * 3600))
         let url = try NodeConfig.parse(
             node([("upstream:", "update: {channel: \"https://noc.example/ch/beta.json\", maintenance-window: any, check-interval: 30m}\nupstream:")]), file: "n.yaml"
         )
         #expect(url.update.indexURL(upstream: url.upstream) == "https://noc.example/ch/beta.json")
+        #expect(url.update.channelName == "beta", "announcements for a channel given by URL go to micromirror/update/beta")
         #expect(url.update.window == .anyTime && url.update.checkInterval == .seconds(1800))
         let window = try #require(MaintenanceWindow("Tue 23:00-01:00"))
         let utc = ISO8601DateFormatter()

@@ -51,7 +51,9 @@ struct UpdateBootTests {
                 with: "  channel: http://192.0.2.1:8080/stable.json\n  maintenance-window: any\n  check-interval: 1m"
             )
             .replacingOccurrences(of: "ssh-keys:\n", with: "ssh-keys:\n  - \(pub)\n")
-        try #require(text.contains("check-interval: 1m") && text.contains(pub), "the example node file changed; adapt this test")
+            // Releases are announced on the namespace's broker (scripts/e2e-update.sh runs it).
+            .replacingOccurrences(of: "  broker: mqtts://mqtt.fcix.net:8883\n", with: "  broker: mqtt://192.0.2.1:1883\n")
+        try #require(text.contains("check-interval: 1m") && text.contains(pub) && text.contains("mqtt://192.0.2.1:1883"), "the example node file changed; adapt this test")
         let nodeFile = dir + "/node.yaml"
         try text.write(toFile: nodeFile, atomically: true, encoding: .utf8)
         try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, nodeFile])
@@ -59,6 +61,8 @@ struct UpdateBootTests {
         // The guest is reached from inside the namespace, where the actions run.
         let ssh = "ssh -i \(dir)/key -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 -o LogLevel=ERROR root@192.0.2.10"
         let name = { (bundle: String) in (bundle as NSString).lastPathComponent }
+        // What the NOC does after each change to the channel: announce it, so the node checks at once.
+        let announce = "mosquitto_pub -h 192.0.2.1 -q 1 -t micromirror/update/stable -m changed"
         let publish = { (bundle: String) in
             "sh:\(TestSupport.mmImage) publish \(bundle) --channel \(channel) --name stable --rollout 100 --key \(n.privateKey)"
         }
@@ -76,14 +80,14 @@ struct UpdateBootTests {
                 // Blessed on its second try. Bad input first: the index's signature altered, then an
                 // index naming a bundle the server does not have; both refused before any download.
                 "--at", "last=build \(b1) in slot b passed its health gate and is blessed",
-                "sh:printf X | dd of=\(channel)/stable.json.sig bs=1 seek=3 conv=notrunc status=none",
+                "sh:printf X | dd of=\(channel)/stable.json.sig bs=1 seek=3 conv=notrunc status=none && \(announce)",
                 "--at", "error=signature: http://192.0.2.1:8080/stable.json is not signed by a trusted key",
-                "\(publish(bad.bundle)) && mv \(channel)/\(name(bad.bundle)) \(dir)/held.mmb",
+                "\(publish(bad.bundle)) && mv \(channel)/\(name(bad.bundle)) \(dir)/held.mmb && \(announce)",
                 // Then the next release, whose server is masked.
-                "--at", "HTTP 404 \\(the channel names a bundle the server does not have\\)", "sh:mv \(dir)/held.mmb \(channel)/\(name(bad.bundle))",
+                "--at", "HTTP 404 \\(the channel names a bundle the server does not have\\)", "sh:mv \(dir)/held.mmb \(channel)/\(name(bad.bundle)) && \(announce)",
                 "--at", "mm-node health: unhealthy", "sh:true",
                 // Back on N+1 by itself; once it has declined N+2 at a poll, N+3 comes out.
-                "--at", "build=\(b2) channel=stable decision=this build did not come up healthy here before", publish(fixed.bundle),
+                "--at", "build=\(b2) channel=stable decision=this build did not come up healthy here before", "\(publish(fixed.bundle)) && \(announce)",
                 "--until", "micromirror-boot: slot=a .*build=\(b3) .*failed=",
                 // Once the updater has recorded the blessing, the guest's writes (the ESP, the state on
                 // mm-data) reach the disk file.
@@ -95,6 +99,9 @@ struct UpdateBootTests {
         #expect(result.status == 0, "the node did not get through to N+3:\n\(result.combined.suffix(3000))\n\(console.suffix(6000))")
         let boots = console.components(separatedBy: "\n").filter { $0.contains("micromirror-boot: slot=") }
         print("boots:\n" + boots.joined(separator: "\n"))
+        // The announcements were heard: checks ran on them, not only at the one-minute polls.
+        let pushed = console.components(separatedBy: "\n").filter { $0.contains("[NodeRuntimeCore] update check") && $0.contains("trigger=push") }
+        #expect(!pushed.isEmpty, "no check was made on an MQTT announcement")
 
         // Every power cut came back up on slot a, serving, until slot b was ready.
         #expect(console.components(separatedBy: "[qemu-boot: power cut]").count == 4, "three power cuts")

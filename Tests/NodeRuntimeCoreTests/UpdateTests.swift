@@ -4,6 +4,7 @@ import Logging
 import MicromirrorKit
 import MicromirrorTestSupport
 import NodeRuntimeCore
+import ServiceLifecycle
 import SystemKit
 import Testing
 
@@ -519,6 +520,42 @@ struct UpdateStatusPageTests {
         ] {
             #expect(later.split(separator: "\n").contains { $0 == line }, "no \(line) in:\n\(later)")
         }
+        await server.stop()
+    }
+}
+
+extension UpdateServiceTests {
+    @Test("a release announced on micromirror/update/NAME (NAME from the channel's URL) is checked and installed at once, no poll due")
+    func announced() async throws {
+        let node = try await TestNode()
+        let (server, url, _) = try await channel(node, build: 101)
+        let broker = try MosquittoBroker()
+        let example = try String(contentsOfFile: RunCommandTests.example, encoding: .utf8)
+        let text = example
+            .replacingOccurrences(of: "mqtts://mqtt.fcix.net:8883", with: "mqtt://127.0.0.1:\(broker.port)")
+            .replacingOccurrences(of: "  channel: stable\n", with: "  channel: \(url)\n")
+        let config = try NodeConfig.parse(text, file: "node.yaml")
+        #expect(config.update.channel == url && config.update.channelName == "stable")
+        let reboots = Reboots()
+        // On a stopped clock neither the start check nor a poll ever comes: only an announcement checks.
+        let update = UpdateService(
+            updater: node.updater(booted: "a", build: 100), channel: ChannelClient(indexURL: url, logger: Logger(label: "test")), nodeID: "node-1",
+            interval: .seconds(60), window: .anyTime, clock: StoppedClock(), logger: Logger(label: "test")
+        ) { reboots.add() }
+        let listener = try #require(try NodeRuntime.announcements(config, logger: Logger(label: "test"), onAnnouncement: { update.checkNow() }))
+        #expect(listener.project(forTopic: "micromirror/update/stable") == "stable" && listener.project(forTopic: "micromirror/update/beta") == nil)
+        let group = ServiceGroup(services: [update, listener], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+        // Announced until the subscription is in place (the listener connects in the background).
+        let taken = try await eventually(seconds: 60) {
+            if reboots.value == 0 { try? await broker.publish("micromirror/update/stable") }
+            return reboots.value > 0
+        }
+        #expect(taken, "the announcement did not make the node check its channel")
+        #expect(UpdateState.load(path: node.dir + "/srv/state/update.json").phase == .installed)
+        #expect(node.entries() == ["micromirror-a.conf", "micromirror-b+3.conf"])
+        await group.triggerGracefulShutdown()
+        try await running.value
         await server.stop()
     }
 }

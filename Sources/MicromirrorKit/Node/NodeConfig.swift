@@ -58,6 +58,13 @@ public struct NodeConfig: Sendable, Equatable {
             let host = URL(string: upstream)?.host ?? upstream
             return "http://\(host)/micromirror/channels/\(channel).json"
         }
+
+        /// The channel's name: `channel` itself, or the index's file name without `.json` when it
+        /// is a URL. Releases are announced on `micromirror/update/NAME`.
+        public var channelName: String {
+            guard channel.hasPrefix("http://") || channel.hasPrefix("https://") else { return channel }
+            return ((URL(string: channel)?.lastPathComponent ?? channel) as NSString).deletingPathExtension
+        }
     }
 
     public var sponsor: Sponsor

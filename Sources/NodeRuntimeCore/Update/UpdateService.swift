@@ -20,8 +20,20 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
     private let logger: Logger
     private let reboot: @Sendable () async throws -> Void
     private let now: @Sendable () -> Date
-    private let wake: AsyncStream<Void>
-    private let wakeContinuation: AsyncStream<Void>.Continuation
+    private let wake: AsyncStream<Trigger>
+    private let wakeContinuation: AsyncStream<Trigger>.Continuation
+
+    /// What started a check, as logged with it.
+    public enum Trigger: String, Sendable {
+        /// The first check after the service starts.
+        case start
+        /// The polling interval came round.
+        case interval
+        /// An MQTT message on the channel's update topic.
+        case push
+        /// Called directly (`mm-node update check`, tests).
+        case manual
+    }
 
     public init(
         updater: Updater, channel: ChannelClient, nodeID: String, interval: Duration, window: MaintenanceWindow, clock: C, logger: Logger,
@@ -36,11 +48,11 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
         self.logger = logger
         self.now = now
         self.reboot = reboot
-        (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (wake, wakeContinuation) = AsyncStream.makeStream(of: Trigger.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Check the channel now (the NOC announced a release).
-    public func checkNow() { wakeContinuation.yield() }
+    public func checkNow() { wakeContinuation.yield(.push) }
 
     public func run() async throws {
         let state = updater.reconciledState()
@@ -52,18 +64,19 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
         let interval = self.interval
         await withGracefulShutdownHandler {
             var iterator = wake.makeAsyncIterator()
-            // The first check soon after start, within the jitter.
-            var delay = Self.jitter(interval)
+            // The first check soon after start: a node that was down (or cut mid-install) catches
+            // up within half a minute, spread so a rack powering up together does not poll at once.
+            var (delay, due) = (Self.jitter(min(interval, .seconds(300))), Trigger.start)
             while !Task.isCancelled {
-                let wait = delay
+                let (wait, reason) = (delay, due)
                 let timer = Task { [wakeContinuation] in
                     try? await clock.sleep(for: wait)
-                    if !Task.isCancelled { wakeContinuation.yield() }
+                    if !Task.isCancelled { wakeContinuation.yield(reason) }
                 }
-                guard await iterator.next() != nil else { timer.cancel(); break }
+                guard let trigger = await iterator.next() else { timer.cancel(); break }
                 timer.cancel()
-                await checkOnce()
-                delay = interval + Self.jitter(interval)
+                await checkOnce(trigger: trigger)
+                (delay, due) = (interval + Self.jitter(interval), .interval)
             }
         } onGracefulShutdown: { [wakeContinuation] in
             wakeContinuation.finish()
@@ -75,7 +88,7 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
     static var rebootsBeforeGivingUp: Int { 3 }
 
     /// One poll: fetch, decide, download, install; reboot if a slot is ready and the window is open.
-    public func checkOnce() async {
+    public func checkOnce(trigger: Trigger = .manual) async {
         do {
             let lock = try updater.lock()
             defer { withExtendedLifetime(lock) {} }
@@ -90,7 +103,10 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
             if state.phase != .installed {
                 let index = try await channel.index(keyring: updater.keyring)
                 let decision = UpdateDecision.decide(index: index, running: updater.running, nodeID: nodeID, rolledBack: Set(state.rolledBack))
-                logger.info("update check", metadata: ["channel": "\(index.channel)", "build": "\(index.buildNumber)", "decision": "\(decision.description)"])
+                logger.info(
+                    "update check",
+                    metadata: ["channel": "\(index.channel)", "build": "\(index.buildNumber)", "decision": "\(decision.description)", "trigger": "\(trigger.rawValue)"]
+                )
                 guard decision == .install else { return }
                 state.phase = .downloading
                 state.target = UpdateState.Target(buildNumber: index.buildNumber, version: index.version, slot: updater.inactiveSlot)
