@@ -215,6 +215,19 @@ struct SlotInstallTests {
         let kept = UpdateState.load(path: node.dir + "/srv/state/update.json")
         #expect(kept.phase == .installed && kept.events.last?.message.contains("verified on the disk") == true)
 
+        // What the read-back is for: one byte the disk got wrong, found past the page cache, named.
+        let root = try #require(release.manifest.payloads.first { $0.name == SlotWriter.rootPayload })
+        let writer = SlotWriter(device: node.slots["b"]!, staging: node.dir + "/staging")
+        try writer.verifyOnDevice(root)
+        let flipped = (release.root.count / 2) | 1
+        try RawFile.openForWriting(node.slots["b"]!).write([release.root[flipped] ^ 0x40], at: Int64(flipped))
+        do {
+            try writer.verifyOnDevice(root)
+            Issue.record("a slot with a flipped byte passed its read-back")
+        } catch {
+            #expect("\(error)".contains("read back from \(node.slots["b"]!)") && "\(error)".contains("the slot is not usable"), "\(error)")
+        }
+
         // The first try of slot b (systemd-boot counts it), unhealthy: its entry is marked bad and the
         // next boot, back on slot a, records the rollback.
         try FileManager.default.moveItem(atPath: node.esp + "/loader/entries/micromirror-b+3.conf", toPath: node.esp + "/loader/entries/micromirror-b+2-1.conf")

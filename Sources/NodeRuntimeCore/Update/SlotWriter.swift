@@ -49,19 +49,21 @@ public struct SlotWriter {
         let kernelFile = try RawFile.openForWriting(kernel, create: true, truncate: true)
         let initrdFile = try RawFile.openForWriting(initrd, create: true, truncate: true)
 
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-        defer { buffer.deallocate() }
+        // The slot is written on a thread of its own while the bundle is read and hashed here.
+        let writer = OverlappedWriter(file: target, blockSize: chunkSize)
+        var buffer = try writer.buffer()
         var filled = 0
         var written: Int64 = 0
         var offsets: [String: Int64] = [:]
-        func flush(padTo block: Int) throws {
+        func flush(padTo block: Int, last: Bool = false) throws {
             guard filled > 0 else { return }
             let length = (filled + block - 1) / block * block
             if length > filled { UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<length]).initializeMemory(as: UInt8.self, repeating: 0) }
-            try target.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), at: written)
+            writer.write(length: length, at: written)
             written += Int64(filled)
             filled = 0
             progress?("write slot", written, root.size)
+            if !last { buffer = try writer.buffer() }
         }
         let manifest = try Bundle.verify(path: bundle, keyring: keyring) { name, chunk in
             switch name {
@@ -83,7 +85,8 @@ public struct SlotWriter {
             }
         }
         // The last chunk is padded to the block size: the bytes past the payload are unused slot space.
-        try flush(padTo: 4096)
+        try flush(padTo: 4096, last: true)
+        try writer.finish()
         try target.sync()
         try kernelFile.sync()
         try initrdFile.sync()
@@ -96,18 +99,11 @@ public struct SlotWriter {
     /// the page cache remembers) and compares their SHA-256 with the manifest's.
     public func verifyOnDevice(_ payload: Manifest.File) throws {
         let source = try RawFile.openDirect(device, writing: false)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-        defer { buffer.deallocate() }
         let hasher = SHA256Hasher()
-        var done: Int64 = 0
-        while done < payload.size {
-            let want = Int(min(Int64(chunkSize), (payload.size - done + 4095) / 4096 * 4096))
-            let got = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]), at: done)
-            let useful = Int(min(Int64(got), payload.size - done))
-            guard useful > 0 else { throw UpdateError("\(device) ended at \(done) bytes while reading back \(payload.size)") }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<useful]))
-            done += Int64(useful)
-            progress?("read back", done, payload.size)
+        // Block k+1 is read from the device while block k is hashed.
+        try ReadAhead(file: source, length: payload.size, blockSize: chunkSize).forEach { block, offset in
+            hasher.update(block)
+            progress?("read back", offset + Int64(block.count), payload.size)
         }
         let digest = hasher.finalizeHex()
         guard digest == payload.sha256 else {

@@ -124,7 +124,7 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
                     }
                 }
                 let file = try await client.download(index, into: updater.staging)
-                try updater.install(bundle: file, index: index)
+                try updater.install(bundle: file, index: index, downloaded: true)
                 try? FileManager.default.removeItem(atPath: file)
                 state = updater.currentState()
             }

@@ -123,8 +123,12 @@ public struct Updater: Sendable {
     /// The whole bundle is checked before the slot is touched: against the signed channel `index`
     /// (its size and SHA-256) when it came from a channel, otherwise by a full verification pass
     /// (signature and every payload's hash). The writing pass then hashes again as it writes.
+    /// `downloaded`: the bundle is what `ChannelClient.download` just returned, which hashed it
+    /// as it arrived and matched the index; only its size is checked again, not a second full pass.
+    /// (Should the file have changed since, the writing pass's payload hashes fail before any boot
+    /// entry is written.)
     @discardableResult
-    public func install(bundle: String, index: ChannelIndex? = nil) throws -> UpdateState {
+    public func install(bundle: String, index: ChannelIndex? = nil, downloaded: Bool = false) throws -> UpdateState {
         var state = currentState()
         if let refusal = slotGuard() { throw UpdateError(refusal) }
         let allowDowngrade = index?.allowDowngrade ?? false
@@ -133,8 +137,10 @@ public struct Updater: Sendable {
             let file = try RawFile.openForReading(bundle)
             let size = try file.size()
             guard size == index.size else { throw UpdateError("\(bundle) is \(size) bytes, the signed channel index says \(index.size)") }
-            let digest = try file.sha256(length: size) { progress?("check bundle", $0, size) }
-            guard digest == index.sha256 else { throw UpdateError("\(bundle): SHA-256 \(digest), the signed channel index says \(index.sha256)") }
+            if !downloaded {
+                let digest = try file.sha256(length: size) { progress?("check bundle", $0, size) }
+                guard digest == index.sha256 else { throw UpdateError("\(bundle): SHA-256 \(digest), the signed channel index says \(index.sha256)") }
+            }
             manifest = try Bundle.signedManifest(path: bundle, keyring: keyring)
         } else {
             manifest = try Bundle.verify(path: bundle, keyring: keyring)
