@@ -15,6 +15,8 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "Mirror root; the project goes to ROOT/PROJECT.") var root = NodePaths.standard.mirror
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
     @Option(help: "Stop the run after this many minutes.") var timeoutMinutes = 360
+    @Option(help: "Sync state directory, where the project's lock is (the same one mm-node run uses).")
+    var syncState = NodePaths.standard.syncState
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -23,7 +25,19 @@ struct Sync: AsyncParsableCommand {
         let source = try upstream ?? NodeConfig.load(path: config).upstream
         var sync = ProjectSync(recipe: recipe, upstream: source, root: root, logger: logger)
         sync.timeout = .seconds(timeoutMinutes * 60)
-        let report = await sync.run()
+        sync.lockDirectory = syncState
+        // SIGTERM or SIGINT stops rsync (SIGTERM, then SIGKILL) before this process ends, as in
+        // mm-node run: a sync by hand never leaves an orphan writing into the tree.
+        let work = Task { await sync.run() }
+        let signals = Task {
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                logger.notice("stopping the sync", metadata: ["signal": "\(signal)"])
+                work.cancel()
+                break
+            }
+        }
+        let report = await work.value
+        signals.cancel()
         FileHandle.standardOutput.write(try report.json())
         if !report.succeeded { throw ExitCode(1) }
     }

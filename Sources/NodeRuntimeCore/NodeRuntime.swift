@@ -109,6 +109,7 @@ public enum NodeRuntime {
             }
             var sync = ProjectSync(recipe: recipe, upstream: upstream, root: root, logger: logger)
             sync.previousSucceeded = previous?.succeeded == true
+            sync.lockDirectory = options.syncState
             return await sync.run()
         }
     }

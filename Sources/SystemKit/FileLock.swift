@@ -14,14 +14,25 @@ public final class FileLock: Sendable {
     }
 
     /// Takes the lock on `path` (created if missing) without waiting; nil when another process holds it.
+    /// A lock file another user made (root's `mm-node sync` by hand, the service's user after it) is
+    /// locked read-only: flock needs no write access, only the holder's pid is not written then.
     public static func tryAcquire(_ path: String) throws(FileError) -> FileLock? {
-        let fd = try Syscall.open(path, O_RDWR | O_CREAT, mode: 0o600)
+        let fd: Int32
+        var writable = true
+        do {
+            fd = try Syscall.open(path, O_RDWR | O_CREAT, mode: 0o644)
+        } catch where error.code == EACCES {
+            fd = try Syscall.open(path, O_RDONLY)
+            writable = false
+        }
         switch Syscall.retrying({ flock(fd, LOCK_EX | LOCK_NB) }) {
         case .success:
             // Who holds it, for the message another process prints.
-            let pid = Array("\(getpid())\n".utf8)
-            _ = ftruncate(fd, 0)
-            _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+            if writable {
+                let pid = Array("\(getpid())\n".utf8)
+                _ = ftruncate(fd, 0)
+                _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+            }
             return FileLock(path: path, descriptor: fd)
         case .failure(let error):
             Syscall.close(fd)

@@ -373,16 +373,64 @@ struct SyncCommandTests {
             daemon.stop()
             try? FileManager.default.removeItem(atPath: upstream)
             try? FileManager.default.removeItem(atPath: root)
+            try? FileManager.default.removeItem(atPath: root + "-state")
         }
         try SyncTests.write("index\n", upstream + "/dists/noble/InRelease")
-        let ok = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "ubuntu", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        let ok = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "ubuntu", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes, "--sync-state", root + "-state"])
         #expect(ok.status == 0, "\(ok.combined)")
         #expect(ok.stdout.contains("\"succeeded\" : true") && ok.stdout.contains("\"name\" : \"indexes\""), "\(ok.stdout)")
         #expect(SyncTests.tree(root + "/ubuntu") == ["dists/noble/InRelease": "index\n"])
 
-        let failed = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "debian", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        let failed = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "debian", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes, "--sync-state", root + "-state"])
         #expect(failed.status == 1 && failed.stdout.contains("Unknown module"), "\(failed.combined)")
-        let missing = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "nosuch", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes])
+        let missing = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "nosuch", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes, "--sync-state", root + "-state"])
         #expect(missing.status != 0 && missing.stderr.contains("nosuch.yaml"), "\(missing.combined)")
+    }
+
+    @Test("one run per project: a second mm-node sync is refused while one runs, naming it; SIGTERM stops the first and its rsync")
+    func oneAtATime() async throws {
+        let upstream = try ToolRun.scratchDirectory("upstream")
+        let root = try ToolRun.scratchDirectory("mirror")
+        let state = try ToolRun.scratchDirectory("sync-state")
+        let slow = try ToolRun.scratchDirectory("recipes")
+        let daemon = try RsyncDaemon(modules: ["almalinux": upstream])
+        defer {
+            daemon.stop()
+            for dir in [upstream, root, state, slow] { try? FileManager.default.removeItem(atPath: dir) }
+        }
+        try SyncTests.write(String(repeating: "n", count: 2 << 20), upstream + "/9/big.iso")
+        // 1 KiB/s for 2 MiB: the first run is still copying when the second asks.
+        try "project: almalinux\nbwlimit: 1K\n".write(toFile: slow + "/almalinux.yaml", atomically: true, encoding: .utf8)
+        let arguments = ["sync", "almalinux", "--upstream", daemon.upstream, "--root", root, "--sync-state", state]
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: Self.binaries + "/mm-node")
+        first.arguments = arguments + ["--recipes", slow]
+        let report = state + "/first.json"
+        _ = FileManager.default.createFile(atPath: report, contents: nil)
+        first.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: report))
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+        let rsyncRunning = { (try? await ToolRun.run("pgrep", ["-f", "rsync .*\(root)/almalinux/"]).status) == 0 }
+        #expect(try await eventually(seconds: 60) { await rsyncRunning() }, "the first sync's rsync never started")
+
+        let second = try await ToolRun.run(Self.binaries + "/mm-node", arguments + ["--recipes", SyncTests.recipes])
+        #expect(second.status == 1, "\(second.combined)")
+        #expect(
+            second.stdout.contains("another sync of almalinux is running (process \(first.processIdentifier) holds \(state)/almalinux.lock)"),
+            "\(second.combined)"
+        )
+
+        kill(first.processIdentifier, SIGTERM)
+        #expect(try await eventually(seconds: 60) { !first.isRunning }, "mm-node sync did not end on SIGTERM")
+        #expect(first.terminationStatus == 1)
+        let printed = (try? String(contentsOfFile: report, encoding: .utf8)) ?? ""
+        #expect(printed.contains("the run was stopped (mm-node was asked to end)"), "\(printed)")
+        #expect(await !rsyncRunning(), "rsync outlived mm-node sync")
+        #expect(!FileManager.default.fileExists(atPath: root + "/almalinux/9/big.iso"), "a file that was still copying is in the tree")
+        // The lock went with the process: the next run syncs.
+        let third = try await ToolRun.run(Self.binaries + "/mm-node", arguments + ["--recipes", SyncTests.recipes])
+        #expect(third.status == 0, "\(third.combined)")
+        #expect(FileManager.default.fileExists(atPath: root + "/almalinux/9/big.iso"))
     }
 }

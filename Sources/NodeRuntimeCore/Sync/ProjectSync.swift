@@ -20,6 +20,9 @@ public struct ProjectSync: Sendable {
     /// Whether the project's previous run succeeded: only then may an unchanged upstream (the
     /// recipe's freshness files) skip the full sync.
     public var previousSucceeded = false
+    /// Where the run takes its lock, `PROJECT.lock` (the sync state directory on mm-data): one run
+    /// per project at a time, whether `mm-node run` or `mm-node sync` by hand starts it.
+    public var lockDirectory: String?
     public var logger: Logger
 
     public init(recipe: SyncRecipe, upstream: String, root: String, logger: Logger) {
@@ -104,6 +107,16 @@ public struct ProjectSync: Sendable {
         let started = Date()
         var report = Report(project: recipe.project, upstream: upstream, started: started, finished: started, succeeded: false, failure: nil, stages: [])
         let destination = root + "/" + recipe.project
+        let lock: FileLock?
+        do {
+            let project = self.recipe.project
+            lock = try lockDirectory.map { directory in try Self.lock(project: project, in: directory) }
+        } catch {
+            report.failure = "\(error)"
+            report.finished = Date()
+            return report
+        }
+        defer { withExtendedLifetime(lock) {} }
         do {
             try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
         } catch {
@@ -157,7 +170,7 @@ public struct ProjectSync: Sendable {
         }
         report.finished = Date()
         guard let stageReports = outcome else {
-            report.failure = "the run took longer than \(timeout) and was stopped"
+            report.failure = Task.isCancelled ? "the run was stopped (mm-node was asked to end)" : "the run took longer than \(timeout) and was stopped"
             return report
         }
         report.stages = stageReports
@@ -167,6 +180,17 @@ public struct ProjectSync: Sendable {
             report.succeeded = true
         }
         return report
+    }
+
+    /// Takes `directory/PROJECT.lock`; throws, naming the holder, when another run has it.
+    static func lock(project: String, in directory: String) throws -> FileLock {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/" + project + ".lock"
+        guard let lock = try FileLock.tryAcquire(path) else {
+            let holder = FileLock.holder(path).map { "process \($0)" } ?? "another process"
+            throw SyncError("another sync of \(project) is running (\(holder) holds \(path)); this run did not start")
+        }
+        return lock
     }
 
     /// Whether every freshness file (or directory) upstream is byte for byte what we have. Fetched
