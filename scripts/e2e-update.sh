@@ -30,7 +30,9 @@ ns="mmt-u-$$"
 work="$(mktemp -d)"
 cleanup() {
   [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null || true
-  [ -n "${bpid:-}" ] && kill "$bpid" 2>/dev/null || true
+  # SIGKILL: started under a test runner, mosquitto inherits a blocked SIGTERM and would outlive us
+  # (holding the runner's descriptors, so the test never saw this script end).
+  [ -n "${bpid:-}" ] && kill -KILL "$bpid" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }

@@ -7,27 +7,45 @@ import Testing
 /// Over the air, for real, on one disk through a node's whole life of updates: releases built with
 /// `mm-image build` and published with `mm-image publish`, served by `mm-node serve` in a private
 /// network namespace, a node flashed with N booting under QEMU (TCG, OVMF, a persistent disk file,
-/// the chipset watchdog armed). Power is cut at every step of the first update, the first boot of the
-/// new slot freezes, a broken release falls back by itself, and the next good one is taken.
+/// the chipset watchdog armed), releases announced over MQTT on a broker there. Power is cut at every
+/// step of the first update, bad channel input is refused, a broken release freezes once, fails its
+/// health gate and falls back by itself, and the next good one is taken.
 @Suite("Over-the-air updates in QEMU", .serialized)
 struct UpdateBootTests {
     @Test(
-        "N → N+1 through power cuts and a frozen trial boot; N+2 (serving broken) falls back and is never retried; N+3 is taken"
+        "N → N+1 through four power cuts; six kinds of bad input refused; N+2 freezes, then fails its health gate, falls back and is never retried; N+3 is taken"
     )
     func lifecycle() async throws {
         let n = try await BuiltImage.shared.artifacts()
         let base = Int64(BuiltImage.sourceDateEpoch)!
         let (b1, b2, b3) = (base + 1, base + 2, base + 3)
         let dir = try await TestSupport.scratch("ota")
-        // N+2 is a real build whose health gate cannot pass: its definition masks the server.
+        // N+2 is a real build whose health gate cannot pass: its definition masks the server. Its first
+        // try also freezes: a unit crashes PID 1 while the entry's counter (systemd-boot renames it
+        // before each try) says one try is done, so the watchdog resets it.
+        let freeze = dir + "/mm-test-freeze.service"
+        try """
+            [Unit]
+            Description=test only: a frozen trial boot (PID 1 crashes) on this release's first try
+            RequiresMountsFor=/efi
+            Before=mm-node-health.service
+            [Service]
+            Type=oneshot
+            ExecStart=/bin/sh -c 'if ls /efi/loader/entries | grep -Fq +2-1.conf; then echo "mm-test-freeze: crashing PID 1" > /dev/kmsg; kill -SEGV 1; fi'
+            [Install]
+            WantedBy=multi-user.target
+
+            """.write(toFile: freeze, atomically: true, encoding: .utf8)
         let broken = dir + "/broken.yaml"
         let definition = try String(contentsOfFile: TestSupport.packageRoot + "/images/micromirror.yaml", encoding: .utf8)
         let brokenText = definition
-            .replacingOccurrences(of: "    - mm-node-serve.service\n", with: "")
+            .replacingOccurrences(of: "    - mm-node-serve.service\n", with: "    - mm-test-freeze.service\n")
             .replacingOccurrences(of: "  mask:\n", with: "  mask:\n    - mm-node-serve.service\n")
             .replacingOccurrences(of: "source: files/", with: "source: \(TestSupport.packageRoot)/images/files/")
             .replacingOccurrences(of: "source: ../recipes/", with: "source: \(TestSupport.packageRoot)/recipes/")
+            .replacingOccurrences(of: "\nfiles:\n", with: "\nfiles:\n  - source: \(freeze)\n    target: /usr/lib/systemd/system/mm-test-freeze.service\n")
         try #require(brokenText.contains("  mask:\n    - mm-node-serve.service\n") && !brokenText.contains("  enable:\n    - mm-node-serve"))
+        try #require(brokenText.contains("target: /usr/lib/systemd/system/mm-test-freeze.service") && brokenText.contains("    - mm-test-freeze.service\n"))
         try brokenText.write(toFile: broken, atomically: true, encoding: .utf8)
         async let built1 = BuiltImage.release(after: n, version: "0.1.1", buildNumber: b1)
         async let built2 = BuiltImage.release(after: n, version: "0.1.2", buildNumber: b2, image: broken)
@@ -63,27 +81,46 @@ struct UpdateBootTests {
         let name = { (bundle: String) in (bundle as NSString).lastPathComponent }
         // What the NOC does after each change to the channel: announce it, so the node checks at once.
         let announce = "mosquitto_pub -h 192.0.2.1 -q 1 -t micromirror/update/stable -m changed"
-        let publish = { (bundle: String) in
-            "sh:\(TestSupport.mmImage) publish \(bundle) --channel \(channel) --name stable --rollout 100 --key \(n.privateKey)"
+        let publishing = { (bundle: String, directory: String) in
+            "\(TestSupport.mmImage) publish \(bundle) --channel \(directory) --name stable --rollout 100 --key \(n.privateKey)"
         }
+        let publish = { (bundle: String) in "sh:" + publishing(bundle, channel) }
         let log = dir + "/serial.log"
         let result = try await TestSupport.run(
             TestSupport.packageRoot + "/scripts/e2e-update.sh",
             [
                 image, channel, "--timeout", "3000", "--log", log,
-                // Power cuts: during the download, during the slot write, right after the entry is written.
+                // Power cuts: during the download, during the slot write, right after the entry is written,
+                // and during the first boot of the new slot (before its health gate).
                 "--at", "build=\(b1) channel=stable decision=install", "cut:20",
                 "--at", "slot=b \\[NodeRuntimeCore\\] installing", "cut:8",
                 "--at", "entry=micromirror-b\\+3.conf slot=b \\[NodeRuntimeCore\\] installed", "cut",
-                // The first boot of the new slot freezes (PID 1 crashes) before its health gate: the watchdog resets it.
-                "--at", "Started .*ssh\\.service", "sh:for i in $(seq 30); do \(ssh) 'kill -SEGV 1' && exit 0; sleep 2; done; exit 1",
-                // Blessed on its second try. Bad input first: the index's signature altered, then an
-                // index naming a bundle the server does not have; both refused before any download.
+                "--at", "Started .*ssh\\.service", "cut",
+                // Blessed on its second try. Then bad input, each refused before a byte reaches a slot,
+                // each step's refusal (a different message from the one before) cueing the next:
+                // the index's signature altered,
                 "--at", "last=build \(b1) in slot b passed its health gate and is blessed",
                 "sh:printf X | dd of=\(channel)/stable.json.sig bs=1 seek=3 conv=notrunc status=none && \(announce)",
+                // an older build (N itself),
+                "--at", "error=signature: http://192.0.2.1:8080/stable.json is not signed by a trusted key", "\(publish(n.bundle)) && \(announce)",
+                // N+2's index signed by a key the image does not trust (made aside, then moved in: never a
+                // moment with a good index),
+                "--at", "decision=the release is older than the running build and the channel does not allow a downgrade",
+                "sh:\(publishing(bad.bundle, dir + "/aside"))"
+                    + " && openssl genpkey -algorithm ed25519 -out \(dir)/stranger.key"
+                    + " && openssl pkeyutl -sign -inkey \(dir)/stranger.key -rawin -in \(dir)/aside/stable.json -out \(dir)/aside/stable.json.sig"
+                    + " && mv \(dir)/aside/\(name(bad.bundle)) \(dir)/aside/stable.json \(dir)/aside/stable.json.sig \(channel)/ && \(announce)",
+                // N+2 properly, onto a node whose mm-data is full,
                 "--at", "error=signature: http://192.0.2.1:8080/stable.json is not signed by a trusted key",
-                "\(publish(bad.bundle)) && mv \(channel)/\(name(bad.bundle)) \(dir)/held.mmb && \(announce)",
-                // Then the next release, whose server is masked.
+                "sh:\(ssh) 'fallocate -l $(( $(df --output=avail -B1 /srv | tail -1) - (64 << 20) )) /srv/fill'"
+                    + " && \(publishing(bad.bundle, channel)) && \(announce)",
+                // a bundle that is not what the index says (one byte changed on the server; downloaded, discarded),
+                "--at", "error=mm-data has .* free at",
+                "sh:cp \(channel)/\(name(bad.bundle)) \(dir)/held.mmb && printf X | dd of=\(channel)/\(name(bad.bundle)) bs=1 seek=300000000 conv=notrunc status=none"
+                    + " && \(ssh) rm /srv/fill && \(announce)",
+                // and an index naming a bundle the server does not have.
+                "--at", "the download was discarded", "sh:rm \(channel)/\(name(bad.bundle)) && \(announce)",
+                // Then N+2 for real, whose server is masked.
                 "--at", "HTTP 404 \\(the channel names a bundle the server does not have\\)", "sh:mv \(dir)/held.mmb \(channel)/\(name(bad.bundle)) && \(announce)",
                 "--at", "mm-node health: unhealthy", "sh:true",
                 // Back on N+1 by itself; once it has declined N+2 at a poll, N+3 comes out.
@@ -104,16 +141,18 @@ struct UpdateBootTests {
         #expect(!pushed.isEmpty, "no check was made on an MQTT announcement")
 
         // Every power cut came back up on slot a, serving, until slot b was ready.
-        #expect(console.components(separatedBy: "[qemu-boot: power cut]").count == 4, "three power cuts")
+        #expect(console.components(separatedBy: "[qemu-boot: power cut]").count == 5, "four power cuts")
         #expect(console.contains("resuming the download"), "the download cut by the power started over instead of resuming")
         #expect(console.contains("the install of build \(b1) was interrupted; it starts again"), "the cut slot write was not noticed")
-        // A, A, A (three power cuts), B frozen and reset by the watchdog, B blessed, N+2 unhealthy once, back to B, N+3.
+        // A ×3 (power cuts), B cut on its first try, B blessed; N+2 in A frozen on its first try (reset
+        // by the watchdog), unhealthy on its second; back to B by itself; N+3 in A.
         let kernels = console.components(separatedBy: "Linux version ").count - 1
-        #expect(kernels == 8, "\(kernels) boots, not 8: the frozen trial boot was not reset by the watchdog, or a boot was missed:\n\(boots)")
+        #expect(kernels == 9, "\(kernels) boots, not 9: the frozen trial boot was not reset by the watchdog, or a boot was missed:\n\(boots)")
         #expect(console.contains("micromirror-boot: slot=b root=mm-root-b image=micromirror version=0.1.1 build=\(b1)"), "N+1 never came up")
+        #expect(console.components(separatedBy: "mm-test-freeze: crashing PID 1").count == 2, "N+2's first try did not freeze (once)")
         #expect(console.contains("mm-node health: unhealthy: mm-node-serve.service: mm-node-serve.service is masked"), "\(console.suffix(3000))")
-        // Marked bad at once: one failing boot, not three.
-        #expect(console.components(separatedBy: "slot a's entry is now micromirror-a+0-1.conf; rebooting into the other slot").count == 2, "\(console.suffix(3000))")
+        // The frozen try counted: the unhealthy second one leaves no try (two done), and the firmware takes slot b.
+        #expect(console.components(separatedBy: "slot a's entry is now micromirror-a+0-2.conf; rebooting into the other slot").count == 2, "\(console.suffix(3000))")
         #expect(console.contains("build=\(b2) [NodeRuntimeCore] this node rolled back a release before"), "the rollback was not reported")
         #expect(console.contains("micromirror-boot: slot=a root=mm-root-a image=micromirror version=0.1.3 build=\(b3)"))
         #expect(!boots.contains { $0.contains("build=\(b2)") }, "N+2 reached multi-user healthy:\n\(boots)")
@@ -121,8 +160,9 @@ struct UpdateBootTests {
         // The channel's log: N+1 resumed with a range request; N+2 fetched once, never again.
         let served = (try? String(contentsOfFile: channel + ".access.log", encoding: .utf8)) ?? ""
         #expect(served.contains("GET /\(name(next.bundle)) HTTP/1.1\" 206"), "no resumed download of N+1:\n\(served)")
-        // (one 404 while the bundle was held back, then one download: none after the rollback)
-        #expect(served.components(separatedBy: "GET /\(name(bad.bundle)) HTTP/1.1\" 200").count == 2, "N+2 was downloaded again after its rollback:\n\(served)")
+        // (the altered copy, one 404 while the bundle was away, then one download: none after the rollback)
+        #expect(served.components(separatedBy: "GET /\(name(bad.bundle)) HTTP/1.1\" 200").count == 3, "N+2 was downloaded again after its rollback:\n\(served)")
+        #expect(!served.contains("GET /\(name(n.bundle))"), "the older build was downloaded:\n\(served)")
         #expect(served.contains("GET /\(name(bad.bundle)) HTTP/1.1\" 404"), "\(served)")
 
         // On the disk afterwards: slot a blessed with N+3, slot b still N+1.
@@ -145,10 +185,16 @@ struct UpdateBootTests {
         let events = state.events.map(\.message)
         #expect(events.contains { $0.contains("build \(b2) did not come up healthy in slot a; fell back to slot b") }, "\(events)")
         #expect(events.last == "build \(b3) in slot a passed its health gate and is blessed", "\(events)")
-        // The bad channel input was refused and recorded, and no install followed it.
-        let refusedSignature = try #require(events.firstIndex { $0.hasPrefix("update failed: signature: http://192.0.2.1:8080/stable.json is not signed") }, "\(events)")
-        let refusedMissing = try #require(events.firstIndex { $0.contains("HTTP 404 (the channel names a bundle the server does not have)") }, "\(events)")
-        #expect(!events[refusedSignature + 1].hasPrefix("installing") && !events[refusedMissing + 1].hasPrefix("installing"), "\(events)")
+        // The bad input was refused and recorded, and no install followed any of it.
+        #expect(console.contains("decision=the release is older than the running build"), "the older build was not declined")
+        let refusals = [
+            "update failed: signature: http://192.0.2.1:8080/stable.json is not signed",  // altered, then a stranger's key
+            "update failed: mm-data has ", "the download was discarded", "HTTP 404 (the channel names a bundle the server does not have)",
+        ]
+        let refused = events.indices.filter { i in refusals.contains { events[i].contains($0) } }
+        #expect(events.filter { $0.contains(refusals[0]) }.count >= 2, "the altered and the stranger's signature: \(events)")
+        for (i, refusal) in refusals.enumerated() { #expect(events.contains { $0.contains(refusal) }, "refusal \(i) not recorded: \(events)") }
+        #expect(refused.allSatisfy { !events[$0 + 1].hasPrefix("installing") }, "\(events)")
         #expect(state.boot?.slot == "a" && state.boot?.buildNumber == b3)
     }
 
