@@ -129,7 +129,8 @@ struct UpdateBootTests {
                 // Once the updater has recorded the blessing, the guest's writes (the ESP, the state on
                 // mm-data) reach the disk file.
                 "--then",
-                "for i in $(seq 60); do \(ssh) \"grep -q 'build \(b3) in slot a passed its health gate' /srv/state/update.json\" && break; sleep 3; done; \(ssh) sync",
+                "for i in $(seq 60); do \(ssh) \"grep -q 'build \(b3) in slot a passed its health gate' /srv/state/update.json\" && break; sleep 3; done;"
+                    + " \(ssh) mm-node update status --json > \(dir)/status.json; \(ssh) sync",
             ]
         )
         let console = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: log))) ?? Data(), as: UTF8.self).replacingOccurrences(of: "\r", with: "")
@@ -165,7 +166,16 @@ struct UpdateBootTests {
         #expect(!served.contains("GET /\(name(n.bundle))"), "the older build was downloaded:\n\(served)")
         #expect(served.contains("GET /\(name(bad.bundle)) HTTP/1.1\" 404"), "\(served)")
 
-        // On the disk afterwards: slot a blessed with N+3, slot b still N+1.
+        // What the node says of itself (`mm-node update status --json`), then what the disk holds.
+        let statusText = (try? String(contentsOfFile: dir + "/status.json", encoding: .utf8)) ?? "(no status)"
+        let status = try JSONDecoder().decode(StatusReport.self, from: Data(statusText.utf8))
+        #expect(status.bootedSlot == "a" && status.running.buildNumber == b3, "\(statusText)")
+        #expect(status.slots.map(\.slot) == ["a", "b"], "\(statusText)")
+        #expect(status.slots[0].buildNumber == b3 && status.slots[0].blessed && status.slots[0].booted, "\(statusText)")
+        #expect(status.slots[1].buildNumber == b1 && status.slots[1].blessed && !status.slots[1].booted, "\(statusText)")
+        #expect(status.state.rolledBack == [b2] && status.state.phase == "idle", "\(statusText)")
+
+        // On the disk afterwards, as the status said: slot a blessed with N+3, slot b still N+1.
         let inspect = try await TestSupport.check(TestSupport.mmImage, ["inspect", image])
         #expect(inspect.stdout.contains("micromirror-a.conf") && inspect.stdout.contains("micromirror-b.conf"), "\(inspect.stdout)")
         #expect(!inspect.stdout.contains("micromirror-a+") && !inspect.stdout.contains("micromirror-b+"), "an entry is still counting:\n\(inspect.stdout)")
@@ -196,6 +206,21 @@ struct UpdateBootTests {
         for (i, refusal) in refusals.enumerated() { #expect(events.contains { $0.contains(refusal) }, "refusal \(i) not recorded: \(events)") }
         #expect(refused.allSatisfy { !events[$0 + 1].hasPrefix("installing") }, "\(events)")
         #expect(state.boot?.slot == "a" && state.boot?.buildNumber == b3)
+    }
+
+    /// The parts of `mm-node update status --json` the test reads.
+    struct StatusReport: Decodable {
+        struct Running: Decodable { var buildNumber: Int64 }
+        struct Slot: Decodable {
+            var slot: String
+            var buildNumber: Int64?
+            var booted: Bool
+            var blessed: Bool
+        }
+        var running: Running
+        var bootedSlot: String
+        var slots: [Slot]
+        var state: StateFile
     }
 
     /// The parts of `/srv/state/update.json` the test reads.

@@ -214,6 +214,16 @@ struct SlotInstallTests {
         #expect(try String(contentsOfFile: node.esp + "/micromirror/b/initrd.img", encoding: .utf8) == "initrd of build 101\n")
         let kept = UpdateState.load(path: node.dir + "/srv/state/update.json")
         #expect(kept.phase == .installed && kept.events.last?.message.contains("verified on the disk") == true)
+        // `mm-node update status`: both slots, what each holds, which is booted and which blessed.
+        let report = UpdateReport(updater: node.updater())
+        let b = try #require(report.slots.first { $0.slot == "b" })
+        #expect(b.entry == "micromirror-b+3.conf" && b.buildNumber == 101 && b.title == "micromirror 0.101.0 (slot b)" && !b.blessed && !b.booted && b.triesLeft == 3)
+        let a = try #require(report.slots.first { $0.slot == "a" })
+        #expect(a.entry == "micromirror-a.conf" && a.title == "micromirror (slot a)" && a.buildNumber == nil && a.blessed && a.booted)
+        #expect(report.text.contains("slot b: micromirror 0.101.0 (slot b), build 101; entry micromirror-b+3.conf, 3 tries left"), "\(report.text)")
+        #expect(report.text.contains("slot a: micromirror (slot a); entry micromirror-a.conf, blessed (booted)"), "\(report.text)")
+        let json = String(decoding: try report.json(), as: UTF8.self)
+        #expect(json.contains("\"buildNumber\" : 101") && json.contains("\"phase\" : \"installed\""), "\(json)")
 
         // What the read-back is for: one byte the disk got wrong, found past the page cache, named.
         let root = try #require(release.manifest.payloads.first { $0.name == SlotWriter.rootPayload })

@@ -7,6 +7,9 @@ public struct UpdateReport: Codable, Sendable {
     public struct Slot: Codable, Sendable {
         public var slot: String
         public var entry: String?
+        /// What the slot's entry says it boots: its title and build number.
+        public var title: String?
+        public var buildNumber: Int64?
         /// Booted now.
         public var booted: Bool
         /// Its entry has no counter: it passed its health gate (or is the image as flashed).
@@ -25,7 +28,11 @@ public struct UpdateReport: Codable, Sendable {
         let entries = updater.boot.entries()
         slots = ["a", "b"].map { slot in
             let entry = entries.first { $0.name.slot == slot }
-            return Slot(slot: slot, entry: entry?.file, booted: slot == updater.bootedSlot, blessed: entry.map { !$0.name.counting } ?? false, triesLeft: entry?.name.triesLeft)
+            let described = entry.map { updater.boot.describe($0.file) }
+            return Slot(
+                slot: slot, entry: entry?.file, title: described?.title, buildNumber: described?.buildNumber, booted: slot == updater.bootedSlot,
+                blessed: entry.map { !$0.name.counting } ?? false, triesLeft: entry?.name.triesLeft
+            )
         }
         state = updater.currentState()
     }
@@ -39,8 +46,9 @@ public struct UpdateReport: Codable, Sendable {
     public var text: String {
         var lines = ["running \(running.name) \(running.version) (build \(running.buildNumber), \(running.hardware)) from slot \(bootedSlot)"]
         for slot in slots {
+            let holds = [slot.title, slot.buildNumber.map { "build \($0)" }].compactMap { $0 }.joined(separator: ", ")
             let what = slot.entry.map { "entry \($0)" + (slot.blessed ? ", blessed" : ", \(slot.triesLeft ?? 0) tries left") } ?? "no boot entry"
-            lines.append("slot \(slot.slot): \(what)\(slot.booted ? " (booted)" : "")")
+            lines.append("slot \(slot.slot): \(holds.isEmpty ? "" : holds + "; ")\(what)\(slot.booted ? " (booted)" : "")")
         }
         var phase = "update: \(state.phase.rawValue)"
         if let target = state.target { phase += ", build \(target.buildNumber) (\(target.version)) for slot \(target.slot)" }
