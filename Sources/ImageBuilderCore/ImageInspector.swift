@@ -40,12 +40,7 @@ public struct ImageInspector {
             let listing = (try? await runner.run(Tool("mdir", package: "mtools"), ["-b", "-i", image, "::/loader/entries"], environment: env)) ?? ""
             for line in listing.split(separator: "\n").map(String.init).sorted() where line.hasSuffix(".conf") {
                 let text = try await runner.run(Tool("mtype", package: "mtools"), ["-i", image, line], environment: env)
-                var fields: [String: String] = [:]
-                for row in text.split(separator: "\n") {
-                    let parts = row.split(separator: " ", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-                    if parts.count == 2 { fields[parts[0]] = parts[1] }
-                }
-                entries.append(ImageReport.Entry(file: String(line.split(separator: "/").last ?? ""), fields: fields))
+                entries.append(ImageReport.Entry(file: String(line.split(separator: "/").last ?? ""), fields: BootEntry.fields(text: text)))
             }
             loaderConf = try? await runner.run(Tool("mtype", package: "mtools"), ["-i", image, "::/loader/loader.conf"], environment: env)
         }

@@ -46,6 +46,11 @@ public final class FileLock: Sendable {
         (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
+    /// Who holds the lock at `path`, in words for a refusal: `process N holds PATH`.
+    public static func holding(_ path: String) -> String {
+        (holder(path).map { "process \($0)" } ?? "another process") + " holds " + path
+    }
+
     deinit {
         // Unlock before closing: a child being spawned on another thread has a copy of the
         // descriptor until its exec, and a plain close would leave the lock held through it.

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A Boot Loader Specification type #1 entry for one slot, as systemd-boot reads it from
 /// `/loader/entries/` on the ESP.
 ///
@@ -42,6 +44,16 @@ public struct BootEntry: Sendable, Equatable {
         options    root=PARTLABEL=\(DiskLayout.Label.root(slot: slot)) mm.slot=\(slot) \(options)
 
         """
+    }
+
+    /// The `key value` lines of an entry's text (`title`, `version`, `options`, …), values trimmed.
+    public static func fields(text: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" })
+            if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        return fields
     }
 
     /// What a file name in the entries directory says: its slot and counter; nil when it is not

@@ -187,8 +187,7 @@ public struct ProjectSync: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/" + project + ".lock"
         guard let lock = try FileLock.tryAcquire(path) else {
-            let holder = FileLock.holder(path).map { "process \($0)" } ?? "another process"
-            throw SyncError("another sync of \(project) is running (\(holder) holds \(path)); this run did not start")
+            throw SyncError("another sync of \(project) is running (\(FileLock.holding(path))); this run did not start")
         }
         return lock
     }

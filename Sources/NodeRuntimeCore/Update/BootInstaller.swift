@@ -29,19 +29,8 @@ public struct BootInstaller: Sendable {
     /// The `title` and `version` (the build number) an entry file holds; nil for what it lacks.
     public func describe(_ file: String) -> (title: String?, buildNumber: Int64?) {
         guard let text = try? String(contentsOfFile: entriesDirectory + "/" + file, encoding: .utf8) else { return (nil, nil) }
-        var title: String?
-        var build: Int64?
-        for line in text.split(separator: "\n") {
-            let parts = line.split(maxSplits: 1, whereSeparator: { $0 == " " || $0 == "\t" })
-            guard parts.count == 2 else { continue }
-            let value = parts[1].trimmingCharacters(in: .whitespaces)
-            switch parts[0] {
-            case "title": title = value
-            case "version": build = Int64(value)
-            default: break
-            }
-        }
-        return (title, build)
+        let fields = BootEntry.fields(text: text)
+        return (fields["title"], fields["version"].flatMap { Int64($0) })
     }
 
     /// Step one of installing into `slot`: nothing may boot it while it is rewritten.

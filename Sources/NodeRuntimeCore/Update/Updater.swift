@@ -49,8 +49,7 @@ public struct Updater: Sendable {
     public func lock() throws -> FileLock {
         try FileManager.default.createDirectory(atPath: (lockPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         guard let lock = try FileLock.tryAcquire(lockPath) else {
-            let holder = FileLock.holder(lockPath).map { "process \($0)" } ?? "another process"
-            throw UpdateError("another update is under way (\(holder) holds \(lockPath)); try again when it is done (mm-node update status)")
+            throw UpdateError("another update is under way (\(FileLock.holding(lockPath))); try again when it is done (mm-node update status)")
         }
         return lock
     }
