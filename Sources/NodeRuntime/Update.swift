@@ -106,7 +106,7 @@ struct Update: AsyncParsableCommand {
                 }
                 var client = channel
                 client.progress = { done, total in Progress.printer()("download", done, total) }
-                let file = try await client.download(index, into: locations.environment.paths.updateStaging)
+                let file = try await client.download(index, into: locations.environment.paths.updateStaging, keyring: updater.keyring)
                 try updater.install(bundle: file, index: index, downloaded: true)
                 try? FileManager.default.removeItem(atPath: file)
             }

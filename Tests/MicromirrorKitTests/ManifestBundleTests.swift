@@ -83,6 +83,86 @@ struct ManifestBundleTests {
         #expect(listing.split(separator: "\n") == ["manifest.json", "manifest.json.sig", "root.erofs", "vmlinuz"])
     }
 
+    /// Feeds `bytes` to a `BundleStream` in pieces of the given sizes, cycling.
+    func stream(_ bytes: [UInt8], keyring: Keyring, pieces: [Int]) throws -> (BundleStream, Manifest) {
+        let stream = BundleStream(keyring: keyring, source: "b.mmb")
+        var at = 0
+        var i = 0
+        while at < bytes.count {
+            let end = min(bytes.count, at + pieces[i % pieces.count])
+            try bytes[at..<end].withUnsafeBytes { try stream.feed($0) }
+            at = end
+            i += 1
+        }
+        return (stream, try stream.finish())
+    }
+
+    @Test("a bundle checked as it streams in, in pieces of any size, passes as Bundle.verify does; every damage is named where it is")
+    func streamed() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (path, keyring, _) = try makeBundle(dir)
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        let verified = try Bundle.verify(path: path, keyring: keyring)
+        for pieces in [[1], [511, 513], [4096], [bytes.count], [7, 100_003, 2]] {
+            let (stream, manifest) = try stream(bytes, keyring: keyring, pieces: pieces)
+            #expect(manifest == verified && stream.checkedPayloads == ["root.erofs", "vmlinuz"], "pieces \(pieces)")
+        }
+        // The manifest is known, its signature checked, from the first entries alone.
+        let early = BundleStream(keyring: keyring, source: "b.mmb")
+        try bytes[..<4096].withUnsafeBytes { try early.feed($0) }
+        #expect(early.manifest == verified && early.checkedPayloads.isEmpty)
+
+        func refused(_ damaged: [UInt8], _ words: String, _ comment: String, keyring ring: Keyring? = nil) {
+            #expect(throws: VerificationError.self, "\(comment)") { try stream(damaged, keyring: ring ?? keyring, pieces: [1000]) }
+            do { _ = try stream(damaged, keyring: ring ?? keyring, pieces: [1000]) } catch {
+                #expect("\(error)".contains(words), "\(comment): \(error)")
+            }
+        }
+        func flip(_ at: Int) -> [UInt8] {
+            var copy = bytes
+            copy[at] ^= 0x01
+            return copy
+        }
+        // Entries at 512 (manifest), then its signature and the payloads after it, 512-aligned.
+        let manifestSize = try Manifest.parse(Array(bytes[512..<(512 + 8192)]).prefix { $0 != 0 }.map { $0 }, source: "t").canonicalBytes().count
+        let signatureAt = 512 + (manifestSize + 511) / 512 * 512 + 512
+        let rootAt = signatureAt + 512 + 512
+        refused(flip(600), "not signed by a trusted key", "a flipped manifest byte")
+        refused(flip(signatureAt + 3), "not signed by a trusted key", "a flipped signature byte")
+        refused(flip(rootAt + 50_000), "payload root.erofs: SHA-256 is", "a flipped payload byte")
+        // A payload renamed in its header, the header's checksum made to add up again.
+        var renamed = flip(rootAt - 512 + 5)
+        let sum = (0..<512).reduce(0) { $0 + ((148..<156).contains($1) ? 32 : Int(renamed[rootAt - 512 + $1])) }
+        renamed.replaceSubrange((rootAt - 512 + 148)..<(rootAt - 512 + 155), with: Array(String(format: "%06o\0", sum).utf8))
+        refused(renamed, "unexpected entry in b.mmb; expected root.erofs", "a payload renamed in its header")
+        refused(flip(100), "checksum does not add up", "a damaged header")
+        refused(Array(bytes[..<(rootAt + 1000)]), "inside an entry", "a bundle cut inside a payload")
+        refused(Array(bytes[..<(rootAt - 512)]), "payload root.erofs: missing", "a bundle cut before its payloads")
+        refused(Array(bytes[..<300]), "before its manifest", "a bundle cut in its first header")
+        refused(bytes + [1], "data after the end of the archive", "bytes after the end")
+        let stranger = Keyring(members: [.init(source: "stranger.pub", key: try Ed25519PrivateKey.generate().publicKey())])
+        refused(bytes, "not signed by a trusted key", "an untrusted signer", keyring: stranger)
+    }
+
+    @Test("a payload name too long for a ustar header goes through a pax header, streamed as by libarchive")
+    func streamedPax() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let long = String(repeating: "p", count: 150) + ".img"
+        let body = [UInt8](repeating: 3, count: 3000)
+        try Data(body).write(to: URL(fileURLWithPath: dir + "/p"))
+        let manifest = Self.sample(payloads: [Manifest.File(name: long, size: 3000, sha256: SHA256Hasher.hex(of: body))])
+        let key = try Ed25519PrivateKey.generate()
+        let keyring = Keyring(members: [.init(source: "t.pub", key: try key.publicKey())])
+        let bytes = try manifest.canonicalBytes()
+        try Bundle.write(to: dir + "/b.mmb", manifestBytes: bytes, signature: try key.sign(bytes), manifest: manifest, payloadFiles: [long: dir + "/p"])
+        let archive = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/b.mmb")))
+        #expect(try Bundle.verify(path: dir + "/b.mmb", keyring: keyring) == manifest)
+        let (stream, streamed) = try stream(archive, keyring: keyring, pieces: [333])
+        #expect(streamed == manifest && stream.checkedPayloads == [long])
+    }
+
     @Test("a bundle written twice from the same inputs is byte-identical")
     func bundleDeterministic() throws {
         let dir = try tempDir()

@@ -340,7 +340,7 @@ struct ChannelTests {
         let bytes = try Data(contentsOf: URL(fileURLWithPath: release.bundle))
         try (bytes.prefix(bytes.count / 2) + Data(count: 100_000)).write(to: URL(fileURLWithPath: staging + "/" + index.bundle + ".partial"))
         try "\(bytes.count / 2)\n".write(toFile: staging + "/" + index.bundle + ".partial.synced", atomically: true, encoding: .utf8)
-        let file = try await client.download(index, into: staging)
+        let file = try await client.download(index, into: staging, keyring: node.keyring)
         #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == bytes)
         #expect(!FileManager.default.fileExists(atPath: staging + "/" + index.bundle + ".partial.synced"))
         let log = try await server.accessLogText { $0.contains(" 206 ") }
@@ -356,24 +356,26 @@ struct ChannelTests {
         await #expect(throws: VerificationError.self) { try await client.index(keyring: node.keyring) }
         try signature.write(to: URL(fileURLWithPath: channelDirectory + "/stable.json.sig"))
 
-        // The server's copy is shorter than the index says: a clear error after a few tries, not a loop;
-        // a left-over download of another release does not stay on mm-data.
+        // The server's copy is shorter than the index says: refused from the answer's head, nothing
+        // downloaded; a left-over download of another release does not stay on mm-data.
         try bytes.prefix(bytes.count - 1000).write(to: URL(fileURLWithPath: channelDirectory + "/" + index.bundle))
         try FileManager.default.createDirectory(atPath: node.dir + "/short", withIntermediateDirectories: true)
         try Data("old".utf8).write(to: URL(fileURLWithPath: node.dir + "/short/micromirror-old.mmb.partial"))
         do {
-            _ = try await client.download(index, into: node.dir + "/short")
+            _ = try await client.download(index, into: node.dir + "/short", keyring: node.keyring)
             Issue.record("downloaded a truncated bundle")
         } catch {
-            #expect("\(error)".contains("\(bytes.count - 1000) of \(bytes.count) bytes after 5 attempts"), "\(error)")
+            #expect("\(error)".contains("the server's copy is \(bytes.count - 1000) bytes, the signed index says \(bytes.count)"), "\(error)")
         }
+        let shortPartial = (try? RawFile.openForReading(node.dir + "/short/" + index.bundle + ".partial").size()) ?? 0
+        #expect(shortPartial == 0, "\(shortPartial) bytes of a copy the index does not describe were downloaded")
         #expect(!FileManager.default.fileExists(atPath: node.dir + "/short/micromirror-old.mmb.partial"))
 
         // The index names a bundle the server does not have.
         try FileManager.default.removeItem(atPath: channelDirectory + "/" + index.bundle)
         try? FileManager.default.removeItem(atPath: file)
         do {
-            _ = try await client.download(index, into: node.dir + "/other-staging")
+            _ = try await client.download(index, into: node.dir + "/other-staging", keyring: node.keyring)
             Issue.record("downloaded a missing bundle")
         } catch {
             #expect("\(error)".contains("HTTP 404") && "\(error)".contains("does not have"), "\(error)")
@@ -383,7 +385,7 @@ struct ChannelTests {
         var greedy = client
         greedy.reserve = 1 << 60
         do {
-            _ = try await greedy.download(index, into: node.dir + "/full")
+            _ = try await greedy.download(index, into: node.dir + "/full", keyring: node.keyring)
             Issue.record("downloaded onto a full disk")
         } catch {
             #expect("\(error)".contains("mm-data has") && "\(error)".contains("free"), "\(error)")
@@ -395,6 +397,90 @@ struct ChannelTests {
         let withdrawn = try await client.index(keyring: node.keyring)
         #expect(UpdateDecision.decide(index: withdrawn, running: node.updater().running, nodeID: "n", rolledBack: []) == .withdrawn)
         await server.stop()
+    }
+}
+
+/// A bundle on the channel server that is not what it claims, behind an index correctly signed for
+/// it (a compromised or careless publisher: the index alone would let it through).
+@Suite("Update downloads checked as they arrive", .serialized)
+struct DownloadCheckTests {
+    @Test("a tampered bundle behind a signed index is stopped as it arrives: a bad manifest or signer after its first kilobytes, a bad payload at that payload's end; nothing kept, no slot touched")
+    func tampered() async throws {
+        let node = try await TestNode()
+        let good = try TestRelease.make(in: node.dir, key: node.key, build: 101)
+        let offsets = try SlotInstallTests.entryOffsets(good.bundle)
+        let stranger = try TestRelease.make(in: node.dir + "/..", key: try Ed25519PrivateKey.generate(), build: 101)
+        let t620 = try TestRelease.make(in: node.dir, key: node.key, build: 101, hardware: "hp-t620")
+        let server = try await LiveServer.start { _ in }
+        let channel = server.root + "/ch"
+        try FileManager.default.createDirectory(atPath: channel, withIntermediateDirectories: true)
+        let before = try node.slotHash("b")
+
+        /// Serves `bundle` under a correctly signed index that names exactly its bytes.
+        func offer(_ bundle: String, hardware: String = "qemu-x86_64") throws -> ChannelIndex {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: bundle))
+            try bytes.write(to: URL(fileURLWithPath: channel + "/offered.mmb"))
+            let index = ChannelIndex(
+                channel: "stable", name: "micromirror", version: "0.101.0", buildNumber: 101, hardware: hardware, bundle: "offered.mmb",
+                size: Int64(bytes.count), sha256: SHA256Hasher.hex(of: bytes), rollout: 100, published: 1_800_000_000
+            )
+            let text = try index.canonicalBytes()
+            try Data(text).write(to: URL(fileURLWithPath: channel + "/stable.json"))
+            try Data(try node.key.sign(text)).write(to: URL(fileURLWithPath: channel + "/stable.json.sig"))
+            return index
+        }
+        func flipped(_ entry: String, at delta: Int64 = 10) throws -> String {
+            let copy = node.dir + "/flipped-\(entry)"
+            try? FileManager.default.removeItem(atPath: copy)
+            try FileManager.default.copyItem(atPath: good.bundle, toPath: copy)
+            let file = try RawFile.openForWriting(copy)
+            var byte = try file.read(count: 1, at: offsets[entry]! + delta)
+            byte[0] ^= 0x01
+            try file.write(byte, at: offsets[entry]! + delta)
+            return copy
+        }
+        let staging = node.dir + "/srv/state/update"
+        let cases: [(bundle: String, hardware: String, words: String, stopsEarly: Bool)] = [
+            (try flipped("manifest.json"), "qemu-x86_64", "not signed by a trusted key", true),
+            (try flipped("manifest.json.sig"), "qemu-x86_64", "not signed by a trusted key", true),
+            (stranger.bundle, "qemu-x86_64", "not signed by a trusted key", true),
+            // The index says this node's hardware, the signed manifest inside says otherwise.
+            (t620.bundle, "qemu-x86_64", "is build 101 for hp-t620; the signed channel index says build 101 for qemu-x86_64", true),
+            (try flipped("root.erofs", at: 4096), "qemu-x86_64", "payload root.erofs: SHA-256 is", false),
+        ]
+        for (bundle, hardware, words, stopsEarly) in cases {
+            let index = try offer(bundle, hardware: hardware)
+            var client = ChannelClient(indexURL: server.base + "/ch/stable.json", logger: Logger(label: "test"))
+            let reached = Counter()
+            client.progress = { done, _ in reached.raise(to: done) }
+            let offered = try await client.index(keyring: node.keyring)
+            #expect(offered == index)
+            do {
+                let file = try await client.download(offered, into: staging, keyring: node.keyring)
+                Issue.record("downloaded \(bundle) as \(file)")
+            } catch {
+                #expect("\(error)".contains(words) && "\(error)".contains("the download was discarded"), "\(bundle): \(error)")
+            }
+            // A bad manifest is known from the bundle's first kilobytes: the rest is not fetched (the
+            // client stops reading; what was already in flight may arrive).
+            if stopsEarly { #expect(reached.value < Int64(good.root.count / 2), "\(bundle): \(reached.value) bytes taken after the manifest failed") }
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []).isEmpty, "a bad download was kept")
+        }
+        // The good bundle behind the same kind of index downloads and installs.
+        let index = try offer(good.bundle)
+        let client = ChannelClient(indexURL: server.base + "/ch/stable.json", logger: Logger(label: "test"))
+        #expect(try node.slotHash("b") == before, "slot b was touched by a refused bundle")
+        let file = try await client.download(index, into: staging, keyring: node.keyring)
+        try node.updater().install(bundle: file, index: index, downloaded: true)
+        #expect(node.entries().contains("micromirror-b+3.conf"))
+        await server.stop()
+    }
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var highest: Int64 = 0
+        func raise(to value: Int64) { lock.withLock { highest = max(highest, value) } }
+        var value: Int64 { lock.withLock { highest } }
     }
 }
 

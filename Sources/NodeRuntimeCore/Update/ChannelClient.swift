@@ -37,13 +37,26 @@ public struct ChannelClient: Sendable {
     }
 
     /// Downloads the bundle to `directory/BUNDLE` (resuming `BUNDLE.partial`), and returns its path
-    /// once its size and SHA-256 are the signed index's. The bytes are hashed as they arrive (a
-    /// resumed download hashes what it kept first), so there is no second pass over the file.
-    public func download(_ index: ChannelIndex, into directory: String) async throws -> String {
+    /// once it is the signed index's (size and SHA-256) and checks as a bundle of the running image's
+    /// `keyring` (signature, then every payload's size and SHA-256). Both are checked as the bytes
+    /// arrive (a resumed download reads what it kept first), so there is no second pass over the
+    /// file, and a tampered bundle is stopped where it fails: after a few kilobytes for a bad
+    /// manifest or signature, at the end of a bad payload, at once when the server's copy is not
+    /// the size the index says.
+    public func download(_ index: ChannelIndex, into directory: String, keyring: Keyring) async throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let url = bundleURL(index)
         let final = directory + "/" + index.bundle
-        if let existing = try? RawFile.openForReading(final), (try? existing.size()) == index.size, (try? existing.sha256(length: index.size)) == index.sha256 {
-            return final
+        if let existing = try? RawFile.openForReading(final), (try? existing.size()) == index.size {
+            do {
+                var check = Check(index: index, keyring: keyring, source: final)
+                try check.read(existing, length: index.size)
+                try check.finish()
+                return final
+            } catch {
+                logger.warning("a finished download does not check any more; fetching it again", metadata: ["file": "\(final)", "error": "\(error)"])
+                try? FileManager.default.removeItem(atPath: final)
+            }
         }
         Self.removeLeftovers(in: directory, keeping: index.bundle)
         let partial = final + ".partial"
@@ -56,12 +69,17 @@ public struct ChannelClient: Sendable {
         var have = min(try file.size(), kept)
         if have > index.size { have = 0 }
         try file.truncate(to: have)
-        var hasher = SHA256Hasher()
+        var check = Check(index: index, keyring: keyring, source: url)
+        // A bundle that fails a check is not resumed: it is removed, and the error says how far it got.
+        func discard(_ error: any Error) -> UpdateError {
+            try? FileManager.default.removeItem(atPath: partial)
+            try? FileManager.default.removeItem(atPath: synced)
+            return UpdateError("\(error) (at byte \(have) of \(index.size)); the download was discarded")
+        }
         if have > 0 {
-            // What an earlier try kept (a power cut, a dropped connection) is hashed once, here.
-            let kept = try RawFile.openForReading(partial)
-            hasher = try kept.sha256Hasher(length: have)
-            logger.info("resuming the download", metadata: ["url": "\(bundleURL(index))", "have": "\(have)", "of": "\(index.size)"])
+            // What an earlier try kept (a power cut, a dropped connection) is checked once, here.
+            do { try check.read(try RawFile.openForReading(partial), length: have) } catch { throw discard(error) }
+            logger.info("resuming the download", metadata: ["url": "\(url)", "have": "\(have)", "of": "\(index.size)"])
         }
         let free = try Self.freeBytes(directory)
         guard index.size - have + reserve <= free else {
@@ -69,7 +87,6 @@ public struct ChannelClient: Sendable {
                 "mm-data has \(ByteSize.format(free)) free at \(directory); the bundle needs \(ByteSize.format(index.size - have)) more and \(ByteSize.format(reserve)) stay in reserve"
             )
         }
-        let url = bundleURL(index)
         var attempts = 0
         // Synced every so often, so what a power cut leaves is there to resume from.
         let syncEvery: Int64 = 32 << 20
@@ -79,9 +96,15 @@ public struct ChannelClient: Sendable {
             try AtomicFile.write("\(have)\n", to: synced)
             lastSync = have
         }
+        func startOver() throws {
+            try file.truncate(to: 0)
+            have = 0
+            lastSync = 0
+            check = Check(index: index, keyring: keyring, source: url)
+        }
         while have < index.size {
-            // Every way round the loop counts: a server whose copy is shorter than the index ends each
-            // answer early (or answers 416), and that must end in an error, not a loop.
+            // Every way round the loop counts: a server that ends each answer early (or answers 416)
+            // must end in an error, not a loop.
             guard attempts < 5 else {
                 throw UpdateError(
                     "GET \(url): \(have) of \(index.size) bytes after \(attempts) attempts (the server's copy may be shorter than the signed index says); what arrived is kept for the next try"
@@ -92,20 +115,21 @@ public struct ChannelClient: Sendable {
             if have > 0 { request.headers.add(name: "Range", value: "bytes=\(have)-") }
             do {
                 let response = try await client.execute(request, timeout: .seconds(60))
+                if let total = Self.totalSize(response), total != index.size {
+                    // The whole file's size is in the answer's head: a truncated or different copy is
+                    // refused before its body is read.
+                    throw UpdateError(
+                        "GET \(url): the server's copy is \(total) bytes, the signed index says \(index.size) (a truncated or different file); not downloaded"
+                    )
+                }
                 switch response.status.code {
                 case 200:
                     // The server ignored the range: start over.
-                    try file.truncate(to: 0)
-                    have = 0
-                    lastSync = 0
-                    hasher = SHA256Hasher()
+                    try startOver()
                 case 206 where have > 0:
                     break
                 case 416:
-                    try file.truncate(to: 0)
-                    have = 0
-                    lastSync = 0
-                    hasher = SHA256Hasher()
+                    try startOver()
                     continue
                 default:
                     throw UpdateError("GET \(url): HTTP \(response.status.code)\(response.status.code == 404 ? " (the channel names a bundle the server does not have)" : "")")
@@ -114,9 +138,13 @@ public struct ChannelClient: Sendable {
                     guard have + Int64(chunk.readableBytes) <= index.size else {
                         throw UpdateError("GET \(url): the server sent more than the \(index.size) bytes the index says")
                     }
-                    try chunk.withUnsafeReadableBytes { bytes in
-                        try file.write(bytes, at: have)
-                        hasher.update(bytes)
+                    do {
+                        try chunk.withUnsafeReadableBytes { bytes in
+                            try file.write(bytes, at: have)
+                            try check.feed(bytes)
+                        }
+                    } catch let error as VerificationError {
+                        throw discard(error)
                     }
                     have += Int64(chunk.readableBytes)
                     if have - lastSync >= syncEvery { try markSynced() }
@@ -136,13 +164,74 @@ public struct ChannelClient: Sendable {
         }
         try file.sync()
         try? FileManager.default.removeItem(atPath: synced)
-        let digest = hasher.finalizeHex()
-        guard digest == index.sha256 else {
-            try? FileManager.default.removeItem(atPath: partial)
-            throw UpdateError("\(url): SHA-256 is \(digest), the signed index says \(index.sha256); the download was discarded")
-        }
+        do { try check.finish() } catch { throw discard(error) }
         try Syscall.check("rename into place", final) { rename(partial, final) }
         return final
+    }
+
+    /// The whole file's size as an answer's head gives it: `Content-Length` of a 200, the total in
+    /// `Content-Range` of a 206 or 416. Nil when the head does not say.
+    static func totalSize(_ response: HTTPClientResponse) -> Int64? {
+        switch response.status.code {
+        case 200:
+            return response.headers.first(name: "Content-Length").flatMap { Int64($0) }
+        case 206, 416:
+            guard let range = response.headers.first(name: "Content-Range"), let slash = range.lastIndex(of: "/") else { return nil }
+            return Int64(range[range.index(after: slash)...])
+        default:
+            return nil
+        }
+    }
+
+    /// What a download is checked against as it arrives: the signed index (the whole file's SHA-256,
+    /// its manifest's build and hardware) and the bundle's own checks (`BundleStream`).
+    struct Check {
+        let index: ChannelIndex
+        let stream: BundleStream
+        let hasher = SHA256Hasher()
+        let source: String
+        private var manifestChecked = false
+
+        init(index: ChannelIndex, keyring: Keyring, source: String) {
+            self.index = index
+            self.source = source
+            stream = BundleStream(keyring: keyring, source: source)
+        }
+
+        mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(VerificationError) {
+            hasher.update(bytes)
+            try stream.feed(bytes)
+            if !manifestChecked, let manifest = stream.manifest {
+                manifestChecked = true
+                guard manifest.buildNumber == index.buildNumber, manifest.hardware == index.hardware else {
+                    throw VerificationError(
+                        check: "bundle",
+                        message: "\(source) is build \(manifest.buildNumber) for \(manifest.hardware); the signed channel index says build \(index.buildNumber) for \(index.hardware)"
+                    )
+                }
+            }
+        }
+
+        /// Feeds the first `length` bytes of `file`.
+        mutating func read(_ file: RawFile, length: Int64) throws {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+            defer { buffer.deallocate() }
+            var offset: Int64 = 0
+            while offset < length {
+                let got = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), length - offset))]), at: offset)
+                guard got > 0 else { throw UpdateError("\(source): ends after \(offset) of \(length) bytes") }
+                try feed(UnsafeRawBufferPointer(rebasing: buffer[0..<got]))
+                offset += Int64(got)
+            }
+        }
+
+        func finish() throws {
+            try stream.finish()
+            let digest = hasher.finalizeHex()
+            guard digest == index.sha256 else {
+                throw VerificationError(check: "bundle", message: "\(source): SHA-256 is \(digest), the signed index says \(index.sha256)")
+            }
+        }
     }
 
     /// Downloads of other releases (a withdrawn one, one superseded while it was fetched) do not

@@ -123,7 +123,7 @@ public final class UpdateService<C: Clock>: Service, Sendable where C.Duration =
                         try? progress.save(path: statePath)
                     }
                 }
-                let file = try await client.download(index, into: updater.staging)
+                let file = try await client.download(index, into: updater.staging, keyring: updater.keyring)
                 try updater.install(bundle: file, index: index, downloaded: true)
                 try? FileManager.default.removeItem(atPath: file)
                 state = updater.currentState()

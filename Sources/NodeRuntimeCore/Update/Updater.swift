@@ -122,10 +122,10 @@ public struct Updater: Sendable {
     /// The whole bundle is checked before the slot is touched: against the signed channel `index`
     /// (its size and SHA-256) when it came from a channel, otherwise by a full verification pass
     /// (signature and every payload's hash). The writing pass then hashes again as it writes.
-    /// `downloaded`: the bundle is what `ChannelClient.download` just returned, which hashed it
-    /// as it arrived and matched the index; only its size is checked again, not a second full pass.
-    /// (Should the file have changed since, the writing pass's payload hashes fail before any boot
-    /// entry is written.)
+    /// `downloaded`: the bundle is what `ChannelClient.download` just returned, which checked it
+    /// as it arrived (the index's SHA-256, the manifest's signature, every payload's SHA-256); only
+    /// its size and signature are checked again, not a second full pass. (Should the file have
+    /// changed since, the writing pass's payload hashes fail before any boot entry is written.)
     @discardableResult
     public func install(bundle: String, index: ChannelIndex? = nil, downloaded: Bool = false) throws -> UpdateState {
         var state = currentState()
