@@ -408,9 +408,12 @@ struct DownloadCheckTests {
     func tampered() async throws {
         let node = try await TestNode()
         let good = try TestRelease.make(in: node.dir, key: node.key, build: 101)
-        let offsets = try SlotInstallTests.entryOffsets(good.bundle)
-        let stranger = try TestRelease.make(in: node.dir + "/..", key: try Ed25519PrivateKey.generate(), build: 101)
-        let t620 = try TestRelease.make(in: node.dir, key: node.key, build: 101, hardware: "hp-t620")
+        // The ones to be stopped after their manifest are large, so the bytes never sent show in the
+        // server's log past what the sockets' buffers take.
+        let big = 64 << 20
+        let large = try TestRelease.make(in: node.dir + "/..", key: node.key, build: 101, rootBytes: big)
+        let stranger = try TestRelease.make(in: node.dir + "/..", key: try Ed25519PrivateKey.generate(), build: 101, rootBytes: big)
+        let t620 = try TestRelease.make(in: node.dir, key: node.key, build: 101, hardware: "hp-t620", rootBytes: big)
         let server = try await LiveServer.start { _ in }
         let channel = server.root + "/ch"
         try FileManager.default.createDirectory(atPath: channel, withIntermediateDirectories: true)
@@ -429,10 +432,11 @@ struct DownloadCheckTests {
             try Data(try node.key.sign(text)).write(to: URL(fileURLWithPath: channel + "/stable.json.sig"))
             return index
         }
-        func flipped(_ entry: String, at delta: Int64 = 10) throws -> String {
+        func flipped(_ entry: String, at delta: Int64 = 10, in release: TestRelease) throws -> String {
+            let offsets = try SlotInstallTests.entryOffsets(release.bundle)
             let copy = node.dir + "/flipped-\(entry)"
             try? FileManager.default.removeItem(atPath: copy)
-            try FileManager.default.copyItem(atPath: good.bundle, toPath: copy)
+            try FileManager.default.copyItem(atPath: release.bundle, toPath: copy)
             let file = try RawFile.openForWriting(copy)
             var byte = try file.read(count: 1, at: offsets[entry]! + delta)
             byte[0] ^= 0x01
@@ -441,12 +445,12 @@ struct DownloadCheckTests {
         }
         let staging = node.dir + "/srv/state/update"
         let cases: [(bundle: String, hardware: String, words: String, stopsEarly: Bool)] = [
-            (try flipped("manifest.json"), "qemu-x86_64", "not signed by a trusted key", true),
-            (try flipped("manifest.json.sig"), "qemu-x86_64", "not signed by a trusted key", true),
+            (try flipped("manifest.json", in: large), "qemu-x86_64", "not signed by a trusted key", true),
+            (try flipped("manifest.json.sig", in: large), "qemu-x86_64", "not signed by a trusted key", true),
             (stranger.bundle, "qemu-x86_64", "not signed by a trusted key", true),
             // The index says this node's hardware, the signed manifest inside says otherwise.
             (t620.bundle, "qemu-x86_64", "is build 101 for hp-t620; the signed channel index says build 101 for qemu-x86_64", true),
-            (try flipped("root.erofs", at: 4096), "qemu-x86_64", "payload root.erofs: SHA-256 is", false),
+            (try flipped("root.erofs", at: 4096, in: good), "qemu-x86_64", "payload root.erofs: SHA-256 is", false),
         ]
         for (bundle, hardware, words, stopsEarly) in cases {
             let index = try offer(bundle, hardware: hardware)
@@ -463,9 +467,13 @@ struct DownloadCheckTests {
             }
             // A bad manifest is known from the bundle's first kilobytes: the rest is not fetched (the
             // client stops reading; what was already in flight may arrive).
-            if stopsEarly { #expect(reached.value < Int64(good.root.count / 2), "\(bundle): \(reached.value) bytes taken after the manifest failed") }
+            if stopsEarly { #expect(reached.value < Int64(big / 8), "\(bundle): \(reached.value) bytes taken after the manifest failed") }
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []).isEmpty, "a bad download was kept")
         }
+        // The server saw each of those four stopped: it handed over a fraction of the 64 MiB.
+        let log = try await server.accessLogText { $0.components(separatedBy: "GET /ch/offered.mmb ").count > cases.count }
+        let sent = log.split(separator: "\n").filter { $0.contains("GET /ch/offered.mmb ") }.map { Int64($0.split(separator: " ")[9]) ?? -1 }
+        #expect(sent.count == cases.count && sent.prefix(4).allSatisfy { $0 < Int64(big / 2) }, "\(log)")
         // The good bundle behind the same kind of index downloads and installs.
         let index = try offer(good.bundle)
         let client = ChannelClient(indexURL: server.base + "/ch/stable.json", logger: Logger(label: "test"))
