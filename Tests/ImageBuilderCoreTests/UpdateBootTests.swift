@@ -13,7 +13,7 @@ import Testing
 @Suite("Over-the-air updates in QEMU", .serialized)
 struct UpdateBootTests {
     @Test(
-        "N → N+1 through four power cuts; six kinds of bad input refused; N+2 freezes, then fails its health gate, falls back and is never retried; N+3 is taken"
+        "N → N+1 through four power cuts; ten kinds of bad input refused, slot a unchanged; N+2 freezes, then fails its health gate, falls back and is never retried; N+3 is taken"
     )
     func lifecycle() async throws {
         let n = try await BuiltImage.shared.artifacts()
@@ -85,6 +85,29 @@ struct UpdateBootTests {
             "\(TestSupport.mmImage) publish \(bundle) --channel \(directory) --name stable --rollout 100 --key \(n.privateKey)"
         }
         let publish = { (bundle: String) in "sh:" + publishing(bundle, channel) }
+        // Slot a (N's, the inactive one) through all the bad input: its root as flashed, from N's manifest.
+        let manifestN = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: n.manifest))), source: n.manifest)
+        let rootA = try #require(manifestN.partitions.first { $0.label == DiskLayout.Label.rootA })
+        // N+2 as the server holds it, to be tampered with; and a script that signs the index again for
+        // whatever is there now (a careless or compromised publisher holding the key), so the index
+        // names the changed bytes exactly and only the bundle's own checks can catch them.
+        let served = channel + "/" + name(bad.bundle)
+        let resign = dir + "/resign.sh"
+        try #"""
+            #!/bin/sh
+            set -e
+            index=\#(channel)/stable.json
+            sum=$(sha256sum \#(served) | cut -c1-64)
+            size=$(stat -c %s \#(served))
+            sed -i -e "s/\"sha256\" : \"[0-9a-f]*\"/\"sha256\" : \"$sum\"/" -e "s/\"size\" : [0-9]*/\"size\" : $size/" \
+                -e "s/\"hardware\" : \"[^\"]*\"/\"hardware\" : \"${1:-\#(manifestN.hardware)}\"/" "$index"
+            openssl pkeyutl -sign -inkey \#(n.privateKey) -rawin -in "$index" -out "$index.sig"
+
+            """#.write(toFile: resign, atomically: true, encoding: .utf8)
+        // Where N+2's manifest and signature are in its bundle (tar: 512-byte headers, data padded to 512).
+        let head = try RawFile.openForReading(bad.bundle).read(count: 512, at: 0)
+        let manifestSize = try #require(Int(String(decoding: head[124..<135], as: UTF8.self), radix: 8))
+        let signatureAt = 512 + (manifestSize + 511) / 512 * 512 + 512
         let log = dir + "/serial.log"
         let result = try await TestSupport.run(
             TestSupport.packageRoot + "/scripts/e2e-update.sh",
@@ -114,14 +137,28 @@ struct UpdateBootTests {
                 "--at", "error=signature: http://192.0.2.1:8080/stable.json is not signed by a trusted key",
                 "sh:\(ssh) 'fallocate -l $(( $(df --output=avail -B1 /srv | tail -1) - (64 << 20) )) /srv/fill'"
                     + " && \(publishing(bad.bundle, channel)) && \(announce)",
-                // a bundle that is not what the index says (one byte changed on the server; downloaded, discarded),
+                // then, behind an index signed for exactly what the server holds: a byte of the manifest
+                // flipped (stopped after its first kilobytes),
                 "--at", "error=mm-data has .* free at",
-                "sh:cp \(channel)/\(name(bad.bundle)) \(dir)/held.mmb && printf X | dd of=\(channel)/\(name(bad.bundle)) bs=1 seek=300000000 conv=notrunc status=none"
-                    + " && \(ssh) rm /srv/fill && \(announce)",
+                "sh:printf X | dd of=\(served) bs=1 seek=600 conv=notrunc status=none && sh \(resign) && \(ssh) rm /srv/fill && \(announce)",
+                // a copy cut short (refused from the answer's head),
+                "--at", "manifest.json is not signed by a trusted key",
+                "sh:cp \(bad.bundle) \(served) && truncate -s 100M \(served) && \(announce)",
+                // the manifest signed by a stranger's key,
+                "--at", "the server's copy is 104857600 bytes",
+                "sh:cp \(bad.bundle) \(served) && dd if=\(served) of=\(dir)/m.json bs=1 skip=512 count=\(manifestSize) status=none"
+                    + " && openssl pkeyutl -sign -inkey \(dir)/stranger.key -rawin -in \(dir)/m.json -out \(dir)/m.sig"
+                    + " && dd if=\(dir)/m.sig of=\(served) bs=1 seek=\(signatureAt) conv=notrunc status=none && sh \(resign) && \(announce)",
+                // a release for other hardware,
+                "--at", "manifest.json is not signed by a trusted key", "sh:sh \(resign) hp-t620 && \(announce)",
+                // a byte of the root payload flipped (stopped at the end of that payload),
+                "--at", "decision=the release is for hp-t620",
+                "sh:cp \(bad.bundle) \(served) && printf X | dd of=\(served) bs=1 seek=300000000 conv=notrunc status=none && sh \(resign) && \(announce)",
                 // and an index naming a bundle the server does not have.
-                "--at", "the download was discarded", "sh:rm \(channel)/\(name(bad.bundle)) && \(announce)",
-                // Then N+2 for real, whose server is masked.
-                "--at", "HTTP 404 \\(the channel names a bundle the server does not have\\)", "sh:mv \(dir)/held.mmb \(channel)/\(name(bad.bundle)) && \(announce)",
+                "--at", "payload root.erofs: SHA-256 is .* the download was discarded", "sh:rm \(served) && \(announce)",
+                // Slot a is still N, byte for byte. Then N+2 for real, whose server is masked.
+                "--at", "HTTP 404 \\(the channel names a bundle the server does not have\\)",
+                "sh:\(ssh) 'head -c \(rootA.contentSize) /dev/disk/by-partlabel/\(DiskLayout.Label.rootA) | sha256sum' > \(dir)/slot-a.sha && \(publishing(bad.bundle, channel)) && \(announce)",
                 "--at", "mm-node health: unhealthy", "sh:true",
                 // Back on N+1 by itself; once it has declined N+2 at a poll, N+3 comes out.
                 "--at", "build=\(b2) channel=stable decision=this build did not come up healthy here before", "\(publish(fixed.bundle)) && \(announce)",
@@ -159,12 +196,19 @@ struct UpdateBootTests {
         #expect(!boots.contains { $0.contains("build=\(b2)") }, "N+2 reached multi-user healthy:\n\(boots)")
 
         // The channel's log: N+1 resumed with a range request; N+2 fetched once, never again.
-        let served = (try? String(contentsOfFile: channel + ".access.log", encoding: .utf8)) ?? ""
-        #expect(served.contains("GET /\(name(next.bundle)) HTTP/1.1\" 206"), "no resumed download of N+1:\n\(served)")
-        // (the altered copy, one 404 while the bundle was away, then one download: none after the rollback)
-        #expect(served.components(separatedBy: "GET /\(name(bad.bundle)) HTTP/1.1\" 200").count == 3, "N+2 was downloaded again after its rollback:\n\(served)")
-        #expect(!served.contains("GET /\(name(n.bundle))"), "the older build was downloaded:\n\(served)")
-        #expect(served.contains("GET /\(name(bad.bundle)) HTTP/1.1\" 404"), "\(served)")
+        let access = (try? String(contentsOfFile: channel + ".access.log", encoding: .utf8)) ?? ""
+        #expect(access.contains("GET /\(name(next.bundle)) HTTP/1.1\" 206"), "no resumed download of N+1:\n\(access)")
+        // (four tampered copies, one 404 while the bundle was away, then one download: none after the rollback)
+        let fetches = access.split(separator: "\n").filter { $0.contains("GET /\(name(bad.bundle)) HTTP/1.1\" 200") }
+        #expect(fetches.count == 5, "N+2 was downloaded again after its rollback:\n\(access)")
+        // The bad manifests and the short copy were stopped early: a fraction of the bundle left the server.
+        let sent = fetches.map { Int64($0.split(separator: " ")[9]) ?? -1 }
+        #expect(sent.prefix(3).allSatisfy { $0 < 64 << 20 }, "a tampered bundle was fetched past its manifest:\n\(access)")
+        #expect(!access.contains("GET /\(name(n.bundle))"), "the older build was downloaded:\n\(access)")
+        #expect(access.contains("GET /\(name(bad.bundle)) HTTP/1.1\" 404"), "\(access)")
+        // Slot a, the one all that bad input would have written, still held N's root as flashed.
+        let slotA = (try? String(contentsOfFile: dir + "/slot-a.sha", encoding: .utf8)) ?? "(not hashed)"
+        #expect(slotA.hasPrefix(try #require(rootA.sha256) + " "), "slot a changed under the bad input: \(slotA)")
 
         // What the node says of itself (`mm-node update status --json`), then what the disk holds.
         let statusText = (try? String(contentsOfFile: dir + "/status.json", encoding: .utf8)) ?? "(no status)"
@@ -197,12 +241,17 @@ struct UpdateBootTests {
         #expect(events.last == "build \(b3) in slot a passed its health gate and is blessed", "\(events)")
         // The bad input was refused and recorded, and no install followed any of it.
         #expect(console.contains("decision=the release is older than the running build"), "the older build was not declined")
+        #expect(console.contains("decision=the release is for hp-t620"), "the release for other hardware was not declined")
         let refusals = [
             "update failed: signature: http://192.0.2.1:8080/stable.json is not signed",  // altered, then a stranger's key
-            "update failed: mm-data has ", "the download was discarded", "HTTP 404 (the channel names a bundle the server does not have)",
+            "update failed: mm-data has ",
+            "manifest.json is not signed by a trusted key",  // a flipped byte, then a stranger's key
+            "the server's copy is 104857600 bytes", "payload root.erofs: SHA-256 is",
+            "HTTP 404 (the channel names a bundle the server does not have)",
         ]
         let refused = events.indices.filter { i in refusals.contains { events[i].contains($0) } }
         #expect(events.filter { $0.contains(refusals[0]) }.count >= 2, "the altered and the stranger's signature: \(events)")
+        #expect(events.filter { $0.contains(refusals[2]) }.count >= 2, "the flipped manifest and the stranger's: \(events)")
         for (i, refusal) in refusals.enumerated() { #expect(events.contains { $0.contains(refusal) }, "refusal \(i) not recorded: \(events)") }
         #expect(refused.allSatisfy { !events[$0 + 1].hasPrefix("installing") }, "\(events)")
         #expect(state.boot?.slot == "a" && state.boot?.buildNumber == b3)
