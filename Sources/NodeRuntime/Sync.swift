@@ -4,6 +4,7 @@ import Logging
 import MicromirrorKit
 import NodeRuntimeCore
 import ServiceLifecycle
+import SystemKit
 import UnixSignals
 
 struct Sync: AsyncParsableCommand {
@@ -17,6 +18,9 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "Stop the run after this many minutes.") var timeoutMinutes = 360
     @Option(help: "Sync state directory, where the project's lock is (the same one mm-node run uses).")
     var syncState = NodePaths.standard.syncState
+    @Flag(help: "Let this one run delete more than the recipe's max-delete (after the deletion guard refused a run and you checked the upstream).")
+    var allowDeletions = false
+    @Option(help: "Bytes to keep free on the mirror's filesystem beyond what the run copies, e.g. 1GiB.") var reserve = "1GiB"
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -26,6 +30,9 @@ struct Sync: AsyncParsableCommand {
         var sync = ProjectSync(recipe: recipe, upstream: source, root: root, logger: logger)
         sync.timeout = .seconds(timeoutMinutes * 60)
         sync.lockDirectory = syncState
+        sync.allowDeletions = allowDeletions
+        guard let reserveBytes = ByteSize.parse(reserve) else { throw ValidationError("--reserve \(reserve): expected a size like 512MiB or 2GiB") }
+        sync.reserve = reserveBytes
         // SIGTERM or SIGINT stops rsync (SIGTERM, then SIGKILL) before this process ends, as in
         // mm-node run: a sync by hand never leaves an orphan writing into the tree.
         let work = Task { await sync.run() }
@@ -38,6 +45,16 @@ struct Sync: AsyncParsableCommand {
         }
         let report = await work.value
         signals.cancel()
+        // Kept as the project's state, as a run of the service keeps it (/status shows it); not when
+        // another run held the project, whose own report is the one that counts.
+        if report.refused != .busy {
+            do {
+                try FileManager.default.createDirectory(atPath: syncState, withIntermediateDirectories: true)
+                try AtomicFile.write(Array(report.json()), to: syncState + "/" + project + ".json")
+            } catch {
+                logger.error("cannot keep the report as the project's state", metadata: ["error": "\(error)"])
+            }
+        }
         FileHandle.standardOutput.write(try report.json())
         if !report.succeeded { throw ExitCode(1) }
     }

@@ -4,6 +4,7 @@ import MicromirrorKit
 import MicromirrorTestSupport
 import NodeRuntimeCore
 import ServiceLifecycle
+import SystemKit
 import Testing
 
 /// Syncing a project from a real rsync daemon on loopback.
@@ -121,17 +122,128 @@ struct SyncTests {
         }
     }
 
-    @Test("an upstream that suddenly lost its files is stopped at max-delete, and the run counts as failed")
-    func maxDelete() async throws {
+    /// The tree with each file's bytes and mtime: "exactly as it was" includes the times rsync set.
+    static func exactTree(_ root: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for (path, content) in tree(root, includingWorkArea: true) {
+            let mtime = ((try? FileManager.default.attributesOfItem(atPath: root + "/" + path))?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1
+            result[path] = "\(content) @\(mtime)"
+        }
+        return result
+    }
+
+    @Test("an upstream that lost its files is refused by the deletion guard before anything changes, as its own state; one run allowed by hand goes through")
+    func deletionGuard() async throws {
         try await Self.withUpstream { upstream, daemon, root in
-            for index in 0..<10 { try Self.write("\(index)\n", upstream + "/f\(index).rpm") }
-            let recipe = SyncRecipe(project: "almalinux", bandwidthLimit: nil, maxDelete: 3)
+            for index in 0..<200 { try Self.write("\(index)\n", upstream + "/9/BaseOS/Packages/f\(index).rpm") }
+            try Self.write("<repomd/>\n", upstream + "/9/BaseOS/repodata/repomd.xml")
+            let recipe = SyncRecipe(project: "almalinux", bandwidthLimit: nil)
             #expect(await Self.sync(recipe, daemon, root).succeeded)
-            for index in 0..<10 { try FileManager.default.removeItem(atPath: upstream + "/f\(index).rpm") }
+            // The upstream empties itself, but for one new file: the run would delete everything
+            // (201 files and their 4 directories).
+            try FileManager.default.removeItem(atPath: upstream + "/9")
+            try Self.write("new\n", upstream + "/new.txt")
+            let before = Self.exactTree(root + "/almalinux")
             let report = await Self.sync(recipe, daemon, root)
-            #expect(!report.succeeded && report.stages.first?.exitCode == 25, "\(report)")
-            #expect(report.failure?.contains("max-delete") == true)
-            #expect(Self.tree(root + "/almalinux").count >= 7, "no more than 3 files were deleted")
+            #expect(!report.succeeded && report.refused == .deletionGuard, "\(report)")
+            #expect(report.failure?.contains("would have this run delete 205 of the") == true, "\(report.failure ?? "")")
+            #expect(report.failure?.contains("mm-node sync --allow-deletions almalinux") == true)
+            #expect(report.stages.isEmpty, "a stage ran: \(report.stages)")
+            #expect(Self.exactTree(root + "/almalinux") == before, "the tree changed")
+            #expect(Self.tree(root + "/almalinux")["9/BaseOS/repodata/repomd.xml"] == "<repomd/>\n")
+            // Shown as its own state on /status.
+            let state = try ToolRun.scratchDirectory("sync-state")
+            try AtomicFile.write(Array(report.json()), to: state + "/almalinux.json")
+            let shown = StatusPage.projects(["almalinux"], stateDirectory: state)
+            #expect(shown.first?.state == "refused-by-guard", "\(shown)")
+            #expect(StatusPage.html(node: "n", projects: shown).contains("refused by the deletion guard"))
+
+            // A recipe's own share, and a count.
+            var generous = recipe
+            generous.maxDelete = .share(1)
+            #expect(await { var s = ProjectSync(recipe: generous, upstream: daemon.upstream, root: root, logger: Logger(label: "t")); s.reserve = 0; return await s.run() }().refused == nil)
+            // (that run went through: put the tree back)
+            try FileManager.default.removeItem(atPath: upstream + "/new.txt")
+            for index in 0..<200 { try Self.write("\(index)\n", upstream + "/9/BaseOS/Packages/f\(index).rpm") }
+            #expect(await Self.sync(recipe, daemon, root).succeeded)
+
+            // Within the share (5 of about 200): goes through. Past it (25 more): refused.
+            for index in 0..<5 { try FileManager.default.removeItem(atPath: upstream + "/9/BaseOS/Packages/f\(index).rpm") }
+            let small = await Self.sync(recipe, daemon, root)
+            #expect(small.succeeded && small.stages.first?.filesDeleted == 5 && small.plan?.deletions == 5, "\(small)")
+            for index in 5..<30 { try FileManager.default.removeItem(atPath: upstream + "/9/BaseOS/Packages/f\(index).rpm") }
+            let large = await Self.sync(recipe, daemon, root)
+            #expect(large.refused == .deletionGuard && large.plan?.deletions == 25, "\(large)")
+            var counted = recipe
+            counted.maxDelete = .count(30)
+            #expect(await Self.sync(counted, daemon, root).succeeded)
+
+            // The NOC looked: one run by hand may delete more (the 170 files left and their 3 directories).
+            try FileManager.default.removeItem(atPath: upstream + "/9")
+            #expect(await Self.sync(recipe, daemon, root).refused == .deletionGuard)
+            var allowed = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+            allowed.allowDeletions = true
+            let through = await allowed.run()
+            #expect(through.succeeded && through.stages.first?.filesDeleted == 170 + 3 && through.plan?.deletions == 170 + 3, "\(through)")
+            #expect(Self.tree(root + "/almalinux") == Self.tree(upstream))
+        }
+    }
+
+    /// A small tmpfs as the mirror root, so "the disk" can be filled.
+    static func withSmallDisk(megabytes: Int, _ body: (String) async throws -> Void) async throws {
+        let mountpoint = try ToolRun.scratchDirectory("small-disk")
+        let mounted = try await ToolRun.run("mount", ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", mountpoint])
+        try #require(mounted.status == 0, "mount tmpfs: \(mounted.combined)")
+        defer { ToolRun.cleanUp("umount", [mountpoint]) }
+        try await body(mountpoint)
+    }
+
+    static func free(_ path: String) -> Int64 {
+        var info = statvfs()
+        statvfs(path, &info)
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
+    }
+
+    @Test("a run that does not fit with the reserve is refused before it starts; an earlier run's unfinished files go first when they make it fit")
+    func diskBudget() async throws {
+        try await Self.withUpstream { upstream, daemon, _ in
+            try await Self.withSmallDisk(megabytes: 32) { root in
+                try Self.write(String(repeating: "a", count: 20 << 20), upstream + "/big-1.iso")
+                try Self.write("kept\n", root + "/almalinux/old.txt")
+                var sync = ProjectSync(recipe: SyncRecipe(project: "almalinux", bandwidthLimit: nil), upstream: daemon.upstream, root: root, logger: Logger(label: "t"))
+                sync.reserve = 16 << 20
+                let before = Self.exactTree(root + "/almalinux")
+                let refused = await sync.run()
+                #expect(refused.refused == .diskBudget && refused.stages.isEmpty, "\(refused)")
+                #expect(refused.failure?.contains("would copy 20.0 MiB and 16.0 MiB stay in reserve") == true, "\(refused.failure ?? "")")
+                #expect(Self.exactTree(root + "/almalinux") == before)
+                #expect(StatusPage.state(refused) == "refused-by-disk-budget")
+
+                // An earlier run left 24 MiB of unfinished files: removed, the 20 MiB then fit beside 4 MiB of reserve.
+                try Self.write(String(repeating: "t", count: 24 << 20), root + "/almalinux/.~tmp~/big-1.iso")
+                sync.reserve = 4 << 20
+                let fits = await sync.run()
+                #expect(fits.succeeded, "\(fits)")
+                #expect(Self.tree(root + "/almalinux", includingWorkArea: true) == Self.tree(upstream), "the leftovers stayed or the tree is wrong")
+            }
+        }
+    }
+
+    @Test("a run that fills the disk anyway (the upstream grew after its dry run) fails, and its unfinished files go when space is short")
+    func fullDisk() async throws {
+        try await Self.withUpstream { upstream, daemon, _ in
+            try await Self.withSmallDisk(megabytes: 32) { root in
+                try Self.write("small\n", upstream + "/small.txt")
+                var sync = ProjectSync(recipe: SyncRecipe(project: "almalinux", bandwidthLimit: nil), upstream: daemon.upstream, root: root, logger: Logger(label: "t"))
+                sync.reserve = 4 << 20
+                #expect(await sync.run().succeeded)
+                sync.betweenPlanAndRun = { try? Self.write(String(repeating: "g", count: 40 << 20), upstream + "/grown.iso") }
+                let report = await sync.run()
+                #expect(!report.succeeded && report.refused == nil, "\(report)")
+                #expect(report.failure?.contains("space was short, so its unfinished files (.~tmp~") == true, "\(report.failure ?? "")")
+                #expect(Self.tree(root + "/almalinux", includingWorkArea: true) == ["small.txt": "small\n"])
+                #expect(Self.free(root) > 24 << 20, "the partial file is still there")
+            }
         }
     }
 

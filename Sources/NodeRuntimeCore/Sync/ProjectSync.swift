@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MicromirrorKit
 import Subprocess
 import SystemKit
 import SystemPackage
@@ -23,6 +24,15 @@ public struct ProjectSync: Sendable {
     /// Where the run takes its lock, `PROJECT.lock` (the sync state directory on mm-data): one run
     /// per project at a time, whether `mm-node run` or `mm-node sync` by hand starts it.
     public var lockDirectory: String?
+    /// Lets this one run through the deletion guard (`mm-node sync --allow-deletions`): the NOC has
+    /// looked, and the upstream really dropped that much.
+    public var allowDeletions = false
+    /// Bytes kept free on the mirror's filesystem beyond what a run copies (state, logs, the
+    /// updater's downloads, the other projects' next runs).
+    public var reserve: Int64 = 1 << 30
+    /// A seam for tests: runs between the dry run and the first stage (where an upstream that
+    /// changes under a run would change).
+    public var betweenPlanAndRun: (@Sendable () async -> Void)?
     public var logger: Logger
 
     public init(recipe: SyncRecipe, upstream: String, root: String, logger: Logger) {
@@ -58,6 +68,32 @@ public struct ProjectSync: Sendable {
         }
     }
 
+    /// What the dry run before a run found: what the run would do to the tree.
+    public struct Plan: Sendable, Equatable, Codable {
+        /// Entries (files, directories, links) in the tree now.
+        public var files: Int
+        /// Entries the run would delete.
+        public var deletions: Int
+        /// Bytes the run would copy (new and changed files, whole).
+        public var bytes: Int64
+
+        public init(files: Int, deletions: Int, bytes: Int64) {
+            self.files = files
+            self.deletions = deletions
+            self.bytes = bytes
+        }
+    }
+
+    /// Why a run was refused before it changed anything.
+    public enum Refusal: String, Sendable, Equatable, Codable {
+        /// It would have deleted more than the recipe's `max-delete`.
+        case deletionGuard = "deletion-guard"
+        /// What it would copy does not fit on the disk with the reserve.
+        case diskBudget = "disk-budget"
+        /// Another run of the project held its lock; this one did not start.
+        case busy
+    }
+
     /// What a run did, kept as the project's last sync state.
     public struct Report: Sendable, Equatable, Codable {
         public var project: String
@@ -69,12 +105,18 @@ public struct ProjectSync: Sendable {
         public var failure: String?
         /// Why nothing was copied when the run skipped the full sync (the upstream had not changed).
         public var skipped: String?
+        /// Set when the run was refused before it changed anything (`failure` says why in words).
+        public var refused: Refusal?
+        /// What the dry run found, when one ran.
+        public var plan: Plan?
         public var stages: [StageReport]
 
         public init(
             project: String, upstream: String, started: Date, finished: Date, succeeded: Bool, failure: String? = nil, skipped: String? = nil,
-            stages: [StageReport] = []
+            refused: Refusal? = nil, plan: Plan? = nil, stages: [StageReport] = []
         ) {
+            self.refused = refused
+            self.plan = plan
             self.project = project
             self.upstream = upstream
             self.started = started
@@ -113,6 +155,7 @@ public struct ProjectSync: Sendable {
             lock = try lockDirectory.map { directory in try Self.lock(project: project, in: directory) }
         } catch {
             report.failure = "\(error)"
+            report.refused = .busy
             report.finished = Date()
             return report
         }
@@ -137,29 +180,10 @@ public struct ProjectSync: Sendable {
             report.finished = Date()
             return report
         }
-        let stages = recipe.stages
         let logger = self.logger
-        let project = recipe.project
-        let recipe = self.recipe
-        let outcome: [StageReport]? = await withTaskGroup(of: [StageReport]?.self) { group in
-            group.addTask {
-                var done: [StageReport] = []
-                for stage in stages {
-                    let arguments = RsyncInvocation.arguments(recipe: recipe, stage: stage, source: source, destination: destination)
-                    logger.info("sync stage", metadata: ["project": "\(project)", "stage": "\(stage.name)", "source": "\(source)"])
-                    let stageReport = await Self.runRsync(rsync, arguments, stage: stage.name)
-                    done.append(stageReport)
-                    logger.info(
-                        "sync stage done",
-                        metadata: [
-                            "project": "\(project)", "stage": "\(stage.name)", "exit": "\(stageReport.exitCode)", "files": "\(stageReport.filesTransferred)",
-                            "deleted": "\(stageReport.filesDeleted)", "bytes": "\(stageReport.bytesReceived)", "seconds": "\(stageReport.seconds)",
-                        ]
-                    )
-                    if !RsyncResult(exitCode: stageReport.exitCode).succeeded { break }
-                }
-                return done
-            }
+        let sync = self
+        let outcome: Outcome? = await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask { await sync.planAndRun(rsync: rsync, source: source, destination: destination, logger: logger) }
             group.addTask { [timeout] in
                 try? await Task.sleep(for: timeout)
                 return nil
@@ -169,17 +193,144 @@ public struct ProjectSync: Sendable {
             return first
         }
         report.finished = Date()
-        guard let stageReports = outcome else {
-            report.failure = Task.isCancelled ? "the run was stopped (mm-node was asked to end)" : "the run took longer than \(timeout) and was stopped"
+        guard let outcome else {
+            if Task.isCancelled {
+                // Kept for the next run to resume from, even when space is short: mm-node is ending.
+                report.failure = "the run was stopped (mm-node was asked to end)"
+            } else {
+                report.failure = "the run took longer than \(timeout) and was stopped"
+                if let freed = freeLeftoversIfShort(destination) {
+                    report.failure! += "; space was short, so its unfinished files (.~tmp~, \(ByteSize.format(freed))) were removed"
+                }
+            }
             return report
         }
-        report.stages = stageReports
-        if let failed = stageReports.first(where: { !RsyncResult(exitCode: $0.exitCode).succeeded }) {
-            report.failure = "stage \(failed.name): \(failed.meaning)"
-        } else {
-            report.succeeded = true
+        switch outcome {
+        case .planFailed(let stage):
+            report.stages = [stage]
+            report.failure = "the dry run before the sync: \(stage.meaning)"
+        case .refused(let refusal, let plan, let why):
+            report.refused = refusal
+            report.plan = plan
+            report.failure = why
+            logger.error("sync refused", metadata: ["project": "\(recipe.project)", "refused": "\(refusal.rawValue)", "why": "\(why)"])
+        case .ran(let plan, let stageReports):
+            report.plan = plan
+            report.stages = stageReports
+            if let failed = stageReports.first(where: { !RsyncResult(exitCode: $0.exitCode).succeeded }) {
+                report.failure = "stage \(failed.name): \(failed.meaning)"
+                if let freed = freeLeftoversIfShort(destination) {
+                    report.failure! += "; space was short, so its unfinished files (.~tmp~, \(ByteSize.format(freed))) were removed"
+                }
+            } else {
+                report.succeeded = true
+            }
         }
         return report
+    }
+
+    enum Outcome: Sendable {
+        case planFailed(StageReport)
+        case refused(Refusal, Plan, String)
+        case ran(Plan, [StageReport])
+    }
+
+    /// The dry run, the deletion guard and the disk budget, then the stages in order.
+    func planAndRun(rsync: String, source: String, destination: String, logger: Logger) async -> Outcome {
+        let project = recipe.project
+        let (planned, stats) = await Self.execute(rsync, RsyncInvocation.plan(recipe: recipe, source: source, destination: destination), stage: "plan")
+        guard stats.succeeded else { return .planFailed(planned) }
+        let plan = Plan(files: max(0, stats.files - stats.filesCreated + stats.filesDeleted), deletions: stats.filesDeleted, bytes: stats.bytesTransferred)
+        logger.info("sync plan", metadata: ["project": "\(project)", "files": "\(plan.files)", "deletions": "\(plan.deletions)", "bytes": "\(plan.bytes)"])
+        let limit = recipe.maxDelete.limit(files: plan.files)
+        if plan.deletions > limit {
+            let share = plan.files > 0 ? " (\(SyncRecipe.DeleteLimit.percent(Double(plan.deletions) / Double(plan.files))) %)" : ""
+            if allowDeletions {
+                logger.warning("the deletion guard is overridden for this run", metadata: ["project": "\(project)", "deletions": "\(plan.deletions)"])
+            } else {
+                return .refused(
+                    .deletionGuard, plan,
+                    "refused by the deletion guard: the upstream would have this run delete \(plan.deletions) of the \(plan.files) files\(share), more than max-delete allows (\(recipe.maxDelete)). "
+                        + "Nothing was changed. Is the upstream empty or cut short? If it really dropped them, let one run through: mm-node sync --allow-deletions \(project)"
+                )
+            }
+        }
+        if let short = budgetProblem(plan: plan, destination: destination) {
+            return .refused(.diskBudget, plan, short)
+        }
+        await betweenPlanAndRun?()
+        var done: [StageReport] = []
+        for stage in recipe.stages {
+            let arguments = RsyncInvocation.arguments(
+                recipe: recipe, stage: stage, source: source, destination: destination, maxDelete: allowDeletions ? max(limit, plan.deletions + 1000) : limit
+            )
+            logger.info("sync stage", metadata: ["project": "\(project)", "stage": "\(stage.name)", "source": "\(source)"])
+            let (stageReport, _) = await Self.execute(rsync, arguments, stage: stage.name)
+            done.append(stageReport)
+            logger.info(
+                "sync stage done",
+                metadata: [
+                    "project": "\(project)", "stage": "\(stage.name)", "exit": "\(stageReport.exitCode)", "files": "\(stageReport.filesTransferred)",
+                    "deleted": "\(stageReport.filesDeleted)", "bytes": "\(stageReport.bytesReceived)", "seconds": "\(stageReport.seconds)",
+                ]
+            )
+            if !RsyncResult(exitCode: stageReport.exitCode).succeeded { break }
+        }
+        return .ran(plan, done)
+    }
+
+    /// Why the run does not fit on the disk, or nil when it does. With `--delay-updates` every file
+    /// it copies is whole in `.~tmp~` before the old one goes, so it needs all of `plan.bytes` at
+    /// once, plus the reserve. Unfinished files of an earlier run are removed first when that
+    /// makes the difference.
+    func budgetProblem(plan: Plan, destination: String) -> String? {
+        guard var free = try? Self.freeBytes(destination) else { return nil }
+        if plan.bytes + reserve > free, let freed = Self.removeLeftovers(destination), freed > 0 {
+            logger.warning("space is short: removed an earlier run's unfinished files", metadata: ["project": "\(recipe.project)", "bytes": "\(freed)"])
+            free = (try? Self.freeBytes(destination)) ?? free
+        }
+        guard plan.bytes + reserve > free else { return nil }
+        return "refused by the disk budget: this run would copy \(ByteSize.format(plan.bytes)) and \(ByteSize.format(reserve)) stay in reserve, "
+            + "but \(destination) has \(ByteSize.format(free)) free. Nothing was changed. Free space on mm-data or carry fewer projects."
+    }
+
+    /// After a failed run: when less than the reserve is free, its unfinished files go (they would
+    /// let the next run resume, but a full mm-data stops the node's state, logs and updates).
+    /// Returns the bytes freed, or nil when space was not short.
+    func freeLeftoversIfShort(_ destination: String) -> Int64? {
+        guard let free = try? Self.freeBytes(destination), free < reserve else { return nil }
+        let freed = Self.removeLeftovers(destination) ?? 0
+        logger.warning("space is short after a failed run: removed its unfinished files", metadata: ["project": "\(recipe.project)", "bytes": "\(freed)"])
+        return freed
+    }
+
+    /// Removes every `.~tmp~` directory under `tree` (rsync's `--delay-updates` work areas, never
+    /// served); returns the bytes they held, or nil when there was none.
+    static func removeLeftovers(_ tree: String) -> Int64? {
+        let fm = FileManager.default
+        guard let walk = fm.enumerator(at: URL(fileURLWithPath: tree), includingPropertiesForKeys: [.isDirectoryKey, .isSymbolicLinkKey], options: []) else { return nil }
+        var found: [URL] = []
+        for case let url as URL in walk where url.lastPathComponent == ".~tmp~" {
+            walk.skipDescendants()
+            if (try? url.resourceValues(forKeys: [.isDirectoryKey, .isSymbolicLinkKey])).map({ $0.isDirectory == true && $0.isSymbolicLink != true }) == true {
+                found.append(url)
+            }
+        }
+        guard !found.isEmpty else { return nil }
+        var bytes: Int64 = 0
+        for directory in found {
+            if let inside = fm.enumerator(at: directory, includingPropertiesForKeys: [.fileAllocatedSizeKey]) {
+                for case let file as URL in inside { bytes += Int64((try? file.resourceValues(forKeys: [.fileAllocatedSizeKey]))?.fileAllocatedSize ?? 0) }
+            }
+            try? fm.removeItem(at: directory)
+        }
+        return bytes
+    }
+
+    static func freeBytes(_ path: String) throws -> Int64 {
+        var info = statvfs()
+        try Syscall.check("statvfs", path) { statvfs(path, &info) }
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
 
     /// Takes `directory/PROJECT.lock`; throws, naming the holder, when another run has it.
@@ -228,7 +379,7 @@ public struct ProjectSync: Sendable {
     }
 
     /// Runs rsync once; its exit status and `--stats` become the stage's report.
-    static func runRsync(_ rsync: String, _ arguments: [String], stage: String) async -> StageReport {
+    static func execute(_ rsync: String, _ arguments: [String], stage: String) async -> (StageReport, RsyncResult) {
         let clock = ContinuousClock()
         let start = clock.now
         var options = PlatformOptions()
@@ -258,10 +409,11 @@ public struct ProjectSync: Sendable {
         if !result.succeeded, let said = lines.first(where: { $0.hasPrefix("@ERROR") }) ?? lines.first(where: { $0.hasPrefix("rsync: ") }) ?? lines.last {
             meaning += " — rsync said: \(said)"
         }
-        return StageReport(
+        let report = StageReport(
             name: stage, exitCode: result.exitCode, meaning: meaning, filesTransferred: result.filesTransferred, filesDeleted: result.filesDeleted,
             bytesTransferred: result.bytesTransferred, bytesReceived: result.bytesReceived,
             seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         )
+        return (report, result)
     }
 }

@@ -12,6 +12,10 @@ public struct RsyncResult: Sendable, Equatable {
     public var bytesTransferred: Int64 = 0
     /// Bytes that crossed the network (after rsync's delta encoding).
     public var bytesReceived: Int64 = 0
+    /// Files, directories and links in the upstream's list (`Number of files`).
+    public var files: Int = 0
+    /// Of those, the ones the destination did not have (`Number of created files`).
+    public var filesCreated: Int = 0
 
     public init(exitCode: Int32) { self.exitCode = exitCode }
 
@@ -36,7 +40,7 @@ public struct RsyncResult: Sendable, Equatable {
         case 20: "stopped by a signal"
         case 23: "partial transfer: some files could not be copied, deletions were skipped"
         case 24: "some files vanished upstream while being copied (normal while the upstream syncs)"
-        case 25: "refused: it would delete more files than max-delete allows (is the upstream tree empty or cut short?)"
+        case 25: "stopped at max-delete: the upstream dropped more files during the run than its dry run showed (is it cut short?)"
         case 30: "timed out: no data for the io-timeout"
         case 35: "timed out waiting for the upstream's rsync daemon"
         default: "rsync exit status \(code)"
@@ -56,6 +60,8 @@ public struct RsyncResult: Sendable, Equatable {
             case "Number of deleted files": filesDeleted = Int(value)
             case "Total transferred file size": bytesTransferred = value
             case "Total bytes received": bytesReceived = value
+            case "Number of files": files = Int(value)
+            case "Number of created files": filesCreated = Int(value)
             default: continue
             }
         }

@@ -11,7 +11,8 @@ import MicromirrorKit
 /// module: ubuntu            # rsync module on the upstream (default: the project name)
 /// bwlimit: 25M              # per rsync process, rsync's units; 0 for none
 /// io-timeout: 600           # rsync --timeout: seconds without any I/O
-/// max-delete: 50000         # a run that would delete more is refused (exit 25)
+/// max-delete: 10%           # a run that would delete more of the tree (or a count: 5000) is
+///                           # refused before it changes anything (default 10%, at least 10 files)
 /// exclude: ["*.iso.zsync"]  # for every stage
 /// stages:                   # default: one stage that also deletes
 ///   - name: packages        # new payloads first, indexes held back, nothing deleted
@@ -39,14 +40,44 @@ public struct SyncRecipe: Sendable, Equatable {
         }
     }
 
+    /// How much of the tree one run may delete: a count of files, or a share of those there are.
+    public enum DeleteLimit: Sendable, Equatable, CustomStringConvertible {
+        case count(Int)
+        /// A fraction (0.1 for 10 %).
+        case share(Double)
+
+        /// A share never allows fewer than this many: a small tree may still lose a few files.
+        public static let smallestShare = 10
+
+        /// The most files a run may delete from a tree of `files`.
+        public func limit(files: Int) -> Int {
+            switch self {
+            case .count(let count): count
+            case .share(let share): max(Self.smallestShare, Int((Double(files) * share).rounded(.down)))
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .count(let count): "\(count) files"
+            case .share(let share): "\(Self.percent(share)) % of the tree"
+            }
+        }
+
+        static func percent(_ share: Double) -> String {
+            let value = share * 100
+            return value == value.rounded() ? "\(Int(value))" : String(format: "%.1f", value)
+        }
+    }
+
     public var project: String
     public var module: String
     /// rsync `--bwlimit` (e.g. `25M`); nil for no limit.
     public var bandwidthLimit: String?
     /// rsync `--timeout`: seconds without I/O before rsync gives up.
     public var ioTimeout: Int
-    /// rsync `--max-delete`.
-    public var maxDelete: Int
+    /// The deletion guard: a run whose dry run would delete more is refused before it starts.
+    public var maxDelete: DeleteLimit
     public var exclude: [String]
     public var stages: [Stage]
     /// Files (or directories, ending in `/`) the upstream changes whenever the project changes
@@ -56,7 +87,7 @@ public struct SyncRecipe: Sendable, Equatable {
     public var freshness: [String]
 
     public init(
-        project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: Int = 50_000, exclude: [String] = [],
+        project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: DeleteLimit = .share(0.1), exclude: [String] = [],
         stages: [Stage] = [Stage(name: "all")], freshness: [String] = []
     ) {
         self.project = project
@@ -99,8 +130,14 @@ public struct SyncRecipe: Sendable, Equatable {
         if let value = root.optional("io-timeout"), let seconds = value.int() {
             if seconds >= 30 { recipe.ioTimeout = seconds } else { value.report("must be at least 30 seconds") }
         }
-        if let value = root.optional("max-delete"), let count = value.int() {
-            if count >= 1 { recipe.maxDelete = count } else { value.report("must be at least 1") }
+        if let value = root.optional("max-delete"), let text = value.nonEmptyString() {
+            if text.hasSuffix("%"), let percent = Double(text.dropLast().trimmingCharacters(in: .whitespaces)), percent > 0, percent <= 100 {
+                recipe.maxDelete = .share(percent / 100)
+            } else if let count = Int(text), count >= 1 {
+                recipe.maxDelete = .count(count)
+            } else {
+                value.report("expected a share of the tree such as 10% (more than 0, at most 100) or a count of files, at least 1")
+            }
         }
         if let value = root.optional("exclude"), let patterns = value.stringList() {
             recipe.exclude = patterns

@@ -118,7 +118,8 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
             metadata["why"] = "\(report.failure ?? "?")"
             logger.warning("sync failed", metadata: metadata)
         }
-        guard let stateDirectory else { return }
+        // A run that found the project busy (a sync by hand) leaves that run's report in place.
+        guard let stateDirectory, report.refused != .busy else { return }
         do {
             try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
             try AtomicFile.write(Array(report.json()), to: stateDirectory + "/" + report.project + ".json")

@@ -7,7 +7,8 @@ public enum StatusPage {
     /// One project as the page shows it.
     public struct Project: Sendable, Codable, Equatable {
         public var name: String
-        /// `success`, `failed`, or `never` (no finished run yet).
+        /// `success`, `failed`, `refused-by-guard` (the deletion guard), `refused-by-disk-budget`,
+        /// or `never` (no finished run yet).
         public var state: String
         public var lastFinished: Date?
         public var lastStarted: Date?
@@ -33,10 +34,20 @@ public enum StatusPage {
                 return Project(name: name, state: "never")
             }
             return Project(
-                name: name, state: report.succeeded ? "success" : "failed", lastFinished: report.finished, lastStarted: report.started,
+                name: name, state: state(report), lastFinished: report.finished, lastStarted: report.started,
                 seconds: report.finished.timeIntervalSince(report.started), filesTransferred: report.stages.reduce(0) { $0 + $1.filesTransferred },
                 bytesReceived: report.stages.reduce(Int64(0)) { $0 + $1.bytesReceived }, failure: report.failure, skipped: report.skipped
             )
+        }
+    }
+
+    /// A report's state as the page names it.
+    public static func state(_ report: ProjectSync.Report) -> String {
+        if report.succeeded { return "success" }
+        switch report.refused {
+        case .deletionGuard: return "refused-by-guard"
+        case .diskBudget: return "refused-by-disk-budget"
+        case .busy, nil: return "failed"
         }
     }
 
@@ -55,6 +66,7 @@ public enum StatusPage {
             switch project.state {
             case "success": result = project.skipped != nil ? "up to date (upstream unchanged)" : "ok"
             case "failed": result = "failed: " + e(project.failure ?? "?")
+            case "refused-by-guard", "refused-by-disk-budget": result = e(project.failure ?? "refused")
             default: result = "not synced yet"
             }
             let finished = project.lastFinished.map { "\(HTTPDate.format(Int($0.timeIntervalSince1970))) (\(age(now.timeIntervalSince($0))) ago)" } ?? "-"
@@ -66,7 +78,7 @@ public enum StatusPage {
         return """
             <!DOCTYPE html>
             <html><head><meta charset="utf-8"><title>\(e(node)): mirror status</title>
-            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td{color:#a00}.bad{color:#a00}</style></head>
+            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td,tr.refused-by-guard td,tr.refused-by-disk-budget td{color:#a00}.bad{color:#a00}</style></head>
             <body><h1>\(e(node)): mirror status</h1>
             <table>
             <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Files copied</th><th>Received</th></tr>
