@@ -100,7 +100,7 @@ public enum NodeRuntime {
         return SyncService(
             projects: node.projects, policy: SyncSchedule<ContinuousClock.Instant>.Policy(), clock: ContinuousClock(), stateDirectory: options.syncState,
             metrics: metrics, logger: logger
-        ) { project, previous in
+        ) { project, previous, trigger in
             guard let recipe = recipes[project] else {
                 let now = Date()
                 return ProjectSync.Report(
@@ -109,6 +109,7 @@ public enum NodeRuntime {
             }
             var sync = ProjectSync(recipe: recipe, upstream: upstream, root: root, logger: logger)
             sync.previousSucceeded = previous?.succeeded == true
+            sync.trigger = trigger
             sync.lockDirectory = options.syncState
             return await sync.run()
         }

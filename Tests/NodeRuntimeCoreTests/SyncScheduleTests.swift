@@ -80,6 +80,24 @@ struct SyncScheduleTests {
         #expect(schedule.states["unknown"] == nil)
     }
 
+    @Test("each run knows why it starts: start-up, interval, push (also a follow-up), retry")
+    func triggers() {
+        var schedule = Schedule(projects: ["a"], policy: policy(), now: at(0))
+        #expect(schedule.triggers["a"] == .startUp && schedule.nextRun("a") != nil)
+        #expect(schedule.due(now: at(3600)) == ["a"] && schedule.triggers["a"] == .startUp && schedule.nextRun("a") == nil)
+        schedule.finished("a", succeeded: false, now: at(3600))
+        #expect(schedule.triggers["a"] == .retry)
+        schedule.push("a", now: at(3601))
+        #expect(schedule.triggers["a"] == .push)
+        #expect(schedule.due(now: at(3601)) == ["a"])
+        schedule.push("a", now: at(3602))
+        schedule.finished("a", succeeded: true, now: at(3610))
+        #expect(schedule.triggers["a"] == .push && schedule.nextRun("a") == at(3610), "the follow-up of a push during the run")
+        #expect(schedule.due(now: at(3610)) == ["a"])
+        schedule.finished("a", succeeded: true, now: at(3620))
+        #expect(schedule.triggers["a"] == .interval)
+    }
+
     @Test("failures back off, doubling to the cap; a success resets the backoff")
     func backoff() {
         var schedule = Schedule(projects: ["a"], policy: policy(), now: at(0))

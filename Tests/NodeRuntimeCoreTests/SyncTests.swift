@@ -306,6 +306,16 @@ struct SyncTests {
             let changed = await run(previousSucceeded: true)
             #expect(changed.skipped == nil && changed.succeeded, "\(changed)")
             #expect(Self.tree(root + "/archlinux") == Self.tree(upstream))
+
+            // A push is the upstream saying it changed: a full run even while lastupdate has not moved yet.
+            try Self.write("pkg, version 3 (lastupdate comes later)\n", upstream + "/core/os/x86_64/a.pkg.tar.zst")
+            #expect(await run(previousSucceeded: true).skipped != nil, "without a push the unchanged freshness file skips the run")
+            var pushed = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+            pushed.previousSucceeded = true
+            pushed.trigger = .push
+            let push = await pushed.run()
+            #expect(push.skipped == nil && push.succeeded && push.trigger == "push", "\(push)")
+            #expect(Self.tree(root + "/archlinux") == Self.tree(upstream))
         }
     }
 
@@ -511,9 +521,11 @@ struct SyncServiceTests {
             projects: ["almalinux", "broken"], policy: policy, clock: ContinuousClock(), stateDirectory: state, metrics: SyncMetrics(sharing: serving),
             logger: Logger(label: "test")
         ) {
-            project, _ in
+            project, _, trigger in
             await runs.add(project)
+            await runs.addTrigger(project, trigger.rawValue)
             var sync = ProjectSync(recipe: recipes[project]!, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+            sync.trigger = trigger
             sync.timeout = .seconds(300)
             return await sync.run()
         }
@@ -531,6 +543,9 @@ struct SyncServiceTests {
         #expect(try await eventually { stateOf("broken").contains("unknown module") })
         #expect(try await eventually { runs.count("broken") >= 2 }, "a failed project is retried after the backoff")
         #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
+        #expect(await runs.triggers("almalinux") == ["start-up", "push"])
+        #expect(try await eventually { await runs.triggers("broken").prefix(2) == ["start-up", "retry"] })
+        #expect(try await eventually { stateOf("almalinux").contains("\"trigger\" : \"push\"") })
 
         // The push's run is counted once its report is in, a moment after its files are.
         #expect(try await eventually { serving.prometheusText().contains("micromirror_sync_runs_total{project=\"almalinux\",result=\"success\"} 2") })
@@ -599,8 +614,12 @@ final class RunCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var counts: [String: Int] = [:]
 
+    private var started: [String: [String]] = [:]
+
     func add(_ project: String) async { lock.withLock { counts[project, default: 0] += 1 } }
     func count(_ project: String) -> Int { lock.withLock { counts[project, default: 0] } }
+    func addTrigger(_ project: String, _ trigger: String) async { lock.withLock { started[project, default: []].append(trigger) } }
+    func triggers(_ project: String) async -> [String] { lock.withLock { started[project, default: []] } }
 }
 
 /// `mm-node sync PROJECT`, the release program, against the real daemon.

@@ -21,6 +21,9 @@ public struct ProjectSync: Sendable {
     /// Whether the project's previous run succeeded: only then may an unchanged upstream (the
     /// recipe's freshness files) skip the full sync.
     public var previousSucceeded = false
+    /// Why this run starts. A push is the upstream saying it changed: it never skips the full
+    /// sync, even when the freshness files look the same (the upstream may write them last).
+    public var trigger: SyncSchedule<ContinuousClock.Instant>.Trigger = .manual
     /// Where the run takes its lock, `PROJECT.lock` (the sync state directory on mm-data): one run
     /// per project at a time, whether `mm-node run` or `mm-node sync` by hand starts it.
     public var lockDirectory: String?
@@ -107,6 +110,9 @@ public struct ProjectSync: Sendable {
         public var skipped: String?
         /// Set when the run was refused before it changed anything (`failure` says why in words).
         public var refused: Refusal?
+        /// Why the run started: `start-up`, `interval`, `push`, `retry` or `manual` (nil in reports
+        /// kept by older versions).
+        public var trigger: String?
         /// What the dry run found, when one ran.
         public var plan: Plan?
         public var stages: [StageReport]
@@ -148,6 +154,7 @@ public struct ProjectSync: Sendable {
     public func run() async -> Report {
         let started = Date()
         var report = Report(project: recipe.project, upstream: upstream, started: started, finished: started, succeeded: false, failure: nil, stages: [])
+        report.trigger = trigger.rawValue
         let destination = root + "/" + recipe.project
         let lock: FileLock?
         do {
@@ -173,7 +180,7 @@ public struct ProjectSync: Sendable {
             return report
         }
         let source = RsyncInvocation.source(upstream: upstream, module: recipe.module)
-        if previousSucceeded, !recipe.freshness.isEmpty, await Self.unchanged(recipe.freshness, source: source, local: destination, rsync: rsync) {
+        if previousSucceeded, trigger != .push, !recipe.freshness.isEmpty, await Self.unchanged(recipe.freshness, source: source, local: destination, rsync: rsync) {
             logger.info("sync skipped: the upstream has not changed", metadata: ["project": "\(recipe.project)"])
             report.succeeded = true
             report.skipped = "the upstream has not changed (\(recipe.freshness.joined(separator: ", ")))"

@@ -20,6 +20,20 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
         public init() {}
     }
 
+    /// Why a project's run starts.
+    public enum Trigger: String, Sendable, Equatable, Codable {
+        /// The node started (the first run of this life).
+        case startUp = "start-up"
+        /// The interval since the last success passed.
+        case interval
+        /// The upstream said it changed (including a push that came during a run).
+        case push
+        /// The last run failed; this is its retry after the backoff.
+        case retry
+        /// `mm-node sync` by hand.
+        case manual
+    }
+
     /// Where a project stands.
     public enum State: Sendable, Equatable {
         /// Waiting; due at the instant.
@@ -32,6 +46,8 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
     public private(set) var states: [String: State] = [:]
     /// Consecutive failures per project (for the backoff).
     public private(set) var failures: [String: Int] = [:]
+    /// Why each waiting project will run, and for a running one why it started.
+    public private(set) var triggers: [String: Trigger] = [:]
     /// Order in which due projects start: the longest-waiting first.
     private var order: [String]
     private var random: any RandomNumberGenerator & Sendable
@@ -47,6 +63,7 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
         self.random = random
         for project in projects {
             states[project] = .waiting(until: neverSynced.contains(project) ? now : now.advanced(by: randomJitter()))
+            triggers[project] = .startUp
         }
     }
 
@@ -57,6 +74,7 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
         case .running: states[project] = .running(followUp: true)
         case nil: return  // not a project of this node
         }
+        if case .waiting = states[project] { triggers[project] = .push }
     }
 
     /// The projects to start now, marked running; the caller must report each with `finished`.
@@ -86,11 +104,19 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
         }
         if followUp {
             states[project] = .waiting(until: now)
+            triggers[project] = .push
         } else if succeeded {
             states[project] = .waiting(until: now.advanced(by: policy.interval + randomJitter()))
+            triggers[project] = .interval
         } else {
             states[project] = .waiting(until: now.advanced(by: backoff(failures[project] ?? 1)))
+            triggers[project] = .retry
         }
+    }
+
+    /// When `project` runs next (nil while it runs, or for a project this node does not carry).
+    public func nextRun(_ project: String) -> Instant? {
+        if case .waiting(let until) = states[project] { until } else { nil }
     }
 
     /// When the next waiting project falls due (nil when none waits).

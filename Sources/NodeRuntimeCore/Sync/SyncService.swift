@@ -10,8 +10,8 @@ import SystemKit
 /// running syncs are stopped: what rsync had not yet renamed into place stays in `.~tmp~`, which is
 /// never served, and the next run picks it up.
 public final class SyncService<C: Clock>: Service, Sendable where C.Duration == Duration, C.Instant: Sendable {
-    /// Runs one project; gets the project's previous report (nil before its first run).
-    public typealias Runner = @Sendable (_ project: String, _ previous: ProjectSync.Report?) async -> ProjectSync.Report
+    /// Runs one project; gets the project's previous report (nil before its first run) and why it runs.
+    public typealias Runner = @Sendable (_ project: String, _ previous: ProjectSync.Report?, _ trigger: SyncSchedule<C.Instant>.Trigger) async -> ProjectSync.Report
 
     private enum Event: Sendable {
         case push(String)
@@ -61,10 +61,11 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
             var iterator = events.makeAsyncIterator()
             while !Task.isCancelled {
                 for project in schedule.due(now: clock.now) {
-                    logger.info("sync starting", metadata: ["project": "\(project)"])
+                    let trigger = schedule.triggers[project] ?? .interval
+                    logger.info("sync starting", metadata: ["project": "\(project)", "trigger": "\(trigger.rawValue)"])
                     let last = previous[project]
                     running[project] = Task {
-                        let report = await runner(project, last)
+                        let report = await runner(project, last, trigger)
                         continuation.yield(.finished(project, report))
                     }
                 }
