@@ -60,6 +60,8 @@ actor BuiltImage {
                 "build", "--image", image ?? TestSupport.packageRoot + "/images/micromirror.yaml",
                 "--hardware", TestSupport.packageRoot + "/hardware/qemu-x86_64.yaml",
                 "--key", key + ".key", "--out", out, "--cache", cache ?? work + "/cache", "--binaries", TestSupport.binaries,
+                // A definition copied elsewhere (a broken release) has no recipes/ beside it.
+                "--recipes", TestSupport.packageRoot + "/recipes",
                 "--version", version,
             ] + (buildNumber.map { ["--build-number", "\($0)"] } ?? []),
             environment: ["SOURCE_DATE_EPOCH": sourceDateEpoch]

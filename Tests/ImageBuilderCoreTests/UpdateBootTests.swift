@@ -42,7 +42,6 @@ struct UpdateBootTests {
             .replacingOccurrences(of: "    - mm-node-serve.service\n", with: "    - mm-test-freeze.service\n")
             .replacingOccurrences(of: "  mask:\n", with: "  mask:\n    - mm-node-serve.service\n")
             .replacingOccurrences(of: "source: files/", with: "source: \(TestSupport.packageRoot)/images/files/")
-            .replacingOccurrences(of: "source: ../recipes/", with: "source: \(TestSupport.packageRoot)/recipes/")
             .replacingOccurrences(of: "\nfiles:\n", with: "\nfiles:\n  - source: \(freeze)\n    target: /usr/lib/systemd/system/mm-test-freeze.service\n")
         try #require(brokenText.contains("  mask:\n    - mm-node-serve.service\n") && !brokenText.contains("  enable:\n    - mm-node-serve"))
         try #require(brokenText.contains("target: /usr/lib/systemd/system/mm-test-freeze.service") && brokenText.contains("    - mm-test-freeze.service\n"))

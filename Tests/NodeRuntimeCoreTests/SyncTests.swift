@@ -387,6 +387,49 @@ struct SyncTests {
             indexes: ["dists/bookworm/main/binary-amd64/Packages.gz", "dists/bookworm/Release"]
         ),
         Layout(
+            recipe: "manjaro",
+            v1: ["stable/core/x86_64/a-1-1-x86_64.pkg.tar.zst": "a1", "stable/core/x86_64/core.db.tar.gz": "stable/core/x86_64/a-1-1-x86_64.pkg.tar.zst\n",
+                 "stable/state": "stable/core/x86_64/core.db\n"],
+            v2: ["stable/core/x86_64/a-2-1-x86_64.pkg.tar.zst": "a2", "stable/core/x86_64/core.db.tar.gz": "stable/core/x86_64/a-2-1-x86_64.pkg.tar.zst\n",
+                 "stable/state": "stable/core/x86_64/core.db\n"],
+            indexes: ["stable/core/x86_64/core.db", "stable/state"],
+            links: ["stable/core/x86_64/core.db": "core.db.tar.gz"]
+        ),
+        Layout(
+            recipe: "fedora",
+            v1: ["linux/releases/43/Everything/x86_64/os/Packages/f/f-1.rpm": "f1",
+                 "linux/releases/43/Everything/x86_64/os/repodata/repomd.xml": "linux/releases/43/Everything/x86_64/os/Packages/f/f-1.rpm\n",
+                 "fullfiletimelist-fedora": "linux/releases/43/Everything/x86_64/os/Packages/f/f-1.rpm\n"],
+            v2: ["linux/releases/43/Everything/x86_64/os/Packages/f/f-2.rpm": "f2",
+                 "linux/releases/43/Everything/x86_64/os/repodata/repomd.xml": "linux/releases/43/Everything/x86_64/os/Packages/f/f-2.rpm\n",
+                 "fullfiletimelist-fedora": "linux/releases/43/Everything/x86_64/os/Packages/f/f-2.rpm\n"],
+            indexes: ["linux/releases/43/Everything/x86_64/os/repodata/repomd.xml", "fullfiletimelist-fedora"]
+        ),
+        Layout(
+            recipe: "rpmfusion",
+            v1: ["free/fedora/releases/43/Everything/x86_64/os/Packages/v/v-1.rpm": "v1",
+                 "free/fedora/releases/43/Everything/x86_64/os/repodata/repomd.xml": "free/fedora/releases/43/Everything/x86_64/os/Packages/v/v-1.rpm\n",
+                 "free/fedora/releases/43/Everything/x86_64/os/repoview/index.html": "free/fedora/releases/43/Everything/x86_64/os/Packages/v/v-1.rpm\n"],
+            v2: ["free/fedora/releases/43/Everything/x86_64/os/Packages/v/v-2.rpm": "v2",
+                 "free/fedora/releases/43/Everything/x86_64/os/repodata/repomd.xml": "free/fedora/releases/43/Everything/x86_64/os/Packages/v/v-2.rpm\n",
+                 "free/fedora/releases/43/Everything/x86_64/os/repoview/index.html": "free/fedora/releases/43/Everything/x86_64/os/Packages/v/v-2.rpm\n"],
+            indexes: ["free/fedora/releases/43/Everything/x86_64/os/repodata/repomd.xml", "free/fedora/releases/43/Everything/x86_64/os/repoview/index.html"]
+        ),
+        Layout(
+            recipe: "linuxmint",
+            v1: ["pool/main/m/mint_1_all.deb": "m1", "dists/zara/main/binary-amd64/Packages.gz": "pool/main/m/mint_1_all.deb\n", "dists/zara/InRelease": "dists/zara/main/binary-amd64/Packages.gz\n"],
+            v2: ["pool/main/m/mint_2_all.deb": "m2", "dists/zara/main/binary-amd64/Packages.gz": "pool/main/m/mint_2_all.deb\n", "dists/zara/InRelease": "dists/zara/main/binary-amd64/Packages.gz\n"],
+            indexes: ["dists/zara/main/binary-amd64/Packages.gz", "dists/zara/InRelease"]
+        ),
+    ] + ["centos", "centos-altarch", "centos-stream"].map { recipe in
+        Layout(
+            recipe: recipe,
+            v1: ["9-stream/BaseOS/x86_64/os/Packages/c-1.rpm": "c1", "9-stream/BaseOS/x86_64/os/repodata/repomd.xml": "9-stream/BaseOS/x86_64/os/Packages/c-1.rpm\n"],
+            v2: ["9-stream/BaseOS/x86_64/os/Packages/c-2.rpm": "c2", "9-stream/BaseOS/x86_64/os/repodata/repomd.xml": "9-stream/BaseOS/x86_64/os/Packages/c-2.rpm\n"],
+            indexes: ["9-stream/BaseOS/x86_64/os/repodata/repomd.xml"]
+        )
+    } + [
+        Layout(
             recipe: "ubuntu-releases",
             v1: ["24.04/ubuntu-24.04-desktop-amd64.iso": "iso1", "24.04/SHA256SUMS": "24.04/ubuntu-24.04-desktop-amd64.iso\n"],
             v2: ["24.04/ubuntu-24.04.1-desktop-amd64.iso": "iso2", "24.04/SHA256SUMS": "24.04/ubuntu-24.04.1-desktop-amd64.iso\n"],
@@ -450,7 +493,7 @@ struct SyncTests {
     /// Whether `path` is an index or what an index link points at (Arch's `core.db.tar.gz`).
     static func isIndexData(_ path: String, _ layout: Layout) -> Bool {
         layout.indexes.contains(path) || layout.links.contains { link, target in (link as NSString).deletingLastPathComponent + "/" + target == path }
-            || path == "lastupdate"
+            || path == "lastupdate" || path.hasSuffix("/state")
     }
 
     static var recipes: String {
