@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # C libraries the Swift package links
-  libparted-dev libblkid-dev libarchive-dev libssl-dev libmosquitto-dev pkg-config
+  libparted-dev libblkid-dev libarchive-dev libssl-dev libmosquitto-dev libsqlite3-dev pkg-config
   # image build
   mmdebstrap debian-archive-keyring erofs-utils dosfstools mtools parted fdisk gdisk
   openssl bmap-tools util-linux mount e2fsprogs xfsprogs zstd git initramfs-tools-core cpio

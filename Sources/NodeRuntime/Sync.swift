@@ -45,12 +45,13 @@ struct Sync: AsyncParsableCommand {
         }
         let report = await work.value
         signals.cancel()
-        // Kept as the project's state, as a run of the service keeps it (/status shows it); not when
-        // another run held the project, whose own report is the one that counts.
+        // Kept as the project's state and in the history, as a run of the service keeps it (/status
+        // shows it); not when another run held the project, whose own report is the one that counts.
         if report.refused != .busy {
             do {
                 try FileManager.default.createDirectory(atPath: syncState, withIntermediateDirectories: true)
                 try AtomicFile.write(Array(report.json()), to: syncState + "/" + project + ".json")
+                try SyncHistory.open(stateDirectory: syncState).record(report, freshness: report.freshness)
             } catch {
                 logger.error("cannot keep the report as the project's state", metadata: ["error": "\(error)"])
             }

@@ -599,6 +599,50 @@ struct SyncServiceTests {
 
         await group.triggerGracefulShutdown()
         try await task.value
+
+        // Every run is in the history, which outlives the service: the two of almalinux with their
+        // triggers, and the failures of broken.
+        let history = try SyncHistory.open(stateDirectory: state, readOnly: true)
+        let alma = try history.runs(project: "almalinux")
+        #expect(alma.map(\.state) == ["success", "success"] && alma.map(\.trigger) == ["push", "start-up"], "\(alma)")
+        #expect(alma.allSatisfy { $0.files == 1 && $0.error == nil && $0.finished >= $0.started })
+        let broken = try history.runs(project: "broken")
+        #expect(broken.count >= 2 && broken.allSatisfy { $0.state == "failed" && $0.error?.contains("unknown module") == true }, "\(broken)")
+        #expect(try history.lastSuccess(project: "broken") == nil && history.lastSuccess(project: "almalinux") == alma.first?.finished)
+    }
+}
+
+@Suite("Sync history")
+struct SyncHistoryTests {
+    @Test("the last good sync survives failures: /status shows it, and calls the project stale once it is older than the threshold")
+    func lastGoodSync() throws {
+        let state = try ToolRun.scratchDirectory("sync-state")
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let history = try SyncHistory.open(stateDirectory: state)
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        var good = ProjectSync.Report(project: "arch", upstream: "rsync://u/", started: t0, finished: t0 + 60, succeeded: true)
+        good.trigger = "interval"
+        good.freshness = "1799999000"
+        try history.record(good, freshness: good.freshness)
+        var failed = ProjectSync.Report(project: "arch", upstream: "rsync://u/", started: t0 + 3600, finished: t0 + 3601, succeeded: false, failure: "stage all: error in socket I/O")
+        failed.trigger = "interval"
+        for _ in 0..<3 { try history.record(failed) }
+        try AtomicFile.write(Array(failed.json()), to: state + "/arch.json")
+        #expect(try history.lastSuccess(project: "arch") == t0 + 60)
+        #expect(try history.runs(project: "arch").map(\.state) == ["failed", "failed", "failed", "success"])
+        #expect(try history.runs(project: "arch").last?.freshness == "1799999000")
+
+        let fresh = StatusPage.projects(["arch"], stateDirectory: state, now: t0 + 7200)
+        #expect(fresh.first?.state == "failed" && fresh.first?.lastSuccess == t0 + 60 && fresh.first?.stale == false, "\(fresh)")
+        let later = StatusPage.projects(["arch"], stateDirectory: state, now: t0 + 60 + StatusPage.staleAfter + 1)
+        #expect(later.first?.stale == true)
+        let html = StatusPage.html(node: "n", projects: later, now: t0 + 60 + StatusPage.staleAfter + 1)
+        #expect(html.contains("stale: 1 d ago") || html.contains("stale: 24 h ago") || html.contains("stale: "), "\(html)")
+        #expect(StatusPage.json(node: "n", projects: later).contains("\"stale\" : true"))
+
+        // Reopened (a restart): all of it is still there; rows beyond the kept number go, oldest first.
+        let again = try SyncHistory(path: history.path)
+        #expect(try again.runs(limit: 100).count == 4)
     }
 }
 
@@ -694,6 +738,16 @@ struct SyncCommandTests {
         #expect(failed.status == 1 && failed.stdout.contains("Unknown module"), "\(failed.combined)")
         let missing = try await ToolRun.run(Self.binaries + "/mm-node", ["sync", "nosuch", "--upstream", daemon.upstream, "--root", root, "--recipes", SyncTests.recipes, "--sync-state", root + "-state"])
         #expect(missing.status != 0 && missing.stderr.contains("nosuch.yaml"), "\(missing.combined)")
+
+        // Both runs by hand are in the history (and on /status, as the service's would be).
+        let history = try await ToolRun.run(Self.binaries + "/mm-node", ["history", "--json", "--sync-state", root + "-state"])
+        let lines = history.stdout.split(separator: "\n")
+        #expect(history.status == 0 && lines.count == 2, "\(history.combined)")
+        #expect(lines.first?.contains("\"project\":\"debian\"") == true && lines.first?.contains("\"state\":\"failed\"") == true, "\(history.stdout)")
+        #expect(lines.last?.contains("\"project\":\"ubuntu\"") == true && lines.last?.contains("\"trigger\":\"manual\"") == true, "\(history.stdout)")
+        let table = try await ToolRun.run(Self.binaries + "/mm-node", ["history", "ubuntu", "--sync-state", root + "-state"])
+        #expect(table.status == 0 && table.stdout.contains("ubuntu") && table.stdout.contains("success") && !table.stdout.contains("debian"), "\(table.combined)")
+        #expect(StatusPage.projects(["ubuntu"], stateDirectory: root + "-state").first?.state == "success")
     }
 
     @Test("one run per project: a second mm-node sync is refused while one runs, naming it; SIGTERM stops the first and its rsync")

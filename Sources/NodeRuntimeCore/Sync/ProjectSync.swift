@@ -113,6 +113,8 @@ public struct ProjectSync: Sendable {
         /// Why the run started: `start-up`, `interval`, `push`, `retry` or `manual` (nil in reports
         /// kept by older versions).
         public var trigger: String?
+        /// The upstream's own word on its state after the run (`SyncHistory.freshness`).
+        public var freshness: String?
         /// What the dry run found, when one ran.
         public var plan: Plan?
         public var stages: [StageReport]
@@ -184,6 +186,7 @@ public struct ProjectSync: Sendable {
             logger.info("sync skipped: the upstream has not changed", metadata: ["project": "\(recipe.project)"])
             report.succeeded = true
             report.skipped = "the upstream has not changed (\(recipe.freshness.joined(separator: ", ")))"
+            report.freshness = SyncHistory.freshness(recipe.freshness, in: destination)
             report.finished = Date()
             return report
         }
@@ -233,6 +236,7 @@ public struct ProjectSync: Sendable {
                 report.succeeded = true
             }
         }
+        report.freshness = SyncHistory.freshness(recipe.freshness, in: destination)
         return report
     }
 

@@ -4,7 +4,8 @@ import ServiceLifecycle
 import SystemKit
 
 /// Keeps a node's projects in sync: runs `SyncSchedule` on a clock, starts each due project's run,
-/// takes pushes from the upstream, and writes every run's report to `stateDirectory/PROJECT.json`.
+/// takes pushes from the upstream, and writes every run's report to `stateDirectory/PROJECT.json`
+/// and to the history (`stateDirectory/history.sqlite`).
 ///
 /// Generic over the clock so tests can drive time; on a node it is `ContinuousClock`. At shutdown
 /// running syncs are stopped: what rsync had not yet renamed into place stays in `.~tmp~`, which is
@@ -26,6 +27,7 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
     private let stateDirectory: String?
     private let metrics: SyncMetrics?
     private let logger: Logger
+    private let history: SyncHistory?
     private let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
 
@@ -40,6 +42,12 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         self.runner = runner
         self.stateDirectory = stateDirectory
         self.logger = logger
+        do {
+            history = try stateDirectory.map { try SyncHistory.open(stateDirectory: $0) }
+        } catch {
+            logger.error("cannot open the sync history; runs are kept as reports only", metadata: ["error": "\(error)"])
+            history = nil
+        }
         (events, continuation) = AsyncStream.makeStream(of: Event.self)
     }
 
@@ -126,6 +134,11 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
             try AtomicFile.write(Array(report.json()), to: stateDirectory + "/" + report.project + ".json")
         } catch {
             logger.error("cannot write the sync state", metadata: ["project": "\(report.project)", "error": "\(error)"])
+        }
+        do {
+            try history?.record(report, freshness: report.freshness)
+        } catch {
+            logger.error("cannot add the run to the sync history", metadata: ["project": "\(report.project)", "error": "\(error)"])
         }
     }
 }

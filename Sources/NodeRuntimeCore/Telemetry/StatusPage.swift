@@ -17,6 +17,12 @@ public enum StatusPage {
         public var bytesReceived: Int64?
         public var failure: String?
         public var skipped: String?
+        /// When the project last synced successfully, from the history (it survives failures).
+        public var lastSuccess: Date?
+        /// No success within the stale threshold (or ever, once a run has finished).
+        public var stale: Bool = false
+        /// Why the last run started (`start-up`, `interval`, `push`, `retry`, `manual`).
+        public var trigger: String?
     }
 
     struct Page: Codable {
@@ -27,16 +33,25 @@ public enum StatusPage {
         var update: UpdateState?
     }
 
-    /// Reads the reports of `projects` (a missing or unreadable one is `never`).
-    public static func projects(_ names: [String], stateDirectory: String?) -> [Project] {
-        names.map { name in
+    /// How long a project may go without a successful sync before the page calls it stale.
+    public static let staleAfter: TimeInterval = 24 * 3600
+
+    /// Reads the reports of `projects` (a missing or unreadable one is `never`) and, from the
+    /// history, when each last synced successfully.
+    public static func projects(_ names: [String], stateDirectory: String?, now: Date = Date(), staleAfter: TimeInterval = staleAfter) -> [Project] {
+        let history = stateDirectory.flatMap { directory in
+            FileManager.default.fileExists(atPath: directory + "/" + SyncHistory.fileName) ? try? SyncHistory.open(stateDirectory: directory, readOnly: true) : nil
+        }
+        return names.map { name in
             guard let report = stateDirectory.flatMap({ ProjectSync.Report.load(path: $0 + "/" + name + ".json") }) else {
                 return Project(name: name, state: "never")
             }
+            let lastSuccess = report.succeeded ? report.finished : (try? history?.lastSuccess(project: name)) ?? nil
             return Project(
                 name: name, state: state(report), lastFinished: report.finished, lastStarted: report.started,
                 seconds: report.finished.timeIntervalSince(report.started), filesTransferred: report.stages.reduce(0) { $0 + $1.filesTransferred },
-                bytesReceived: report.stages.reduce(Int64(0)) { $0 + $1.bytesReceived }, failure: report.failure, skipped: report.skipped
+                bytesReceived: report.stages.reduce(Int64(0)) { $0 + $1.bytesReceived }, failure: report.failure, skipped: report.skipped,
+                lastSuccess: lastSuccess, stale: lastSuccess.map { now.timeIntervalSince($0) > staleAfter } ?? true, trigger: report.trigger
             )
         }
     }
@@ -70,10 +85,12 @@ public enum StatusPage {
             default: result = "not synced yet"
             }
             let finished = project.lastFinished.map { "\(HTTPDate.format(Int($0.timeIntervalSince1970))) (\(age(now.timeIntervalSince($0))) ago)" } ?? "-"
+            var good = project.lastSuccess.map { "\(age(now.timeIntervalSince($0))) ago" } ?? (project.state == "never" ? "-" : "never")
+            if project.stale, project.state != "never" { good = "<span class=\"bad\">stale: \(good)</span>" }
             let data = project.bytesReceived.map { ByteSize.format($0) } ?? "-"
             let files = project.filesTransferred.map(String.init) ?? "-"
             rows += "<tr class=\"\(e(project.state))\"><td><a href=\"/\(DirectoryListing.percentEncode(project.name))/\">\(e(project.name))</a></td>"
-                + "<td>\(result)</td><td>\(finished)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td></tr>\n"
+                + "<td>\(result)</td><td>\(finished)</td><td>\(good)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td></tr>\n"
         }
         return """
             <!DOCTYPE html>
@@ -81,7 +98,7 @@ public enum StatusPage {
             <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td,tr.refused-by-guard td,tr.refused-by-disk-budget td{color:#a00}.bad{color:#a00}</style></head>
             <body><h1>\(e(node)): mirror status</h1>
             <table>
-            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Files copied</th><th>Received</th></tr>
+            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Last good sync</th><th>Files copied</th><th>Received</th></tr>
             \(rows)</table>
             \(update.map { updateSection($0, now: now) } ?? "")
             <p>As JSON: <a href="/status?format=json">/status?format=json</a>. Counters: <a href="/metrics">/metrics</a>.
