@@ -587,6 +587,11 @@ struct SyncServiceTests {
         #expect(try await eventually { runs.count("broken") >= 2 }, "a failed project is retried after the backoff")
         #expect(runs.count("almalinux") == 2, "the start and one push: no interval run within the hour")
         #expect(await runs.triggers("almalinux") == ["start-up", "push"])
+        // The schedule the status pages read: almalinux next in about the hour, with its trigger.
+        #expect(try await eventually {
+            guard let next = SyncPlanFile.load(stateDirectory: state)?.projects["almalinux"], let at = next.next else { return false }
+            return next.running == nil && next.trigger == "interval" && abs(at.timeIntervalSinceNow - 3600) < 120
+        })
         #expect(try await eventually { await runs.triggers("broken").prefix(2) == ["start-up", "retry"] })
         #expect(try await eventually { stateOf("almalinux").contains("\"trigger\" : \"push\"") })
 
@@ -692,6 +697,53 @@ struct StatusPageTests {
         #expect(page.node == "example-isp.mm.fcix.net")
         #expect(page.projects.map(\.state) == ["success", "failed", "never"])
         #expect(page.projects[0].bytesReceived == 3 << 20 && page.projects[1].failure?.contains("unreachable") == true)
+
+        // The sync service's schedule: archlinux syncing for 2 min, almalinux next in 3 h, ubuntu's retry in 5 min.
+        let t = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
+        try SyncPlanFile(written: t, projects: [
+            "archlinux": .init(running: t - 120, trigger: "start-up"), "almalinux": .init(next: t + 3 * 3600 + 600, trigger: "interval"),
+            "ubuntu": .init(next: t + 300, trigger: "retry"),
+        ]).save(stateDirectory: state)
+        let scheduled = try await run("curl", ["-sS", server.base + "/status"]).output
+        #expect(scheduled.contains("<td>syncing since 2 min ago</td>") && scheduled.contains("<td>in 3 h</td>"), "\(scheduled)")
+
+        // tunasync's /jobs, as its web page reads it.
+        struct Job: Decodable {
+            var name: String
+            var is_master: Bool
+            var status: String
+            var last_update: String
+            var last_update_ts: Int64
+            var last_started_ts: Int64
+            var last_ended_ts: Int64
+            var next_schedule_ts: Int64
+            var upstream: String
+            var size: String
+        }
+        let jobsText = try await run("curl", ["-sS", server.base + "/jobs"]).output
+        let jobs = try JSONDecoder().decode([Job].self, from: Data(jobsText.utf8))
+        #expect(jobs.map(\.name) == ["almalinux", "ubuntu", "archlinux"] && jobs.map(\.status) == ["success", "failed", "syncing"], "\(jobsText)")
+        let finished = Int64(now.addingTimeInterval(-3600).timeIntervalSince1970)
+        #expect(jobs[0].last_update_ts == finished && jobs[0].last_ended_ts == finished && jobs[0].next_schedule_ts == Int64(t.timeIntervalSince1970) + 3 * 3600 + 600)
+        #expect(jobs[0].last_update.hasSuffix(" +0000") && jobs[0].last_update.count == 25 && jobs[0].upstream == "rsync://up/almalinux/" && jobs[0].is_master)
+        #expect(jobs[2].last_started_ts == Int64(t.timeIntervalSince1970) - 120)
+
+        // MirrorZ: status strings, the site from the Host the client used.
+        struct MirrorZ: Decodable {
+            struct Site: Decodable { var url: String; var abbr: String }
+            struct Mirror: Decodable { var cname: String; var url: String; var status: String }
+            var version: Double
+            var site: Site
+            var mirrors: [Mirror]
+        }
+        let mirrorzText = try await run("curl", ["-sS", "-H", "Host: mirror.example.net", server.base + "/mirrorz.json"]).output
+        let mirrorz = try JSONDecoder().decode(MirrorZ.self, from: Data(mirrorzText.utf8))
+        let tt = Int64(t.timeIntervalSince1970)
+        #expect(mirrorz.version == 1.7 && mirrorz.site.url == "http://mirror.example.net" && mirrorz.site.abbr == "example-isp.mm.fcix.net", "\(mirrorzText)")
+        #expect(mirrorz.mirrors.map(\.status) == ["S\(finished)X\(tt + 3 * 3600 + 600)", "F\(finished)X\(tt + 300)", "Y\(tt - 120)"], "\(mirrorzText)")
+        #expect(mirrorz.mirrors.first?.url == "/almalinux")
+        let hostile = try await run("curl", ["-sS", "-H", "Host: \"><script>", server.base + "/mirrorz.json"]).output
+        #expect(hostile.contains("\"url\" : \"http://localhost\""), "\(hostile)")
         await server.stop()
     }
 }

@@ -6,6 +6,9 @@ import NIOPosix
 enum DeferredAnswer: Sendable {
     case listing(relative: String, shown: String, json: Bool)
     case status(json: Bool)
+    /// `/jobs` (tunasync's shape) and `/mirrorz.json` (MirrorZ's), for dashboards built on them.
+    case jobs
+    case mirrorz(siteURL: String)
     /// `/metrics`: the counters, and the update's state read from its file.
     case metrics
 
@@ -27,6 +30,12 @@ enum DeferredAnswer: Sendable {
             return json
                 ? (StatusPage.json(node: configuration.sponsor, projects: projects, update: update), "application/json", "no-store")
                 : (StatusPage.html(node: configuration.sponsor, projects: projects, update: update), "text/html; charset=utf-8", "no-store")
+        case .jobs:
+            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            return (StatusPage.tunasyncJobs(projects), "application/json", "no-store")
+        case .mirrorz(let siteURL):
+            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            return (StatusPage.mirrorz(node: configuration.sponsor, siteURL: siteURL, projects: projects), "application/json", "no-store")
         }
     }
 

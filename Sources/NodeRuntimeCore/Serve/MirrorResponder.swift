@@ -43,6 +43,15 @@ struct MirrorResponder {
         if path.components == ["status"], !path.trailingSlash {
             return Self.deferred(.status(json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
         }
+        if path.components == ["jobs"], !path.trailingSlash {
+            return Self.deferred(.jobs, request: request, allocator: allocator)
+        }
+        if path.components == ["mirrorz.json"] {
+            // The site's address as the client reached it (MirrorZ joins it with each project's path).
+            // (A name or an address, nothing else: the header is the client's.)
+            let host = request.host.flatMap { !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || ".:-[]".contains($0)) } ? $0 : nil } ?? "localhost"
+            return Self.deferred(.mirrorz(siteURL: "http://" + host), request: request, allocator: allocator)
+        }
         if path.components == ["metrics"] {
             return Self.deferred(.metrics, request: request, allocator: allocator)
         }

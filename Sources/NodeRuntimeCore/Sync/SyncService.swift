@@ -60,6 +60,7 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         for project in projects { previous[project] = loadState(project) }
         var schedule = SyncSchedule(projects: projects, policy: policy, now: clock.now, neverSynced: Set(projects.filter { previous[$0] == nil }))
         var running: [String: Task<Void, Never>] = [:]
+        var since: [String: Date] = [:]
         var timer: Task<Void, Never>?
         let continuation = self.continuation
         let runner = self.runner
@@ -72,11 +73,13 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
                     let trigger = schedule.triggers[project] ?? .interval
                     logger.info("sync starting", metadata: ["project": "\(project)", "trigger": "\(trigger.rawValue)"])
                     let last = previous[project]
+                    since[project] = Date()
                     running[project] = Task {
                         let report = await runner(project, last, trigger)
                         continuation.yield(.finished(project, report))
                     }
                 }
+                publish(schedule, since: since)
                 timer?.cancel()
                 if let next = schedule.nextDue {
                     timer = Task {
@@ -91,6 +94,7 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
                     schedule.push(project, now: clock.now)
                 case .finished(let project, let report):
                     running[project] = nil
+                    since[project] = nil
                     previous[project] = report
                     schedule.finished(project, succeeded: report.succeeded, now: clock.now)
                     record(report)
@@ -104,6 +108,25 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         timer?.cancel()
         for task in running.values { task.cancel() }
         for task in running.values { await task.value }
+    }
+
+    /// Writes what runs now and what runs when (`SyncPlanFile`) for the status pages.
+    private func publish(_ schedule: SyncSchedule<C.Instant>, since: [String: Date]) {
+        guard let stateDirectory else { return }
+        let now = clock.now
+        let wall = Date()
+        var projects: [String: SyncPlanFile.Project] = [:]
+        for project in self.projects {
+            let next = schedule.nextRun(project).map { wall.addingTimeInterval(Self.seconds(now.duration(to: $0))) }
+            projects[project] = SyncPlanFile.Project(running: since[project], next: next, trigger: schedule.triggers[project]?.rawValue)
+        }
+        do { try SyncPlanFile(written: wall, projects: projects).save(stateDirectory: stateDirectory) } catch {
+            logger.error("cannot write the sync schedule", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> TimeInterval {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// The report kept by an earlier run, if there is a readable one.

@@ -23,6 +23,12 @@ public enum StatusPage {
         public var stale: Bool = false
         /// Why the last run started (`start-up`, `interval`, `push`, `retry`, `manual`).
         public var trigger: String?
+        /// Since when a sync of it runs, when one does (the sync service's schedule).
+        public var syncingSince: Date?
+        /// When it syncs next, from the sync service's schedule.
+        public var nextRun: Date?
+        /// `rsync://…/MODULE/` it syncs from, as the last run said.
+        public var upstream: String?
     }
 
     struct Page: Codable {
@@ -42,19 +48,125 @@ public enum StatusPage {
         let history = stateDirectory.flatMap { directory in
             FileManager.default.fileExists(atPath: directory + "/" + SyncHistory.fileName) ? try? SyncHistory.open(stateDirectory: directory, readOnly: true) : nil
         }
+        let plan = stateDirectory.flatMap { SyncPlanFile.load(stateDirectory: $0) }
         return names.map { name in
+            let planned = plan?.projects[name]
             guard let report = stateDirectory.flatMap({ ProjectSync.Report.load(path: $0 + "/" + name + ".json") }) else {
-                return Project(name: name, state: "never")
+                var project = Project(name: name, state: planned?.running != nil ? "syncing" : "never")
+                project.syncingSince = planned?.running
+                project.nextRun = planned?.next
+                return project
             }
             let lastSuccess = report.succeeded ? report.finished : (try? history?.lastSuccess(project: name)) ?? nil
             return Project(
-                name: name, state: state(report), lastFinished: report.finished, lastStarted: report.started,
+                name: name, state: planned?.running != nil ? "syncing" : state(report), lastFinished: report.finished, lastStarted: report.started,
                 seconds: report.finished.timeIntervalSince(report.started), filesTransferred: report.stages.reduce(0) { $0 + $1.filesTransferred },
                 bytesReceived: report.stages.reduce(Int64(0)) { $0 + $1.bytesReceived }, failure: report.failure, skipped: report.skipped,
-                lastSuccess: lastSuccess, stale: lastSuccess.map { now.timeIntervalSince($0) > staleAfter } ?? true, trigger: report.trigger
+                lastSuccess: lastSuccess, stale: lastSuccess.map { now.timeIntervalSince($0) > staleAfter } ?? true, trigger: report.trigger,
+                syncingSince: planned?.running, nextRun: planned?.next, upstream: report.upstream + name + "/"
             )
         }
     }
+
+    /// The projects in tunasync's `/jobs` shape (what its web pages and the dashboards built on it
+    /// read): name, status (`success`, `failed`, `syncing`, `none`), last update (the last success),
+    /// last start and end, next schedule, upstream, size; times as tunasync writes them, in text
+    /// and as Unix seconds.
+    public static func tunasyncJobs(_ projects: [Project]) -> String {
+        func text(_ date: Date?) -> String { date.map { tunasyncTime.string(from: $0) } ?? "0001-01-01 00:00:00 +0000" }
+        func stamp(_ date: Date?) -> Int64 { date.map { Int64($0.timeIntervalSince1970) } ?? -62_135_596_800 }
+        let jobs = projects.map { project in
+            let status: String
+            switch project.state {
+            case "success": status = "success"
+            case "syncing": status = "syncing"
+            case "never": status = "none"
+            default: status = "failed"
+            }
+            let started = project.syncingSince ?? project.lastStarted
+            return TunasyncJob(
+                name: project.name, is_master: true, status: status, last_update: text(project.lastSuccess), last_update_ts: stamp(project.lastSuccess),
+                last_started: text(started), last_started_ts: stamp(started), last_ended: text(project.lastFinished),
+                last_ended_ts: stamp(project.lastFinished), next_schedule: text(project.nextRun), next_schedule_ts: stamp(project.nextRun),
+                upstream: project.upstream ?? "", size: "unknown"
+            )
+        }
+        return encode(jobs)
+    }
+
+    /// One entry of tunasync's `/jobs`, its field names as tunasync spells them.
+    struct TunasyncJob: Encodable {
+        var name: String
+        var is_master: Bool
+        var status: String
+        var last_update: String
+        var last_update_ts: Int64
+        var last_started: String
+        var last_started_ts: Int64
+        var last_ended: String
+        var last_ended_ts: Int64
+        var next_schedule: String
+        var next_schedule_ts: Int64
+        var upstream: String
+        var size: String
+    }
+
+    /// The node in MirrorZ's `mirrorz.json` shape (data format 1.7): the site, and each project
+    /// with its status string (`S<last success>`, `Y<started>`, `F<last attempt>`, `U`, plus
+    /// `O<last success>` while syncing or failed and `X<next run>`).
+    public static func mirrorz(node: String, siteURL: String, projects: [Project]) -> String {
+        func ts(_ date: Date?) -> String { date.map { String(Int64($0.timeIntervalSince1970)) } ?? "" }
+        let mirrors = projects.map { project in
+            var status: String
+            switch project.state {
+            case "success": status = "S" + ts(project.lastSuccess)
+            case "syncing": status = "Y" + ts(project.syncingSince)
+            case "never": status = "U"
+            default: status = "F" + ts(project.lastFinished)
+            }
+            if project.state != "success", project.lastSuccess != nil { status += "O" + ts(project.lastSuccess) }
+            if project.nextRun != nil { status += "X" + ts(project.nextRun) }
+            return MirrorZ.Mirror(cname: project.name, desc: "", url: "/" + project.name, status: status, help: "", upstream: project.upstream ?? "", size: "")
+        }
+        let url = siteURL.hasSuffix("/") ? String(siteURL.dropLast()) : siteURL
+        return encode(MirrorZ(version: 1.7, site: .init(url: url, abbr: node, name: node), info: [], mirrors: mirrors))
+    }
+
+    /// `mirrorz.json`, as much of it as a node knows.
+    struct MirrorZ: Encodable {
+        struct Site: Encodable {
+            var url: String
+            var abbr: String
+            var name: String
+        }
+        struct Mirror: Encodable {
+            var cname: String
+            var desc: String
+            var url: String
+            var status: String
+            var help: String
+            var upstream: String
+            var size: String
+        }
+        var version: Double
+        var site: Site
+        var info: [String]
+        var mirrors: [Mirror]
+    }
+
+    private static func encode<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self) + "\n"
+    }
+
+    static let tunasyncTime: DateFormatter = {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss Z"
+        return formatter
+    }()
 
     /// A report's state as the page names it.
     public static func state(_ report: ProjectSync.Report) -> String {
@@ -82,15 +194,17 @@ public enum StatusPage {
             case "success": result = project.skipped != nil ? "up to date (upstream unchanged)" : "ok"
             case "failed": result = "failed: " + e(project.failure ?? "?")
             case "refused-by-guard", "refused-by-disk-budget": result = e(project.failure ?? "refused")
+            case "syncing": result = "syncing since " + (project.syncingSince.map { "\(age(now.timeIntervalSince($0))) ago" } ?? "?")
             default: result = "not synced yet"
             }
             let finished = project.lastFinished.map { "\(HTTPDate.format(Int($0.timeIntervalSince1970))) (\(age(now.timeIntervalSince($0))) ago)" } ?? "-"
             var good = project.lastSuccess.map { "\(age(now.timeIntervalSince($0))) ago" } ?? (project.state == "never" ? "-" : "never")
             if project.stale, project.state != "never" { good = "<span class=\"bad\">stale: \(good)</span>" }
+            let next = project.nextRun.map { $0 > now ? "in \(age($0.timeIntervalSince(now)))" : "now" } ?? "-"
             let data = project.bytesReceived.map { ByteSize.format($0) } ?? "-"
             let files = project.filesTransferred.map(String.init) ?? "-"
             rows += "<tr class=\"\(e(project.state))\"><td><a href=\"/\(DirectoryListing.percentEncode(project.name))/\">\(e(project.name))</a></td>"
-                + "<td>\(result)</td><td>\(finished)</td><td>\(good)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td></tr>\n"
+                + "<td>\(result)</td><td>\(finished)</td><td>\(good)</td><td>\(next)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td></tr>\n"
         }
         return """
             <!DOCTYPE html>
@@ -98,10 +212,10 @@ public enum StatusPage {
             <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td,tr.refused-by-guard td,tr.refused-by-disk-budget td{color:#a00}.bad{color:#a00}</style></head>
             <body><h1>\(e(node)): mirror status</h1>
             <table>
-            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Last good sync</th><th>Files copied</th><th>Received</th></tr>
+            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Last good sync</th><th>Next</th><th>Files copied</th><th>Received</th></tr>
             \(rows)</table>
             \(update.map { updateSection($0, now: now) } ?? "")
-            <p>As JSON: <a href="/status?format=json">/status?format=json</a>. Counters: <a href="/metrics">/metrics</a>.
+            <p>As JSON: <a href="/status?format=json">/status?format=json</a>; for dashboards: <a href="/jobs">/jobs</a> (tunasync), <a href="/mirrorz.json">/mirrorz.json</a> (MirrorZ). Counters: <a href="/metrics">/metrics</a>.
             Problems with this mirror go to the FCIX NOC, not to the hosting network.</p>
             </body></html>
 
