@@ -31,6 +31,8 @@ struct Sync: AsyncParsableCommand {
         sync.timeout = .seconds(timeoutMinutes * 60)
         sync.lockDirectory = syncState
         sync.allowDeletions = allowDeletions
+        // The node's own trace file is named after it, as in mm-node run.
+        sync.traceName = try? NodeConfig.load(path: config).hostname
         guard let reserveBytes = ByteSize.parse(reserve) else { throw ValidationError("--reserve \(reserve): expected a size like 512MiB or 2GiB") }
         sync.reserve = reserveBytes
         // SIGTERM or SIGINT stops rsync (SIGTERM, then SIGKILL) before this process ends, as in

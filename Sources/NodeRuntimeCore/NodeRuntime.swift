@@ -110,6 +110,7 @@ public enum NodeRuntime {
             var sync = ProjectSync(recipe: recipe, upstream: upstream, root: root, logger: logger)
             sync.previousSucceeded = previous?.succeeded == true
             sync.trigger = trigger
+            sync.traceName = node.hostname
             sync.lockDirectory = options.syncState
             return await sync.run()
         }

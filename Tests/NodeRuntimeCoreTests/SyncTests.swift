@@ -496,6 +496,41 @@ struct SyncTests {
             || path == "lastupdate" || path.hasSuffix("/state")
     }
 
+    @Test("an upstream updating itself (Archive-Update-in-Progress-*) is left alone until it is done; the node writes its own ftpsync trace after a success, kept out of the sync")
+    func traces() async throws {
+        try await Self.withUpstream("debian") { upstream, daemon, root in
+            try Self.write("pool\n", upstream + "/pool/main/a/a_1_all.deb")
+            try Self.write("Mon, 01 Dec 2026 10:00:00 +0000\n", upstream + "/project/trace/master")
+            try Self.write("syncing\n", upstream + "/Archive-Update-in-Progress-upstream.example")
+            var recipe = try SyncRecipe.load(path: Self.recipes + "/debian.yaml")
+            recipe.bandwidthLimit = nil
+            func run(previousSucceeded: Bool = false) async -> ProjectSync.Report {
+                var sync = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+                sync.traceName = "node1.example.net"
+                sync.previousSucceeded = previousSucceeded
+                sync.trigger = .interval
+                return await sync.run()
+            }
+            let waiting = await run()
+            #expect(!waiting.succeeded && waiting.failure?.contains("the upstream is updating itself (Archive-Update-in-Progress-upstream.example") == true, "\(waiting)")
+            #expect(Self.tree(root + "/debian").isEmpty, "a run started on an upstream in the middle of its own update")
+
+            try FileManager.default.removeItem(atPath: upstream + "/Archive-Update-in-Progress-upstream.example")
+            let done = await run()
+            #expect(done.succeeded, "\(done)")
+            let trace = (try? String(contentsOfFile: root + "/debian/project/trace/node1.example.net", encoding: .utf8)) ?? ""
+            #expect(trace.contains("Running on host: node1.example.net") && trace.contains("Upstream-mirror: 127.0.0.1") && trace.contains("Archive serial: Mon, 01 Dec 2026 10:00:00 +0000"), "\(trace)")
+            #expect(done.freshness == "Mon, 01 Dec 2026 10:00:00 +0000", "the node's own trace was taken for the upstream's")
+            // Next time the upstream's trace is unchanged: skipped, the node's own trace neither counted nor deleted.
+            let again = await run(previousSucceeded: true)
+            #expect(again.succeeded && again.skipped != nil, "\(again)")
+            try Self.write("Tue, 02 Dec 2026 10:00:00 +0000, later\n", upstream + "/project/trace/master")
+            let changed = await run(previousSucceeded: true)
+            #expect(changed.succeeded && changed.skipped == nil && changed.plan?.deletions == 0, "\(changed)")
+            #expect(FileManager.default.fileExists(atPath: root + "/debian/project/trace/node1.example.net"))
+        }
+    }
+
     static var recipes: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/recipes"
     }

@@ -33,6 +33,11 @@ public struct ProjectSync: Sendable {
     /// Bytes kept free on the mirror's filesystem beyond what a run copies (state, logs, the
     /// updater's downloads, the other projects' next runs).
     public var reserve: Int64 = 1 << 30
+    /// The node's name for its own trace file: after each success of a recipe whose freshness is
+    /// ftpsync's `project/trace/`, the run writes `project/trace/NAME` as ftpsync does, so mirrors
+    /// downstream and the archive's checkers see when this node last synced (and it is kept out of
+    /// the sync and its deletions). Nil writes none.
+    public var traceName: String?
     /// A seam for tests: runs between the dry run and the first stage (where an upstream that
     /// changes under a run would change).
     public var betweenPlanAndRun: (@Sendable () async -> Void)?
@@ -182,11 +187,13 @@ public struct ProjectSync: Sendable {
             return report
         }
         let source = RsyncInvocation.source(upstream: upstream, module: recipe.module)
-        if previousSucceeded, trigger != .push, !recipe.freshness.isEmpty, await Self.unchanged(recipe.freshness, source: source, local: destination, rsync: rsync) {
+        if previousSucceeded, trigger != .push, !recipe.freshness.isEmpty,
+            await Self.unchanged(recipe.freshness, source: source, local: destination, rsync: rsync, ignoring: ownTrace.map { ($0 as NSString).lastPathComponent })
+        {
             logger.info("sync skipped: the upstream has not changed", metadata: ["project": "\(recipe.project)"])
             report.succeeded = true
             report.skipped = "the upstream has not changed (\(recipe.freshness.joined(separator: ", ")))"
-            report.freshness = SyncHistory.freshness(recipe.freshness, in: destination)
+            report.freshness = SyncHistory.freshness(recipe.freshness, in: destination, ignoring: traceName)
             report.finished = Date()
             return report
         }
@@ -234,9 +241,10 @@ public struct ProjectSync: Sendable {
                 }
             } else {
                 report.succeeded = true
+                writeTrace(destination: destination, started: started, upstream: upstream)
             }
         }
-        report.freshness = SyncHistory.freshness(recipe.freshness, in: destination)
+        report.freshness = SyncHistory.freshness(recipe.freshness, in: destination, ignoring: traceName)
         return report
     }
 
@@ -246,9 +254,31 @@ public struct ProjectSync: Sendable {
         case ran(Plan, [StageReport])
     }
 
+    /// The trace file this node writes, relative to the project (nil when it writes none).
+    var ownTrace: String? {
+        guard let traceName, recipe.freshness.contains("project/trace/"), !traceName.isEmpty, !traceName.contains("/") else { return nil }
+        return "project/trace/" + traceName
+    }
+
+    /// The recipe as run: the node's own trace file left out of every pass.
+    var effectiveRecipe: SyncRecipe {
+        var recipe = self.recipe
+        if let ownTrace { recipe.exclude.append("/" + ownTrace) }
+        return recipe
+    }
+
     /// The dry run, the deletion guard and the disk budget, then the stages in order.
     func planAndRun(rsync: String, source: String, destination: String, logger: Logger) async -> Outcome {
         let project = recipe.project
+        let recipe = effectiveRecipe
+        // An upstream that is itself being updated (ftpsync's marker at the top of the archive) is
+        // left alone: the run fails in words, and the retry comes after the backoff.
+        if let marker = await Self.updateInProgress(rsync: rsync, source: source) {
+            var stage = StageReport(name: "plan", exitCode: 0, meaning: "", filesTransferred: 0, filesDeleted: 0, bytesTransferred: 0, bytesReceived: 0, seconds: 0)
+            stage.exitCode = 1
+            stage.meaning = "the upstream is updating itself (\(marker) at its top); waiting for it to finish, the run is retried later"
+            return .planFailed(stage)
+        }
         let (planned, stats) = await Self.execute(rsync, RsyncInvocation.plan(recipe: recipe, source: source, destination: destination), stage: "plan")
         guard stats.succeeded else { return .planFailed(planned) }
         let plan = Plan(files: max(0, stats.files - stats.filesCreated + stats.filesDeleted), deletions: stats.filesDeleted, bytes: stats.bytesTransferred)
@@ -288,6 +318,49 @@ public struct ProjectSync: Sendable {
             if !RsyncResult(exitCode: stageReport.exitCode).succeeded { break }
         }
         return .ran(plan, done)
+    }
+
+    /// The name of an `Archive-Update-in-Progress-*` file at the top of the upstream's module, or nil
+    /// (also when the listing fails: the dry run then says why in its own words).
+    static func updateInProgress(rsync: String, source: String) async -> String? {
+        let listed = try? await Subprocess.run(
+            .path(FilePath(rsync)), arguments: Arguments(["--list-only", "--no-motd", "--timeout=60", "--contimeout=60", source]), input: .none,
+            output: .string(limit: 4 << 20), error: .discarded
+        )
+        guard let listed, case .exited(0) = listed.terminationStatus else { return nil }
+        for line in (listed.standardOutput ?? "").split(separator: "\n") {
+            if let name = line.split(separator: " ").last, name.hasPrefix("Archive-Update-in-Progress-") { return String(name) }
+        }
+        return nil
+    }
+
+    /// Writes `project/trace/NAME` in ftpsync's format after a success.
+    func writeTrace(destination: String, started: Date, upstream: String) {
+        guard let ownTrace else { return }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss Z"
+        let now = Date()
+        let host = URL(string: upstream)?.host ?? upstream
+        let text = """
+            \(formatter.string(from: now))
+            Date: \(formatter.string(from: now))
+            Date-Started: \(formatter.string(from: started))
+            Archive serial: \(SyncHistory.freshness(recipe.freshness, in: destination, ignoring: traceName) ?? "unknown")
+            Creator: micromirror mm-node
+            Running on host: \(traceName ?? "")
+            Maintainer: the FCIX NOC
+            Upstream-mirror: \(host)
+            Trigger: \(trigger.rawValue)
+
+            """
+        do {
+            try FileManager.default.createDirectory(atPath: destination + "/project/trace", withIntermediateDirectories: true)
+            try AtomicFile.write(Array(text.utf8), to: destination + "/" + ownTrace)
+        } catch {
+            logger.warning("cannot write the node's trace file", metadata: ["project": "\(recipe.project)", "error": "\(error)"])
+        }
     }
 
     /// Why the run does not fit on the disk, or nil when it does. With `--delay-updates` every file
@@ -357,7 +430,7 @@ public struct ProjectSync: Sendable {
     /// Whether every freshness file (or directory) upstream is byte for byte what we have. Fetched
     /// into a scratch directory with `--times`; any doubt (a fetch fails, a file is missing) means
     /// changed, so the full sync runs.
-    static func unchanged(_ paths: [String], source: String, local: String, rsync: String) async -> Bool {
+    static func unchanged(_ paths: [String], source: String, local: String, rsync: String, ignoring: String? = nil) async -> Bool {
         let scratch = NSTemporaryDirectory() + "mm-freshness-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         for (index, path) in paths.enumerated() {
@@ -370,13 +443,14 @@ public struct ProjectSync: Sendable {
                 .path(FilePath(rsync)), arguments: Arguments(arguments), input: .none, output: .discarded, error: .discarded
             )
             guard case .exited(0) = fetched?.terminationStatus else { return false }
-            guard sameContents(target, local + "/" + path) else { return false }
+            guard sameContents(target, local + "/" + path, ignoring: ignoring) else { return false }
         }
         return true
     }
 
-    /// Two files with the same bytes, or two directories holding the same files with the same bytes.
-    static func sameContents(_ a: String, _ b: String) -> Bool {
+    /// Two files with the same bytes, or two directories holding the same files with the same bytes
+    /// (`ignoring`: a name only the local side has, the node's own trace file).
+    static func sameContents(_ a: String, _ b: String, ignoring: String? = nil) -> Bool {
         let fm = FileManager.default
         var aIsDirectory: ObjCBool = false, bIsDirectory: ObjCBool = false
         guard fm.fileExists(atPath: a, isDirectory: &aIsDirectory), fm.fileExists(atPath: b, isDirectory: &bIsDirectory),
@@ -384,7 +458,7 @@ public struct ProjectSync: Sendable {
         else { return false }
         guard aIsDirectory.boolValue else { return fm.contentsEqual(atPath: a, andPath: b) }
         guard let names = try? fm.contentsOfDirectory(atPath: a).sorted(),
-            let others = try? fm.contentsOfDirectory(atPath: b).filter({ $0 != ".~tmp~" }).sorted(), names == others
+            let others = try? fm.contentsOfDirectory(atPath: b).filter({ $0 != ".~tmp~" && $0 != ignoring }).sorted(), names == others
         else { return false }
         return names.allSatisfy { sameContents(a + "/" + $0, b + "/" + $0) }
     }

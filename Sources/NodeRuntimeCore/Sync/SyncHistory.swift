@@ -119,13 +119,13 @@ public final class SyncHistory: Sendable {
     }
 
     /// The first line of the first of `paths` (a file, or the newest file of a directory ending in
-    /// `/`) under `tree`: what the upstream says of its own state.
-    public static func freshness(_ paths: [String], in tree: String) -> String? {
+    /// `/`, other than `ignoring`) under `tree`: what the upstream says of its own state.
+    public static func freshness(_ paths: [String], in tree: String, ignoring: String? = nil) -> String? {
         guard let first = paths.first else { return nil }
         var file = tree + "/" + first
         if first.hasSuffix("/") {
             let fm = FileManager.default
-            let names = (try? fm.contentsOfDirectory(atPath: file)) ?? []
+            let names = ((try? fm.contentsOfDirectory(atPath: file)) ?? []).filter { $0 != ignoring && $0 != ".~tmp~" }
             let newest = names.max { a, b in
                 let ta = (try? fm.attributesOfItem(atPath: file + a)[.modificationDate] as? Date) ?? .distantPast
                 let tb = (try? fm.attributesOfItem(atPath: file + b)[.modificationDate] as? Date) ?? .distantPast
