@@ -9,7 +9,7 @@ import MicromirrorKit
 /// ```yaml
 /// project: ubuntu
 /// module: ubuntu            # rsync module on the upstream (default: the project name)
-/// bwlimit: 25M              # per rsync process, rsync's units; 0 for none
+/// bwlimit: 25M              # per rsync process, rsync's units (K, M, G: powers of 1024, so 25 MiB/s); 0 for none
 /// io-timeout: 600           # rsync --timeout: seconds without any I/O
 /// max-delete: 10%           # a run that would delete more of the tree (or a count: 5000) is
 ///                           # refused before it changes anything (default 10%, at least 10 files)
@@ -124,7 +124,7 @@ public struct SyncRecipe: Sendable, Equatable {
             } else if text.range(of: #"^[0-9]+(\.[0-9]+)?[KMG]?$"#, options: .regularExpression) != nil {
                 recipe.bandwidthLimit = text
             } else {
-                value.report("expected a rate such as 25M (rsync's units, bytes per second) or 0 for none")
+                value.report("expected a rate such as 25M (rsync's units: K, M, G are 1024, 1024² and 1024³ bytes per second) or 0 for none")
             }
         }
         if let value = root.optional("io-timeout"), let seconds = value.int() {
