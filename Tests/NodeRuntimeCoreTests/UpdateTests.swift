@@ -410,7 +410,7 @@ struct DownloadCheckTests {
         let good = try TestRelease.make(in: node.dir, key: node.key, build: 101)
         // The ones to be stopped after their manifest are large, so the bytes never sent show in the
         // server's log past what the sockets' buffers take.
-        let big = 64 << 20
+        let big = 32 << 20
         let large = try TestRelease.make(in: node.dir + "/..", key: node.key, build: 101, rootBytes: big)
         let stranger = try TestRelease.make(in: node.dir + "/..", key: try Ed25519PrivateKey.generate(), build: 101, rootBytes: big)
         let t620 = try TestRelease.make(in: node.dir, key: node.key, build: 101, hardware: "hp-t620", rootBytes: big)
@@ -470,7 +470,7 @@ struct DownloadCheckTests {
             if stopsEarly { #expect(reached.value < Int64(big / 8), "\(bundle): \(reached.value) bytes taken after the manifest failed") }
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? []).isEmpty, "a bad download was kept")
         }
-        // The server saw each of those four stopped: it handed over a fraction of the 64 MiB.
+        // The server saw each of those four stopped: it handed over a fraction of the 32 MiB.
         let log = try await server.accessLogText { $0.components(separatedBy: "GET /ch/offered.mmb ").count > cases.count }
         let sent = log.split(separator: "\n").filter { $0.contains("GET /ch/offered.mmb ") }.map { Int64($0.split(separator: " ")[9]) ?? -1 }
         #expect(sent.count == cases.count && sent.prefix(4).allSatisfy { $0 < Int64(big / 2) }, "\(log)")
