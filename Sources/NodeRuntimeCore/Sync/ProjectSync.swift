@@ -274,10 +274,10 @@ public struct ProjectSync: Sendable {
         // An upstream that is itself being updated (ftpsync's marker at the top of the archive) is
         // left alone: the run fails in words, and the retry comes after the backoff.
         if let marker = await Self.updateInProgress(rsync: rsync, source: source) {
-            var stage = StageReport(name: "plan", exitCode: 0, meaning: "", filesTransferred: 0, filesDeleted: 0, bytesTransferred: 0, bytesReceived: 0, seconds: 0)
-            stage.exitCode = 1
-            stage.meaning = "the upstream is updating itself (\(marker) at its top); waiting for it to finish, the run is retried later"
-            return .planFailed(stage)
+            return .planFailed(StageReport(
+                name: "plan", exitCode: 1, meaning: "the upstream is updating itself (\(marker) at its top); waiting for it to finish, the run is retried later",
+                filesTransferred: 0, filesDeleted: 0, bytesTransferred: 0, bytesReceived: 0, seconds: 0
+            ))
         }
         let (planned, stats) = await Self.execute(rsync, RsyncInvocation.plan(recipe: recipe, source: source, destination: destination), stage: "plan")
         guard stats.succeeded else { return .planFailed(planned) }
@@ -368,10 +368,10 @@ public struct ProjectSync: Sendable {
     /// once, plus the reserve. Unfinished files of an earlier run are removed first when that
     /// makes the difference.
     func budgetProblem(plan: Plan, destination: String) -> String? {
-        guard var free = try? Self.freeBytes(destination) else { return nil }
+        guard var free = try? DiskSpace.available(at: destination) else { return nil }
         if plan.bytes + reserve > free, let freed = Self.removeLeftovers(destination), freed > 0 {
             logger.warning("space is short: removed an earlier run's unfinished files", metadata: ["project": "\(recipe.project)", "bytes": "\(freed)"])
-            free = (try? Self.freeBytes(destination)) ?? free
+            free = (try? DiskSpace.available(at: destination)) ?? free
         }
         guard plan.bytes + reserve > free else { return nil }
         return "refused by the disk budget: this run would copy \(ByteSize.format(plan.bytes)) and \(ByteSize.format(reserve)) stay in reserve, "
@@ -382,7 +382,7 @@ public struct ProjectSync: Sendable {
     /// let the next run resume, but a full mm-data stops the node's state, logs and updates).
     /// Returns the bytes freed, or nil when space was not short.
     func freeLeftoversIfShort(_ destination: String) -> Int64? {
-        guard let free = try? Self.freeBytes(destination), free < reserve else { return nil }
+        guard let free = try? DiskSpace.available(at: destination), free < reserve else { return nil }
         let freed = Self.removeLeftovers(destination) ?? 0
         logger.warning("space is short after a failed run: removed its unfinished files", metadata: ["project": "\(recipe.project)", "bytes": "\(freed)"])
         return freed
@@ -409,12 +409,6 @@ public struct ProjectSync: Sendable {
             try? fm.removeItem(at: directory)
         }
         return bytes
-    }
-
-    static func freeBytes(_ path: String) throws -> Int64 {
-        var info = statvfs()
-        try Syscall.check("statvfs", path) { statvfs(path, &info) }
-        return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
 
     /// Takes `directory/PROJECT.lock`; throws, naming the holder, when another run has it.

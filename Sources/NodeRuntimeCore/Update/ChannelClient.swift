@@ -81,7 +81,7 @@ public struct ChannelClient: Sendable {
             do { try check.read(try RawFile.openForReading(partial), length: have) } catch { throw discard(error) }
             logger.info("resuming the download", metadata: ["url": "\(url)", "have": "\(have)", "of": "\(index.size)"])
         }
-        let free = try Self.freeBytes(directory)
+        let free = try DiskSpace.available(at: directory)
         guard index.size - have + reserve <= free else {
             throw UpdateError(
                 "mm-data has \(ByteSize.format(free)) free at \(directory); the bundle needs \(ByteSize.format(index.size - have)) more and \(ByteSize.format(reserve)) stay in reserve"
@@ -250,11 +250,5 @@ public struct ChannelClient: Sendable {
         guard response.status.code == 200 else { throw UpdateError("GET \(url): HTTP \(response.status.code)") }
         var body = try await response.body.collect(upTo: limit)
         return body.readBytes(length: body.readableBytes) ?? []
-    }
-
-    static func freeBytes(_ path: String) throws -> Int64 {
-        var info = statvfs()
-        try Syscall.check("statvfs", path) { statvfs(path, &info) }
-        return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
 }
