@@ -15,7 +15,7 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "Node file (for the upstream).") var config = NodeConfig.defaultPath
     @Option(help: "Mirror root; the project goes to ROOT/PROJECT.") var root = NodePaths.standard.mirror
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
-    @Option(help: "Stop the run after this many minutes.") var timeoutMinutes = 360
+    @Option(help: "Stop the run after this many minutes. Default: the recipe's timeout, or 360.") var timeoutMinutes: Int?
     @Option(help: "Sync state directory, where the project's lock is (the same one mm-node run uses).")
     var syncState = NodePaths.standard.syncState
     @Flag(help: "Let this one run delete more than the recipe's max-delete (after the deletion guard refused a run and you checked the upstream).")
@@ -28,7 +28,7 @@ struct Sync: AsyncParsableCommand {
         let recipe = try SyncRecipe.load(path: recipes + "/" + project + ".yaml")
         let source = try upstream ?? NodeConfig.load(path: config).upstream
         var sync = ProjectSync(recipe: recipe, upstream: source, root: root, logger: logger)
-        sync.timeout = .seconds(timeoutMinutes * 60)
+        if let timeoutMinutes { sync.timeout = .seconds(timeoutMinutes * 60) } else if let timeout = recipe.timeout { sync.timeout = timeout }
         sync.lockDirectory = syncState
         sync.allowDeletions = allowDeletions
         // The node's own trace file is named after it, as in mm-node run.

@@ -97,8 +97,13 @@ public enum NodeRuntime {
         }
         let upstream = node.upstream
         let root = options.root
+        // Each recipe may set its own interval and jitter; the rest take the defaults.
+        var policy = SyncSchedule<ContinuousClock.Instant>.Policy()
+        for (project, recipe) in recipes where recipe.interval != nil || recipe.jitter != nil {
+            policy.timings[project] = .init(interval: recipe.interval ?? policy.interval, jitter: recipe.jitter ?? policy.jitter)
+        }
         return SyncService(
-            projects: node.projects, policy: SyncSchedule<ContinuousClock.Instant>.Policy(), clock: ContinuousClock(), stateDirectory: options.syncState,
+            projects: node.projects, policy: policy, clock: ContinuousClock(), stateDirectory: options.syncState,
             metrics: metrics, logger: logger
         ) { project, previous, trigger in
             guard let recipe = recipes[project] else {
@@ -108,6 +113,7 @@ public enum NodeRuntime {
                 )
             }
             var sync = ProjectSync(recipe: recipe, upstream: upstream, root: root, logger: logger)
+            if let timeout = recipe.timeout { sync.timeout = timeout }
             sync.previousSucceeded = previous?.succeeded == true
             sync.trigger = trigger
             sync.traceName = node.hostname

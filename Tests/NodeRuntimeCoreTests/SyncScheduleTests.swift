@@ -52,6 +52,37 @@ struct SyncScheduleTests {
         #expect(until > at(0) && until <= at(1800))
     }
 
+    @Test("after a restart each project picks up from its last run: one synced a minute ago waits out its interval, an overdue one runs soon, a failed one keeps its backoff")
+    func restart() {
+        var policy = policy(interval: 3 * 3600, jitter: 1800)
+        policy.timings["arch"] = .init(interval: .seconds(3600), jitter: .zero)
+        var schedule = Schedule(
+            projects: ["recent", "overdue", "failing", "arch"], policy: policy, now: at(0),
+            previous: [
+                "recent": .succeeded(ago: .seconds(60)), "overdue": .succeeded(ago: .seconds(5 * 3600)),
+                "failing": .failed(ago: .seconds(100), failures: 3), "arch": .succeeded(ago: .seconds(600)),
+            ],
+            random: SeededRandom(state: 3)
+        )
+        // Synced a minute ago: the rest of its 3 h, plus up to its jitter; not now.
+        let recent = schedule.nextRun("recent")!
+        #expect(recent >= at(3 * 3600 - 60) && recent <= at(3 * 3600 - 60 + 1800) && schedule.triggers["recent"] == .interval)
+        // Overdue: within overdueJitterMax, as a start-up run.
+        let overdue = schedule.nextRun("overdue")!
+        #expect(overdue <= at(300) && schedule.triggers["overdue"] == .startUp)
+        // Third failure in a row: 300 s doubled twice, counted from 100 s ago; the backoff goes on from there.
+        #expect(schedule.nextRun("failing") == at(1200 - 100) && schedule.triggers["failing"] == .retry && schedule.failures["failing"] == 3)
+        // Its recipe's own interval (1 h, no jitter): 50 min left.
+        #expect(schedule.nextRun("arch") == at(3000))
+        #expect(schedule.due(now: at(1100)).contains("failing"))
+        schedule.finished("failing", succeeded: false, now: at(1200))
+        #expect(schedule.nextRun("failing") == at(1200 + 2400))
+        // A recipe's interval holds after each success too.
+        #expect(schedule.due(now: at(3000)).contains("arch"))
+        schedule.finished("arch", succeeded: true, now: at(3100))
+        #expect(schedule.nextRun("arch") == at(3100 + 3600))
+    }
+
     @Test("at most maxConcurrent projects run; the longest-waiting start first")
     func concurrency() {
         var schedule = Schedule(projects: ["a", "b", "c"], policy: policy(maxConcurrent: 2), now: at(0))

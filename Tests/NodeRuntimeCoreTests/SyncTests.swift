@@ -79,6 +79,96 @@ struct SyncTests {
         }
     }
 
+    @Test("each run keeps its log (what rsync changed, the unsafe symlinks it left out, how the run ended); /status links it and shows the project's size")
+    func runLog() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            let state = try ToolRun.scratchDirectory("sync-state")
+            defer { try? FileManager.default.removeItem(atPath: state) }
+            try Self.write("<repomd/>\n", upstream + "/9/BaseOS/x86_64/os/repodata/repomd.xml")
+            try Self.write(String(repeating: "r", count: 5000), upstream + "/9/BaseOS/x86_64/os/Packages/a-1.0.rpm")
+            try FileManager.default.createSymbolicLink(atPath: upstream + "/escape", withDestinationPath: "/etc/passwd")
+            try FileManager.default.createSymbolicLink(atPath: upstream + "/9/up", withDestinationPath: "../../..")
+            var sync = ProjectSync(recipe: SyncRecipe(project: "almalinux", bandwidthLimit: nil), upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+            sync.lockDirectory = state
+            let report = await sync.run()
+            #expect(report.succeeded, "\(report)")
+            #expect(report.stages.first?.unsafeLinks == 2, "\(report)")
+            // rsync's "Total file size": the files and the symlinks' targets (19 bytes) of the upstream's list.
+            #expect(report.plan?.size == 5029, "\(String(describing: report.plan))")
+            let name = try #require(report.log)
+            let log = try String(contentsOfFile: SyncRunLog.directory(project: "almalinux", stateDirectory: state) + "/" + name, encoding: .utf8)
+            #expect(log.contains(">f+++++++++ 5000 9/BaseOS/x86_64/os/Packages/a-1.0.rpm"), "\(log)")
+            #expect(log.contains("ignoring unsafe symlink \"escape\" -> \"/etc/passwd\""), "\(log)")
+            #expect(log.contains("# all: exit 0 (success), 2 files, 5010 bytes"), "\(log)")
+            #expect(log.hasSuffix("# ended: success\n"), "\(log)")
+            #expect(!log.contains("xfr#") && !log.contains("\n\n"), "progress lines are counted, not logged, nor empty lines: \(log)")
+            #expect(!FileManager.default.fileExists(atPath: SyncProgress.path(project: "almalinux", stateDirectory: state)), "a finished run leaves no progress file")
+
+            let kept = try SyncHistory.open(stateDirectory: state).record(report)
+            #expect(kept.log == name && kept.size == 5029 && kept.id != nil)
+            try AtomicFile.write(Array(report.json()), to: state + "/almalinux.json")
+            let status = try #require(StatusPage.projects(["almalinux"], stateDirectory: state).first)
+            #expect(status.log == "/status/logs/almalinux/" + name && status.size == 5029 && status.unsafeLinks == 2, "\(status)")
+
+            let server = try await LiveServer.start(configure: {
+                $0.projects = ["almalinux", "ubuntu"]
+                $0.syncStateDirectory = state
+            }) { _ in }
+            let served = try await run("curl", ["-sS", "-w", "%{http_code}", server.base + "/status/logs/almalinux/" + name]).output
+            #expect(served == log + "200")
+            let html = try await run("curl", ["-sS", server.base + "/status"]).output
+            #expect(html.contains("<a href=\"/status/logs/almalinux/\(name)\">log</a> (2 unsafe symlinks left out)") && html.contains("4.9 KiB"), "\(html)")
+            // Only a log of a project of this node, by the name the sync gives it.
+            for path in ["/status/logs/ubuntu/" + name, "/status/logs/almalinux/history.sqlite", "/status/logs/almalinux/..%2F..%2Falmalinux.json", "/status/logs/nosuch/" + name] {
+                let code = try await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", server.base + path]).output
+                #expect(code == "404" || code == "400", "\(path): \(code)")
+            }
+            await server.stop()
+
+            // The newest SyncRunLog.kept of a project stay.
+            for minute in 0..<(SyncRunLog.kept + 3) {
+                _ = SyncRunLog(project: "almalinux", started: Date(timeIntervalSince1970: 1_800_000_000 + Double(minute) * 60), stateDirectory: state)
+            }
+            let names = SyncRunLog.names(project: "almalinux", stateDirectory: state)
+            #expect(names.count == SyncRunLog.kept && !names.contains(name) && names.first == SyncRunLog.fileName(Date(timeIntervalSince1970: 1_800_000_000 + 180)))
+        }
+    }
+
+    @Test("a running sync shows its stage, bytes, files and rate on /status; a run stopped midway reports what it did receive, and its log says how it ended")
+    func progress() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            let state = try ToolRun.scratchDirectory("sync-state")
+            defer { try? FileManager.default.removeItem(atPath: state) }
+            let size = 4 << 20
+            try Self.write(String(repeating: "x", count: size), upstream + "/9/big.iso")
+            // 256 KiB/s for 4 MiB: 16 s, stopped at 8.
+            var sync = ProjectSync(recipe: SyncRecipe(project: "almalinux", bandwidthLimit: "256K"), upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+            sync.lockDirectory = state
+            sync.timeout = .seconds(8)
+            let running = Task { await sync.run() }
+            var seen: SyncProgress?
+            let moving = try await eventually(seconds: 60) {
+                seen = SyncProgress.live(project: "almalinux", stateDirectory: state)
+                return (seen?.stageNumber ?? 0) == 1 && (seen?.bytes ?? 0) > 0
+            }
+            #expect(moving, "no progress while copying: \(String(describing: seen))")
+            if let seen {
+                #expect(seen.plannedBytes == Int64(size) && seen.bytes < Int64(size) && seen.rate > 0 && seen.stages == 1 && seen.stage == "all", "\(seen)")
+            }
+            let status = StatusPage.projects(["almalinux"], stateDirectory: state).first
+            #expect(status?.state == "syncing" && status?.progress != nil, "\(String(describing: status))")
+            #expect(StatusPage.html(node: "n", projects: status.map { [$0] } ?? []).contains("stage 1 of 1 (all), "))
+
+            let report = await running.value
+            #expect(!report.succeeded && report.failure?.contains("longer than") == true, "\(report)")
+            let received = report.stages.last?.bytesReceived ?? 0
+            #expect(report.stages.count == 1 && received > 0 && received < Int64(size), "a stopped run says what it received: \(report)")
+            #expect(!FileManager.default.fileExists(atPath: SyncProgress.path(project: "almalinux", stateDirectory: state)))
+            let log = try String(contentsOfFile: SyncRunLog.directory(project: "almalinux", stateDirectory: state) + "/" + (report.log ?? "?"), encoding: .utf8)
+            #expect(log.hasSuffix("# ended: failed: \(report.failure ?? "")\n"), "\(log)")
+        }
+    }
+
     @Test("changes arrive, what the upstream dropped goes, and no work area is left behind")
     func updates() async throws {
         try await Self.withUpstream { upstream, daemon, root in
@@ -546,6 +636,14 @@ struct SyncTests {
         }
     }
 
+    @Test("a recipe may set its own schedule: interval, jitter, timeout")
+    func recipeSchedule() throws {
+        let recipe = try SyncRecipe.parse("project: archlinux\ninterval: 1h\njitter: 0\ntimeout: 90m\n", file: "archlinux.yaml")
+        #expect(recipe.interval == .seconds(3600) && recipe.jitter == .zero && recipe.timeout == .seconds(5400))
+        let plain = try SyncRecipe.parse("project: gimp\n", file: "gimp.yaml")
+        #expect(plain.interval == nil && plain.jitter == nil && plain.timeout == nil)
+    }
+
     @Test("a bad recipe names every problem with its line")
     func badRecipe() {
         let text = """
@@ -553,6 +651,9 @@ struct SyncTests {
             bwlimit: fast
             io-timeout: 5
             max-delete: 0
+            interval: 1m
+            jitter: soon
+            timeout: 10
             stages:
               - name: first
                 delete: false
@@ -566,6 +667,7 @@ struct SyncTests {
             let described = error.description
             for expected in [
                 "recipes/evil.yaml:1: project", "recipes/evil.yaml:2: bwlimit", "recipes/evil.yaml:3: io-timeout", "recipes/evil.yaml:4: max-delete",
+                "recipes/evil.yaml:5: interval", "recipes/evil.yaml:6: jitter", "recipes/evil.yaml:7: timeout",
                 "stages[0].colour", "the last stage must delete", "surprise",
             ] {
                 #expect(described.contains(expected), "\(expected) missing from: \(described)")
@@ -649,6 +751,27 @@ struct SyncServiceTests {
         let broken = try history.runs(project: "broken")
         #expect(broken.count >= 2 && broken.allSatisfy { $0.state == "failed" && $0.error?.contains("unknown module") == true }, "\(broken)")
         #expect(try history.lastSuccess(project: "broken") == nil && history.lastSuccess(project: "almalinux") == alma.first?.finished)
+
+        // A restart picks up from the last runs: almalinux, synced moments ago, waits out its
+        // hour (it is not synced again at start); broken keeps retrying.
+        let before = SyncPlanFile.load(stateDirectory: state)?.written ?? .distantPast
+        let rerun = RunCounter()
+        let again = SyncService(projects: ["almalinux", "broken"], policy: policy, clock: ContinuousClock(), stateDirectory: state, logger: Logger(label: "test")) {
+            project, _, trigger in
+            await rerun.add(project)
+            let now = Date()
+            return ProjectSync.Report(project: project, upstream: daemon.upstream, started: now, finished: now, succeeded: false, failure: "test")
+        }
+        let restarted = ServiceGroup(services: [again], logger: Logger(label: "test"))
+        let second = Task { try await restarted.run() }
+        #expect(try await eventually { (SyncPlanFile.load(stateDirectory: state)?.written ?? .distantPast) > before })
+        let plan = SyncPlanFile.load(stateDirectory: state)?.projects
+        let last = try #require(alma.first?.finished)
+        #expect(plan?["almalinux"]?.trigger == "interval" && abs((plan?["almalinux"]?.next ?? .distantPast).timeIntervalSince(last) - 3600) < 120, "\(String(describing: plan))")
+        #expect(try await eventually { await rerun.count("broken") >= 1 })
+        await restarted.triggerGracefulShutdown()
+        try await second.value
+        #expect(rerun.count("almalinux") == 0, "a project synced a minute ago was synced again at start")
     }
 }
 
@@ -864,6 +987,8 @@ struct SyncCommandTests {
         let rsyncRunning = { (try? await ToolRun.run("pgrep", ["-f", "rsync .*\(root)/almalinux/"]).status) == 0 }
         #expect(try await eventually(seconds: 60) { await rsyncRunning() }, "the first sync's rsync never started")
 
+        // A sync by hand shows on /status as the service's would.
+        #expect(StatusPage.projects(["almalinux"], stateDirectory: state).first?.state == "syncing")
         let second = try await ToolRun.run(Self.binaries + "/mm-node", arguments + ["--recipes", SyncTests.recipes])
         #expect(second.status == 1, "\(second.combined)")
         #expect(

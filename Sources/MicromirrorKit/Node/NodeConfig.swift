@@ -244,7 +244,7 @@ public struct NodeConfig: Sendable, Equatable {
                 }
             }
             if let value = map.optional("check-interval"), let text = value.nonEmptyString() {
-                if let interval = Self.duration(text), interval >= .seconds(60) { update.checkInterval = interval } else {
+                if let interval = DurationText.parse(text), interval >= .seconds(60) { update.checkInterval = interval } else {
                     value.report("expected a duration of a minute or more like \"6h\", \"30m\" or \"90s\", found \"\(text)\"")
                 }
             }
@@ -308,18 +308,6 @@ public struct NodeConfig: Sendable, Equatable {
     static func isDNSLabel(_ text: String) -> Bool {
         guard !text.isEmpty, text.count <= 63, text.first != "-", text.last != "-" else { return false }
         return text.allSatisfy { ($0.isLowercase && $0.isASCII) || ($0.isNumber && $0.isASCII) || $0 == "-" }
-    }
-
-    /// `90s`, `30m`, `6h`, `1d`.
-    static func duration(_ text: String) -> Duration? {
-        guard let unit = text.last, let count = Int64(text.dropLast()), count > 0 else { return nil }
-        switch unit {
-        case "s": return .seconds(count)
-        case "m": return .seconds(count * 60)
-        case "h": return .seconds(count * 3600)
-        case "d": return .seconds(count * 86400)
-        default: return nil
-        }
     }
 
     static func isMAC(_ text: String) -> Bool {

@@ -11,6 +11,8 @@ enum DeferredAnswer: Sendable {
     case mirrorz(siteURL: String)
     /// `/metrics`: the counters, and the update's state read from its file.
     case metrics
+    /// `/status/logs/PROJECT/NAME`: a sync run's log (the path checked by the responder).
+    case syncLog(path: String)
 
     /// The body, its type and its `Cache-Control`; blocking.
     func make(_ shared: ServeContext) throws -> (body: String, contentType: String, cache: String) {
@@ -21,6 +23,9 @@ enum DeferredAnswer: Sendable {
             return json
                 ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
                 : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
+        case .syncLog(let path):
+            guard let data = FileManager.default.contents(atPath: path) else { throw ServeError("cannot read the sync log \(path)") }
+            return (String(decoding: data, as: UTF8.self), "text/plain; charset=utf-8", "no-store")
         case .metrics:
             shared.metrics.update.record(updateState(configuration))
             return (shared.metrics.prometheusText(), "text/plain; version=0.0.4", "no-store")

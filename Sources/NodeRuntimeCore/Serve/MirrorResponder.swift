@@ -43,6 +43,15 @@ struct MirrorResponder {
         if path.components == ["status"], !path.trailingSlash {
             return Self.deferred(.status(json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
         }
+        if path.components.count == 4, path.components[0] == "status", path.components[1] == "logs", !path.trailingSlash {
+            // A run's log: only a project of this node and a name the sync writes, so nothing
+            // else under the state directory is ever reachable.
+            let (name, log) = (path.components[2], path.components[3])
+            guard shared.configuration.projects.contains(name), SyncRunLog.isLogName(log), let state = shared.configuration.syncStateDirectory,
+                FileManager.default.fileExists(atPath: SyncRunLog.directory(project: name, stateDirectory: state) + "/" + log)
+            else { return simple(.notFound, "no such sync log\n", request: request, allocator: allocator) }
+            return Self.deferred(.syncLog(path: SyncRunLog.directory(project: name, stateDirectory: state) + "/" + log), request: request, allocator: allocator)
+        }
         if path.components == ["jobs"], !path.trailingSlash {
             return Self.deferred(.jobs, request: request, allocator: allocator)
         }

@@ -60,11 +60,15 @@ public struct ProjectSync: Sendable {
         public var bytesTransferred: Int64
         public var bytesReceived: Int64
         public var seconds: Double
+        /// Symlinks `--safe-links` left out (absolute, or pointing out of the tree); nil in reports
+        /// kept by older versions.
+        public var unsafeLinks: Int?
 
         public init(
             name: String, exitCode: Int32, meaning: String, filesTransferred: Int, filesDeleted: Int, bytesTransferred: Int64, bytesReceived: Int64,
-            seconds: Double
+            seconds: Double, unsafeLinks: Int? = nil
         ) {
+            self.unsafeLinks = unsafeLinks
             self.name = name
             self.exitCode = exitCode
             self.meaning = meaning
@@ -84,8 +88,12 @@ public struct ProjectSync: Sendable {
         public var deletions: Int
         /// Bytes the run would copy (new and changed files, whole).
         public var bytes: Int64
+        /// The size of the project as the upstream lists it (every file the recipe keeps); nil in
+        /// reports kept by older versions.
+        public var size: Int64?
 
-        public init(files: Int, deletions: Int, bytes: Int64) {
+        public init(files: Int, deletions: Int, bytes: Int64, size: Int64? = nil) {
+            self.size = size
             self.files = files
             self.deletions = deletions
             self.bytes = bytes
@@ -122,6 +130,8 @@ public struct ProjectSync: Sendable {
         public var freshness: String?
         /// What the dry run found, when one ran.
         public var plan: Plan?
+        /// The run's log (`SyncRunLog`), a file name in `STATE/logs/PROJECT/`, when one was kept.
+        public var log: String?
         public var stages: [StageReport]
 
         public init(
@@ -174,6 +184,18 @@ public struct ProjectSync: Sendable {
             return report
         }
         defer { withExtendedLifetime(lock) {} }
+        let recorder = SyncRunRecorder(project: recipe.project, started: started, stages: recipe.stages.count, stateDirectory: lockDirectory)
+        report.log = recorder.log?.name
+        recorder.log?.note("sync of \(recipe.project) from \(RsyncInvocation.source(upstream: upstream, module: recipe.module)), trigger \(trigger.rawValue)")
+        let finished = await runLocked(report: report, destination: destination, recorder: recorder)
+        recorder.finish(finished)
+        return finished
+    }
+
+    /// The run once it holds the project's lock.
+    private func runLocked(report: Report, destination: String, recorder: SyncRunRecorder) async -> Report {
+        var report = report
+        let started = report.started
         do {
             try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
         } catch {
@@ -200,9 +222,13 @@ public struct ProjectSync: Sendable {
         let logger = self.logger
         let sync = self
         let outcome: Outcome? = await withTaskGroup(of: Outcome?.self) { group in
-            group.addTask { await sync.planAndRun(rsync: rsync, source: source, destination: destination, logger: logger) }
+            group.addTask { await sync.planAndRun(rsync: rsync, source: source, destination: destination, recorder: recorder, logger: logger) }
             group.addTask { [timeout] in
                 try? await Task.sleep(for: timeout)
+                return nil
+            }
+            group.addTask {
+                await recorder.keepSaving()
                 return nil
             }
             let first = await group.next() ?? nil
@@ -211,6 +237,7 @@ public struct ProjectSync: Sendable {
         }
         report.finished = Date()
         guard let outcome else {
+            report.stages = recorder.stopped()
             if Task.isCancelled {
                 // Kept for the next run to resume from, even when space is short: mm-node is ending.
                 report.failure = "the run was stopped (mm-node was asked to end)"
@@ -268,7 +295,7 @@ public struct ProjectSync: Sendable {
     }
 
     /// The dry run, the deletion guard and the disk budget, then the stages in order.
-    func planAndRun(rsync: String, source: String, destination: String, logger: Logger) async -> Outcome {
+    func planAndRun(rsync: String, source: String, destination: String, recorder: SyncRunRecorder, logger: Logger) async -> Outcome {
         let project = recipe.project
         let recipe = effectiveRecipe
         // An upstream that is itself being updated (ftpsync's marker at the top of the archive) is
@@ -279,9 +306,15 @@ public struct ProjectSync: Sendable {
                 filesTransferred: 0, filesDeleted: 0, bytesTransferred: 0, bytesReceived: 0, seconds: 0
             ))
         }
-        let (planned, stats) = await Self.execute(rsync, RsyncInvocation.plan(recipe: recipe, source: source, destination: destination), stage: "plan")
+        let (planned, stats) = await Self.execute(
+            rsync, RsyncInvocation.plan(recipe: recipe, source: source, destination: destination), stage: "plan", number: 0, recorder: recorder
+        )
         guard stats.succeeded else { return .planFailed(planned) }
-        let plan = Plan(files: max(0, stats.files - stats.filesCreated + stats.filesDeleted), deletions: stats.filesDeleted, bytes: stats.bytesTransferred)
+        let plan = Plan(
+            files: max(0, stats.files - stats.filesCreated + stats.filesDeleted), deletions: stats.filesDeleted, bytes: stats.bytesTransferred,
+            size: stats.totalFileSize
+        )
+        recorder.planned(bytes: plan.bytes)
         logger.info("sync plan", metadata: ["project": "\(project)", "files": "\(plan.files)", "deletions": "\(plan.deletions)", "bytes": "\(plan.bytes)"])
         let limit = recipe.maxDelete.limit(files: plan.files)
         if plan.deletions > limit {
@@ -301,12 +334,12 @@ public struct ProjectSync: Sendable {
         }
         await betweenPlanAndRun?()
         var done: [StageReport] = []
-        for stage in recipe.stages {
+        for (number, stage) in zip(1..., recipe.stages) {
             let arguments = RsyncInvocation.arguments(
                 recipe: recipe, stage: stage, source: source, destination: destination, maxDelete: allowDeletions ? max(limit, plan.deletions + 1000) : limit
             )
             logger.info("sync stage", metadata: ["project": "\(project)", "stage": "\(stage.name)", "source": "\(source)"])
-            let (stageReport, _) = await Self.execute(rsync, arguments, stage: stage.name)
+            let (stageReport, _) = await Self.execute(rsync, arguments, stage: stage.name, number: number, recorder: recorder)
             done.append(stageReport)
             logger.info(
                 "sync stage done",
@@ -328,7 +361,7 @@ public struct ProjectSync: Sendable {
             output: .string(limit: 4 << 20), error: .discarded
         )
         guard let listed, case .exited(0) = listed.terminationStatus else { return nil }
-        for line in (listed.standardOutput ?? "").split(separator: "\n") {
+        for line in listed.standardOutput.split(separator: "\n") {
             if let name = line.split(separator: " ").last, name.hasPrefix("Archive-Update-in-Progress-") { return String(name) }
         }
         return nil
@@ -457,42 +490,62 @@ public struct ProjectSync: Sendable {
         return names.allSatisfy { sameContents(a + "/" + $0, b + "/" + $0) }
     }
 
-    /// Runs rsync once; its exit status and `--stats` become the stage's report.
-    static func execute(_ rsync: String, _ arguments: [String], stage: String) async -> (StageReport, RsyncResult) {
+    /// Runs rsync once, reading what it says as it says it (`recorder`: the log, the progress);
+    /// its exit status and figures become the stage's report.
+    static func execute(_ rsync: String, _ arguments: [String], stage: String, number: Int, recorder: SyncRunRecorder) async -> (StageReport, RsyncResult) {
         let clock = ContinuousClock()
         let start = clock.now
         var options = PlatformOptions()
         // A stopped run: give rsync a moment to clean up, then kill it.
         options.teardownSequence = [.send(signal: .terminate, allowedDurationToNextStep: .seconds(5))]
-        var result = RsyncResult(exitCode: -1)
-        var errorText = ""
+        let arguments = ["--info=" + RsyncOutput.info, "--out-format=" + RsyncOutput.format] + arguments
+        recorder.begin(stage: stage, number: number, arguments: arguments)
+        var exitCode: Int32 = -1
+        var errorLines: [String] = []
         do {
             let outcome = try await Subprocess.run(
-                .path(FilePath(rsync)), arguments: Arguments(arguments), platformOptions: options, input: .none, output: .string(limit: 1 << 20),
-                error: .string(limit: 1 << 20)
-            )
-            switch outcome.terminationStatus {
-            case .exited(let code): result.exitCode = code
-            case .signaled: result.exitCode = 20
+                .path(FilePath(rsync)), arguments: Arguments(arguments), platformOptions: options, input: .none, output: .sequence, error: .sequence
+            ) { execution in
+                // Both streams at once: rsync blocks on a full pipe either way.
+                async let said: Void = {
+                    do { for try await line in execution.standardOutput.strings() { recorder.read(line[...]) } } catch {}
+                }()
+                var complaints: [String] = []
+                do {
+                    for try await line in execution.standardError.strings() {
+                        recorder.read(line[...])
+                        if complaints.count < 200 { complaints.append(line) }
+                    }
+                } catch {}
+                await said
+                return complaints
             }
-            result.readStats(outcome.standardOutput)
-            errorText = outcome.standardError
+            switch outcome.terminationStatus {
+            case .exited(let code): exitCode = code
+            case .signaled: exitCode = 20
+            }
+            errorLines = outcome.closureResult
         } catch {
-            errorText = "\(error)"
+            errorLines = ["\(error)"]
         }
+        let output = recorder.end()
+        var result = output.result
+        result.exitCode = exitCode
         let elapsed = clock.now - start
         var meaning = result.meaning
         // The daemon's own words (`@ERROR: Unknown module`) or rsync's first complaint say more
         // than its closing "rsync error: ... (code 5)" line.
-        let lines = errorText.split(separator: "\n").filter { !$0.isEmpty }
+        let lines = errorLines.filter { !$0.isEmpty && !$0.hasPrefix("ignoring unsafe symlink") }
         if !result.succeeded, let said = lines.first(where: { $0.hasPrefix("@ERROR") }) ?? lines.first(where: { $0.hasPrefix("rsync: ") }) ?? lines.last {
             meaning += " — rsync said: \(said)"
         }
+        recorder.log?.note("\(stage): exit \(exitCode) (\(result.meaning)), \(result.filesTransferred) files, \(result.bytesTransferred) bytes, \(result.filesDeleted) deleted")
         let report = StageReport(
             name: stage, exitCode: result.exitCode, meaning: meaning, filesTransferred: result.filesTransferred, filesDeleted: result.filesDeleted,
             bytesTransferred: result.bytesTransferred, bytesReceived: result.bytesReceived,
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, unsafeLinks: output.unsafeLinks
         )
+        recorder.ended(report)
         return (report, result)
     }
 }

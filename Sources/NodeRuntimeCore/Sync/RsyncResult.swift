@@ -16,6 +16,8 @@ public struct RsyncResult: Sendable, Equatable {
     public var files: Int = 0
     /// Of those, the ones the destination did not have (`Number of created files`).
     public var filesCreated: Int = 0
+    /// Size of every file in the upstream's list (`Total file size`): the project's size.
+    public var totalFileSize: Int64 = 0
 
     public init(exitCode: Int32) { self.exitCode = exitCode }
 
@@ -62,6 +64,7 @@ public struct RsyncResult: Sendable, Equatable {
             case "Total bytes received": bytesReceived = value
             case "Number of files": files = Int(value)
             case "Number of created files": filesCreated = Int(value)
+            case "Total file size": totalFileSize = value
             default: continue
             }
         }

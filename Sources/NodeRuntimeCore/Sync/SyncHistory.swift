@@ -35,6 +35,10 @@ public final class SyncHistory: Sendable {
         public var error: String?
         /// Set when the run found the upstream unchanged and copied nothing.
         public var skipped: Bool
+        /// The run's log in `STATE/logs/PROJECT/`, when one was kept.
+        public var log: String?
+        /// The project's size as the upstream listed it, when the run's dry run got that far.
+        public var size: Int64?
 
         public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
     }
@@ -79,27 +83,33 @@ public final class SyncHistory: Sendable {
             }
             try db.create(index: "runs_by_project", on: "runs", columns: ["project", "finished"])
         }
+        migrator.registerMigration("runs: log and size") { db in
+            try db.alter(table: "runs") { table in
+                table.add(column: "log", .text)
+                table.add(column: "size", .integer)
+            }
+        }
         return migrator
     }
 
     /// Keeps one finished run; returns it as kept.
     @discardableResult
     public func record(_ report: ProjectSync.Report, freshness: String? = nil) throws -> Run {
-        var run = Run(
+        let run = Run(
             id: nil, project: report.project, started: report.started, finished: report.finished, state: StatusPage.state(report),
             trigger: report.trigger, bytes: report.stages.reduce(0) { $0 + $1.bytesReceived },
             files: report.stages.reduce(0) { $0 + $1.filesTransferred }, deletions: report.stages.reduce(0) { $0 + $1.filesDeleted },
-            freshness: freshness, error: report.failure, skipped: report.skipped != nil
+            freshness: freshness, error: report.failure, skipped: report.skipped != nil, log: report.log, size: report.plan?.size
         )
-        try database.write { db in
-            try run.insert(db)
+        return try database.write { db in
+            let kept = try run.inserted(db)
             // Beyond the newest keptRuns of this project, the oldest go.
             try db.execute(
                 sql: "DELETE FROM runs WHERE project = ? AND id <= (SELECT id FROM runs WHERE project = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 arguments: [report.project, report.project, Self.keptRuns]
             )
+            return kept
         }
-        return run
     }
 
     /// The newest runs of `project` (of every project when nil), newest first.
@@ -115,6 +125,21 @@ public final class SyncHistory: Sendable {
     public func lastSuccess(project: String) throws -> Date? {
         try database.read { db in
             try Run.filter(Column("project") == project && Column("state") == "success").order(Column("id").desc).fetchOne(db)?.finished
+        }
+    }
+
+    /// The runs of `project` that failed (or were refused) since its last success, up to `limit`.
+    public func failuresSinceSuccess(project: String, limit: Int = 20) throws -> Int {
+        try database.read { db in
+            let states = try String.fetchAll(db, sql: "SELECT state FROM runs WHERE project = ? ORDER BY id DESC LIMIT ?", arguments: [project, limit])
+            return states.prefix { $0 != "success" }.count
+        }
+    }
+
+    /// The project's size as its newest run that listed the upstream found it.
+    public func lastSize(project: String) throws -> Int64? {
+        try database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT size FROM runs WHERE project = ? AND size IS NOT NULL ORDER BY id DESC LIMIT 1", arguments: [project])
         }
     }
 

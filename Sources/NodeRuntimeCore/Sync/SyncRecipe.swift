@@ -14,6 +14,9 @@ import MicromirrorKit
 /// max-delete: 10%           # a run that would delete more of the tree (or a count: 5000) is
 ///                           # refused before it changes anything (default 10%, at least 10 files)
 /// exclude: ["*.iso.zsync"]  # for every stage
+/// interval: 6h              # schedule: a run this long after the last success (default 3h),
+/// jitter: 30m               # plus a random part of this (default 30m; 0 for none),
+/// timeout: 4h               # and a run is stopped after this (default 6h)
 /// stages:                   # default: one stage that also deletes
 ///   - name: packages        # new payloads first, indexes held back, nothing deleted
 ///     exclude: ["Packages*", "Sources*", "Release*", "InRelease", "i18n/*"]
@@ -85,6 +88,12 @@ public struct SyncRecipe: Sendable, Equatable {
     /// are as we have them and the last run succeeded, a run fetches only these and stops: the
     /// upstream is spared walking the whole tree.
     public var freshness: [String]
+    /// How often the project syncs, when it says (the node's default otherwise).
+    public var interval: Duration?
+    /// The random part added to each interval, when it says.
+    public var jitter: Duration?
+    /// How long a whole run may take before it is stopped, when it says.
+    public var timeout: Duration?
 
     public init(
         project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: DeleteLimit = .share(0.1), exclude: [String] = [],
@@ -137,6 +146,21 @@ public struct SyncRecipe: Sendable, Equatable {
                 recipe.maxDelete = .count(count)
             } else {
                 value.report("expected a share of the tree such as 10% (more than 0, at most 100) or a count of files, at least 1")
+            }
+        }
+        if let value = root.optional("interval"), let text = value.nonEmptyString() {
+            if let interval = DurationText.parse(text), interval >= .seconds(300) { recipe.interval = interval } else {
+                value.report("expected a duration of 5 minutes or more like \"6h\" or \"90m\", found \"\(text)\"")
+            }
+        }
+        if let value = root.optional("jitter"), let text = value.nonEmptyString() {
+            if text == "0" { recipe.jitter = .zero } else if let jitter = DurationText.parse(text) { recipe.jitter = jitter } else {
+                value.report("expected a duration like \"30m\" or 0 for none, found \"\(text)\"")
+            }
+        }
+        if let value = root.optional("timeout"), let text = value.nonEmptyString() {
+            if let timeout = DurationText.parse(text), timeout >= .seconds(60) { recipe.timeout = timeout } else {
+                value.report("expected a duration of a minute or more like \"6h\", found \"\(text)\"")
             }
         }
         if let value = root.optional("exclude"), let patterns = value.stringList() {

@@ -4,8 +4,9 @@
 ///
 /// - Every project runs at most once at a time, and at most `maxConcurrent` projects run at once
 ///   (upstreams cap connections per address).
-/// - Each project runs every `interval` plus a random part of `jitter`, so a fleet does not hit the
-///   upstream at the same minute (Arch's mirror rules ask for a random minute).
+/// - Each project runs every `interval` plus a random part of `jitter` (its recipe's, or the
+///   policy's), so a fleet does not hit the upstream at the same minute (Arch's mirror rules ask
+///   for a random minute). After a restart it picks up from each project's last run.
 /// - A push (the upstream says the project changed) makes it due now; pushes that arrive while it
 ///   runs collapse into one follow-up run right after, so the last change is never missed.
 /// - A failed run is retried after `retryBase`, doubling up to `retryMax`; a success resets that.
@@ -16,9 +17,37 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
         public var retryBase: Duration = .seconds(5 * 60)
         public var retryMax: Duration = .seconds(3600)
         public var maxConcurrent = 2
+        /// A project's own interval and jitter (its recipe's), instead of the two above.
+        public var timings: [String: Timing] = [:]
 
         public init() {}
+
+        /// The interval and jitter of `project`.
+        public func timing(_ project: String) -> Timing { timings[project] ?? Timing(interval: interval, jitter: jitter) }
     }
+
+    /// How often one project runs.
+    public struct Timing: Sendable, Equatable {
+        public var interval: Duration
+        public var jitter: Duration
+
+        public init(interval: Duration, jitter: Duration) {
+            self.interval = interval
+            self.jitter = jitter
+        }
+    }
+
+    /// How a project's last run (in an earlier life of the node) ended, and how long ago: where
+    /// the schedule picks up after a restart.
+    public enum Previous: Sendable, Equatable {
+        case succeeded(ago: Duration)
+        /// `failures`: the failed runs in a row it ended.
+        case failed(ago: Duration, failures: Int)
+    }
+
+    /// At start-up an overdue project waits at most this random part of its jitter (the fleet
+    /// does not all come back at the same second, nor does a late project wait long).
+    public static var overdueJitterMax: Duration { .seconds(300) }
 
     /// Why a project's run starts.
     public enum Trigger: String, Sendable, Equatable, Codable {
@@ -52,18 +81,43 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
     private var order: [String]
     private var random: any RandomNumberGenerator & Sendable
 
-    /// Every project starts due at `now` plus a random part of the jitter (a node that boots does
-    /// not sync everything in the same second), except those in `neverSynced`: a new node has
-    /// nothing to serve until they arrive, so they are due at once (`maxConcurrent` still holds).
+    /// Where each project starts:
+    /// - in `neverSynced`: due at once (a new node has nothing to serve until they arrive;
+    ///   `maxConcurrent` still holds);
+    /// - with a `previous` success: due when its interval since that run is up (no resync of a
+    ///   project synced a minute ago), or soon (a random part of `overdueJitterMax`) when overdue;
+    /// - with a `previous` failure: its retry, the backoff counted from that run;
+    /// - otherwise: `now` plus a random part of its jitter (a node that boots does not sync
+    ///   everything in the same second).
     public init(
-        projects: [String], policy: Policy, now: Instant, neverSynced: Set<String> = [], random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
+        projects: [String], policy: Policy, now: Instant, neverSynced: Set<String> = [], previous: [String: Previous] = [:],
+        random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
     ) {
         self.policy = policy
         self.order = projects
         self.random = random
         for project in projects {
-            states[project] = .waiting(until: neverSynced.contains(project) ? now : now.advanced(by: randomJitter()))
             triggers[project] = .startUp
+            if neverSynced.contains(project) {
+                states[project] = .waiting(until: now)
+                continue
+            }
+            switch previous[project] {
+            case .succeeded(let ago):
+                let remaining = policy.timing(project).interval - ago
+                if remaining > .zero {
+                    states[project] = .waiting(until: now.advanced(by: remaining + randomJitter(project)))
+                    triggers[project] = .interval
+                } else {
+                    states[project] = .waiting(until: now.advanced(by: randomJitter(project, atMost: Self.overdueJitterMax)))
+                }
+            case .failed(let ago, let count):
+                failures[project] = max(1, count)
+                states[project] = .waiting(until: now.advanced(by: max(.zero, backoff(max(1, count)) - ago)))
+                triggers[project] = .retry
+            case nil:
+                states[project] = .waiting(until: now.advanced(by: randomJitter(project)))
+            }
         }
     }
 
@@ -106,7 +160,7 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
             states[project] = .waiting(until: now)
             triggers[project] = .push
         } else if succeeded {
-            states[project] = .waiting(until: now.advanced(by: policy.interval + randomJitter()))
+            states[project] = .waiting(until: now.advanced(by: policy.timing(project).interval + randomJitter(project)))
             triggers[project] = .interval
         } else {
             states[project] = .waiting(until: now.advanced(by: backoff(failures[project] ?? 1)))
@@ -131,8 +185,9 @@ public struct SyncSchedule<Instant: InstantProtocol & Sendable>: Sendable where 
         return min(delay, policy.retryMax)
     }
 
-    private mutating func randomJitter() -> Duration {
-        let (seconds, _) = policy.jitter.components
+    private mutating func randomJitter(_ project: String, atMost cap: Duration? = nil) -> Duration {
+        let jitter = policy.timing(project).jitter
+        let (seconds, _) = (cap.map { min($0, jitter) } ?? jitter).components
         guard seconds > 0 else { return .zero }
         return .seconds(Int64.random(in: 0...seconds, using: &random))
     }

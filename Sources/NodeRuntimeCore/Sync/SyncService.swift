@@ -58,7 +58,9 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
         // What each project's last run did, from the state files of earlier lives too.
         var previous: [String: ProjectSync.Report] = [:]
         for project in projects { previous[project] = loadState(project) }
-        var schedule = SyncSchedule(projects: projects, policy: policy, now: clock.now, neverSynced: Set(projects.filter { previous[$0] == nil }))
+        var schedule = SyncSchedule(
+            projects: projects, policy: policy, now: clock.now, neverSynced: Set(projects.filter { previous[$0] == nil }), previous: lastRuns(previous)
+        )
         var running: [String: Task<Void, Never>] = [:]
         var since: [String: Date] = [:]
         var timer: Task<Void, Never>?
@@ -127,6 +129,23 @@ public final class SyncService<C: Clock>: Service, Sendable where C.Duration == 
 
     private static func seconds(_ duration: Duration) -> TimeInterval {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// How each project's last run ended and how long ago (wall clock: the runs were in an earlier
+    /// life of the node), so the schedule picks up where it was.
+    private func lastRuns(_ reports: [String: ProjectSync.Report]) -> [String: SyncSchedule<C.Instant>.Previous] {
+        let now = Date()
+        var result: [String: SyncSchedule<C.Instant>.Previous] = [:]
+        for (project, report) in reports {
+            let ago = Duration.seconds(max(0, now.timeIntervalSince(report.finished)))
+            if report.succeeded {
+                result[project] = .succeeded(ago: ago)
+            } else {
+                let failures = (try? history?.failuresSinceSuccess(project: project)) ?? 1
+                result[project] = .failed(ago: ago, failures: max(1, failures))
+            }
+        }
+        return result
     }
 
     /// The report kept by an earlier run, if there is a readable one.

@@ -29,6 +29,14 @@ public enum StatusPage {
         public var nextRun: Date?
         /// `rsync://…/MODULE/` it syncs from, as the last run said.
         public var upstream: String?
+        /// Where the running sync stands (stage, bytes and files so far, rate), while one runs.
+        public var progress: SyncProgress?
+        /// The last run's log, `/status/logs/PROJECT/NAME`, when one was kept.
+        public var log: String?
+        /// The project's size as the upstream lists it (the newest dry run's count).
+        public var size: Int64?
+        /// Symlinks the last run left out because they point out of the tree.
+        public var unsafeLinks: Int?
     }
 
     struct Page: Codable {
@@ -51,21 +59,36 @@ public enum StatusPage {
         let plan = stateDirectory.flatMap { SyncPlanFile.load(stateDirectory: $0) }
         return names.map { name in
             let planned = plan?.projects[name]
+            // A run in progress, whether the service or `mm-node sync` by hand started it.
+            let progress = stateDirectory.flatMap { SyncProgress.live(project: name, stateDirectory: $0, now: now) }
+            let syncing = planned?.running ?? progress?.started
             guard let report = stateDirectory.flatMap({ ProjectSync.Report.load(path: $0 + "/" + name + ".json") }) else {
-                var project = Project(name: name, state: planned?.running != nil ? "syncing" : "never")
-                project.syncingSince = planned?.running
+                var project = Project(name: name, state: syncing != nil ? "syncing" : "never")
+                project.syncingSince = syncing
                 project.nextRun = planned?.next
+                project.progress = progress
                 return project
             }
             let lastSuccess = report.succeeded ? report.finished : (try? history?.lastSuccess(project: name)) ?? nil
-            return Project(
-                name: name, state: planned?.running != nil ? "syncing" : state(report), lastFinished: report.finished, lastStarted: report.started,
+            var project = Project(
+                name: name, state: syncing != nil ? "syncing" : state(report), lastFinished: report.finished, lastStarted: report.started,
                 seconds: report.finished.timeIntervalSince(report.started), filesTransferred: report.stages.reduce(0) { $0 + $1.filesTransferred },
                 bytesReceived: report.stages.reduce(Int64(0)) { $0 + $1.bytesReceived }, failure: report.failure, skipped: report.skipped,
                 lastSuccess: lastSuccess, stale: lastSuccess.map { now.timeIntervalSince($0) > staleAfter } ?? true, trigger: report.trigger,
-                syncingSince: planned?.running, nextRun: planned?.next, upstream: report.upstream + name + "/"
+                syncingSince: syncing, nextRun: planned?.next, upstream: report.upstream + name + "/"
             )
+            project.progress = progress
+            project.log = report.log.map { logPath(project: name, log: $0) }
+            project.size = report.plan?.size ?? ((try? history?.lastSize(project: name)) ?? nil)
+            let unsafe = report.stages.reduce(0) { $0 + ($1.unsafeLinks ?? 0) }
+            project.unsafeLinks = report.stages.contains { $0.unsafeLinks != nil } ? unsafe : nil
+            return project
         }
+    }
+
+    /// Where `/status` serves a run's log.
+    public static func logPath(project: String, log: String) -> String {
+        "/status/logs/" + DirectoryListing.percentEncode(project) + "/" + log
     }
 
     /// The projects in tunasync's `/jobs` shape (what its web pages and the dashboards built on it
@@ -88,7 +111,7 @@ public enum StatusPage {
                 name: project.name, is_master: true, status: status, last_update: text(project.lastSuccess), last_update_ts: stamp(project.lastSuccess),
                 last_started: text(started), last_started_ts: stamp(started), last_ended: text(project.lastFinished),
                 last_ended_ts: stamp(project.lastFinished), next_schedule: text(project.nextRun), next_schedule_ts: stamp(project.nextRun),
-                upstream: project.upstream ?? "", size: "unknown"
+                upstream: project.upstream ?? "", size: project.size.map { ByteSize.format($0) } ?? "unknown"
             )
         }
         return encode(jobs)
@@ -126,7 +149,7 @@ public enum StatusPage {
             }
             if project.state != "success", project.lastSuccess != nil { status += "O" + ts(project.lastSuccess) }
             if project.nextRun != nil { status += "X" + ts(project.nextRun) }
-            return MirrorZ.Mirror(cname: project.name, desc: "", url: "/" + project.name, status: status, help: "", upstream: project.upstream ?? "", size: "")
+            return MirrorZ.Mirror(cname: project.name, desc: "", url: "/" + project.name, status: status, help: "", upstream: project.upstream ?? "", size: project.size.map { ByteSize.format($0) } ?? "")
         }
         let url = siteURL.hasSuffix("/") ? String(siteURL.dropLast()) : siteURL
         return encode(MirrorZ(version: 1.7, site: .init(url: url, abbr: node, name: node), info: [], mirrors: mirrors))
@@ -194,7 +217,7 @@ public enum StatusPage {
             case "success": result = project.skipped != nil ? "up to date (upstream unchanged)" : "ok"
             case "failed": result = "failed: " + e(project.failure ?? "?")
             case "refused-by-guard", "refused-by-disk-budget": result = e(project.failure ?? "refused")
-            case "syncing": result = "syncing since " + (project.syncingSince.map { "\(age(now.timeIntervalSince($0))) ago" } ?? "?")
+            case "syncing": result = "syncing since " + (project.syncingSince.map { "\(age(now.timeIntervalSince($0))) ago" } ?? "?") + (project.progress.map(progressText) ?? "")
             default: result = "not synced yet"
             }
             let finished = project.lastFinished.map { "\(HTTPDate.format(Int($0.timeIntervalSince1970))) (\(age(now.timeIntervalSince($0))) ago)" } ?? "-"
@@ -203,8 +226,11 @@ public enum StatusPage {
             let next = project.nextRun.map { $0 > now ? "in \(age($0.timeIntervalSince(now)))" : "now" } ?? "-"
             let data = project.bytesReceived.map { ByteSize.format($0) } ?? "-"
             let files = project.filesTransferred.map(String.init) ?? "-"
+            let size = project.size.map { ByteSize.format($0) } ?? "-"
+            var notes = project.log.map { " <a href=\"\($0)\">log</a>" } ?? ""
+            if let unsafe = project.unsafeLinks, unsafe > 0 { notes += " (\(unsafe) unsafe symlink\(unsafe == 1 ? "" : "s") left out)" }
             rows += "<tr class=\"\(e(project.state))\"><td><a href=\"/\(DirectoryListing.percentEncode(project.name))/\">\(e(project.name))</a></td>"
-                + "<td>\(result)</td><td>\(finished)</td><td>\(good)</td><td>\(next)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td></tr>\n"
+                + "<td>\(result)\(notes)</td><td>\(finished)</td><td>\(good)</td><td>\(next)</td><td class=\"n\">\(files)</td><td class=\"n\">\(data)</td><td class=\"n\">\(size)</td></tr>\n"
         }
         return """
             <!DOCTYPE html>
@@ -212,7 +238,7 @@ public enum StatusPage {
             <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td,tr.refused-by-guard td,tr.refused-by-disk-budget td{color:#a00}.bad{color:#a00}</style></head>
             <body><h1>\(e(node)): mirror status</h1>
             <table>
-            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Last good sync</th><th>Next</th><th>Files copied</th><th>Received</th></tr>
+            <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Last good sync</th><th>Next</th><th>Files copied</th><th>Received</th><th>Size</th></tr>
             \(rows)</table>
             \(update.map { updateSection($0, now: now) } ?? "")
             <p>As JSON: <a href="/status?format=json">/status?format=json</a>; for dashboards: <a href="/jobs">/jobs</a> (tunasync), <a href="/mirrorz.json">/mirrorz.json</a> (MirrorZ). Counters: <a href="/metrics">/metrics</a>.
@@ -220,6 +246,13 @@ public enum StatusPage {
             </body></html>
 
             """
+    }
+
+    /// `: stage 2 of 2 (indexes), 1.2 GiB of 3.4 GiB, 812 files, 24.5 MiB/s`.
+    static func progressText(_ progress: SyncProgress) -> String {
+        let stage = progress.stageNumber == 0 ? "dry run" : "stage \(progress.stageNumber) of \(progress.stages) (\(DirectoryListing.escape(progress.stage)))"
+        let bytes = ByteSize.format(progress.bytes) + (progress.plannedBytes.map { " of " + ByteSize.format($0) } ?? "")
+        return ": \(stage), \(bytes), \(progress.files) files, \(ByteSize.format(Int64(progress.rate)))/s"
     }
 
     /// The image and slot this node runs, and where its update stands.
