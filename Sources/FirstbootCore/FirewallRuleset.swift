@@ -2,11 +2,12 @@ import Foundation
 import MicromirrorKit
 
 /// The nftables ruleset: DSCP CS1 on all egress (unless the node opted out) and an input policy
-/// that admits ICMP and the ports something on the node listens on (ssh, http) and drops the rest.
+/// that admits ICMP and the ports something on the node listens on (ssh, http, rsync) and drops the rest.
 public enum FirewallRuleset {
     public static let table = "micromirror"
-    /// sshd and mm-node's HTTP server; open 443 or 873 only once something serves them.
-    public static let openPorts = [22, 80]
+    /// sshd, mm-node's HTTP server and the rsync daemon for downstream mirrors; open 443 only
+    /// once something serves it.
+    public static let openPorts = [22, 80, 873]
 
     public static func render(_ config: NodeConfig) -> String {
         var text = """

@@ -198,11 +198,11 @@ struct RenderTests {
         #expect(marked.contains("ip dscp set cs1"))
         #expect(marked.contains("ip6 dscp set cs1"))
         #expect(marked.contains("hook postrouting"))
-        #expect(marked.contains("tcp dport { 22, 80 }"))
+        #expect(marked.contains("tcp dport { 22, 80, 873 }"))
         #expect(marked.contains("policy drop"))
         let optedOut = FirewallRuleset.render(try NodeConfig.parse(node([("network:\n", "network:\n  dscp: none\n")]), file: "n.yaml"))
         #expect(!optedOut.contains("dscp set"))
-        #expect(optedOut.contains("tcp dport { 22, 80 }"))
+        #expect(optedOut.contains("tcp dport { 22, 80, 873 }"))
     }
 
     @Test("nft itself accepts both rulesets")

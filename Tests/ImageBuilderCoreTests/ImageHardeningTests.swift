@@ -10,7 +10,7 @@ struct ImageHardeningTests {
     /// The units the image ships (everything of ours that runs).
     static let units = [
         "mm-firstboot.service", "mm-boot-status.service", "mm-node-serve.service", "mm-node-sync.service", "mm-srv-layout.service", "mm-node-health.service",
-        "mm-node-update.service",
+        "mm-node-update.service", "mm-rsyncd.service",
     ]
 
     /// Mounts slot A's erofs read-only for `body`.
@@ -54,6 +54,13 @@ struct ImageHardeningTests {
             let mirrorGroup = try #require(group.split(separator: "\n").first { $0.hasPrefix("mirror:") })
             #expect(!mirrorGroup.contains("mm-serve"), "mm-serve must not be in group mirror: \(mirrorGroup)")
             #expect(!group.split(separator: "\n").contains { $0.hasSuffix("mm-serve") && !$0.hasPrefix("mm-serve:") }, "mm-serve is in no other group")
+            // The rsync daemon for downstream mirrors: its own user, in no group but its own, as the server.
+            #expect(passwd.contains("\nmm-rsync:x:853:853:"), "\(passwd)")
+            #expect(!group.split(separator: "\n").contains { $0.contains("mm-rsync") && !$0.hasPrefix("mm-rsync:") }, "mm-rsync is in no other group")
+            let rsyncd = try Self.read(root, "/usr/lib/systemd/system/mm-rsyncd.service")
+            #expect(rsyncd.contains("User=mm-rsync") && rsyncd.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n") && rsyncd.contains("mm-node rsyncd-config"))
+            let wanted = try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/etc/systemd/system/multi-user.target.wants/mm-rsyncd.service")
+            #expect(wanted?.hasSuffix("/systemd/system/mm-rsyncd.service") == true, "mm-rsyncd is not enabled")
             let serve = try Self.read(root, "/usr/lib/systemd/system/mm-node-serve.service")
             #expect(serve.contains("User=mm-serve") && serve.contains("--services serve") && serve.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"))
             #expect(serve.contains("RequiresMountsFor=/srv"))

@@ -46,7 +46,7 @@ struct QEMUBootTests {
         echo "listening=$(ss -Hltn | awk '{print $4}' | grep -v -e '^127\.' -e '^\[::1\]' | sed 's/.*://' | sort -un | tr '\n' ' ')"
         echo "udp-listening=$(ss -Hlun | awk '{print $4}' | grep -v -e '^127\.' -e '^\[::1\]' | sed 's/.*://' | sort -un | tr '\n' ' ')"
         echo "firewall=$(nft list table inet micromirror | grep -o 'tcp dport {[^}]*}')"
-        echo "node-users=$(for u in mm-node-serve mm-node-sync mm-node-update; do echo "$u:$(ps -o user= -p "$(systemctl show -p MainPID --value $u)")"; done | tr '\n' ' ')"
+        echo "node-users=$(for u in mm-node-serve mm-rsyncd mm-node-sync mm-node-update; do echo "$u:$(ps -o user= -p "$(systemctl show -p MainPID --value $u)")"; done | tr '\n' ' ')"
         echo "owners=$(stat -c '%U:%G:%a' /srv/mirror /srv/state/sync /srv/log | tr '\n' ' ')"
         # Pre-release content as rsync stages it (mode 0750, owned by mirror) is not served; public content is.
         install -d -o mirror -g mirror -m 0755 /srv/mirror/mmtest
@@ -57,7 +57,17 @@ struct QEMUBootTests {
         echo "public=$(get /mmtest/public.txt)"
         echo "staged=$(get /mmtest/staged/secret.txt)"
         rm -rf /srv/mirror/mmtest
-        for unit in mm-firstboot.service mm-boot-status.service mm-node-serve.service mm-node-sync.service mm-srv-layout.service; do
+        # The rsync daemon for downstream mirrors: a module per project; the same rule for staged content.
+        install -d -o mirror -g mirror -m 0755 /srv/mirror/almalinux /srv/mirror/almalinux/mmtest
+        install -d -o mirror -g mirror -m 0750 /srv/mirror/almalinux/mmtest/staged
+        echo public | install -o mirror -g mirror -m 0644 /dev/stdin /srv/mirror/almalinux/mmtest/public.txt
+        echo secret | install -o mirror -g mirror -m 0640 /dev/stdin /srv/mirror/almalinux/mmtest/staged/secret.txt
+        echo "rsync-modules=$(rsync --contimeout=5 rsync://127.0.0.1/ | awk '{print $1}' | tr '\n' ' ')"
+        rm -rf /tmp/pull; rsync -r --contimeout=5 rsync://127.0.0.1/almalinux/mmtest/ /tmp/pull/ >/dev/null 2>&1
+        echo "rsync-pulled=$(cd /tmp/pull && find . -type f | sort | tr '\n' ' ')"
+        echo "rsync-checksum=$(rsync -r --checksum --contimeout=5 rsync://127.0.0.1/almalinux/mmtest/ /tmp/pull2/ 2>&1 | grep -c 'refuse')"
+        rm -rf /srv/mirror/almalinux/mmtest /tmp/pull
+        for unit in mm-firstboot.service mm-boot-status.service mm-node-serve.service mm-rsyncd.service mm-node-sync.service mm-srv-layout.service; do
           echo "exposure $unit=$(systemd-analyze security --no-pager "$unit" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
         done
         """#
@@ -111,15 +121,20 @@ struct QEMUBootTests {
         #expect(first["llmnr"]?.contains("yes") == false && first["llmnr"]?.contains("Global: no") == true, "LLMNR: \(first["llmnr"] ?? "-")")
         #expect(first["mdns"]?.contains("yes") == false && first["mdns"]?.contains("Global: no") == true, "mDNS: \(first["mdns"] ?? "-")")
         // The firewall opens exactly the TCP ports something listens on beyond loopback.
-        #expect(first["listening"] == "22 80", "listening: \(first["listening"] ?? "-")")
-        #expect(first["firewall"] == "tcp dport { 22, 80 }", "firewall: \(first["firewall"] ?? "-")")
+        #expect(first["listening"] == "22 80 873", "listening: \(first["listening"] ?? "-")")
+        #expect(first["firewall"] == "tcp dport { 22, 80, 873 }", "firewall: \(first["firewall"] ?? "-")")
         #expect(first["udp-listening"] == "", "UDP listeners: \(first["udp-listening"] ?? "-")")
         // Serving and syncing unprivileged; only the updater (no capabilities) is root.
-        #expect(first["node-users"] == "mm-node-serve:mm-serve mm-node-sync:mirror mm-node-update:root", "mm-node runs as: \(first["node-users"] ?? "-")")
+        #expect(
+            first["node-users"] == "mm-node-serve:mm-serve mm-rsyncd:mm-rsync mm-node-sync:mirror mm-node-update:root", "mm-node runs as: \(first["node-users"] ?? "-")"
+        )
         #expect(first["owners"] == "mirror:mirror:755 mirror:mirror:755 root:mm-serve:1775")
         #expect(first["public"] == "HTTP/1.1 200 OK", "public: \(first["public"] ?? "-")")
         #expect(first["staged"]?.hasPrefix("HTTP/1.1 4") == true, "content staged 0750 must not be served: \(first["staged"] ?? "-")")
-        for unit in ["mm-firstboot.service", "mm-boot-status.service", "mm-node-serve.service", "mm-node-sync.service", "mm-srv-layout.service"] {
+        #expect(first["rsync-modules"] == "ubuntu-releases almalinux archlinux", "rsync modules: \(first["rsync-modules"] ?? "-")")
+        #expect(first["rsync-pulled"] == "./public.txt", "pulled over rsync: \(first["rsync-pulled"] ?? "-")")
+        #expect(first["rsync-checksum"] == "1", "a --checksum pull is not refused: \(first["rsync-checksum"] ?? "-")")
+        for unit in ["mm-firstboot.service", "mm-boot-status.service", "mm-node-serve.service", "mm-rsyncd.service", "mm-node-sync.service", "mm-srv-layout.service"] {
             let score = first["exposure \(unit)"].flatMap(Double.init)
             #expect(score != nil && score! <= 3.0, "\(unit) on the running node: \(first["exposure \(unit)"] ?? "-")")
         }
@@ -134,7 +149,7 @@ struct QEMUBootTests {
         #expect(Int(second["previous-serve-lines"] ?? "") ?? 0 > 0, "journalctl -b -1 -u mm-node-serve shows nothing")
     }
 
-    @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies")
+    @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies, over HTTP and rsync")
     func reachableWithCS1() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let image = try await Self.copyImage(a)
@@ -143,6 +158,9 @@ struct QEMUBootTests {
         #expect(result.status == 0, "e2e failed:\n\(result.combined.suffix(4000))")
         #expect(result.stdout.contains("IP (tos 0x20"), "no CS1-marked IPv4 reply captured")
         #expect(result.stdout.contains("IP6 (class 0x20"), "no CS1-marked IPv6 reply captured")
+        // The rsync daemon for downstream mirrors, on both families, marked too (the script checks none is unmarked).
+        #expect(result.stdout.contains("e2e: rsync://192.0.2.10/ lists: ubuntu-releases almalinux archlinux"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: rsync://[2001:db8:10::10]/ lists: ubuntu-releases almalinux archlinux"), "\(result.stdout)")
     }
 
     @Test("with a broken node file the console says what is wrong")

@@ -7,14 +7,17 @@
 /// would delete and copy, so a run that would empty a project because the upstream served an empty
 /// tree is refused before it changes anything (`--max-delete` stays as a backstop should the
 /// upstream change between the two); `--safe-links` keeps symlinks from pointing
-/// out of the tree; `--filter=risk .~tmp~/` and `--exclude=.~tmp~/` leave rsync's own work area alone.
+/// out of the tree; `--perms` with `--chmod=u+rwX,go-w` keeps the upstream's read bits (content
+/// staged 0750 before a release stays unreadable to the servers until the upstream's bitflip
+/// opens it, and the next run carries that over without copying the data again) while nothing
+/// becomes writable by anyone but the sync's user; `--filter=risk .~tmp~/` and `--exclude=.~tmp~/` leave rsync's own work area alone.
 public enum RsyncInvocation {
     /// Arguments for `rsync` to bring `destination` (a directory) to what `source`
     /// (`rsync://host[:port]/module/`) holds, for `stage` of `recipe`.
     /// `maxDelete`: rsync `--max-delete` for a deleting stage (at least 1: rsync reads 0 as "delete nothing").
     public static func arguments(recipe: SyncRecipe, stage: SyncRecipe.Stage, source: String, destination: String, maxDelete: Int) -> [String] {
         var arguments = [
-            "--recursive", "--links", "--safe-links", "--hard-links", "--times", "--perms", "--chmod=D755,F644",
+            "--recursive", "--links", "--safe-links", "--hard-links", "--times", "--perms", "--chmod=u+rwX,go-w",
             "--delay-updates", "--filter=risk .~tmp~/", "--exclude=.~tmp~/",
             "--timeout=\(recipe.ioTimeout)", "--contimeout=60", "--no-motd", "--stats", "--no-human-readable",
         ]
@@ -30,7 +33,7 @@ public enum RsyncInvocation {
     /// `--stats` say how many files a run would delete and how many bytes it would copy.
     public static func plan(recipe: SyncRecipe, source: String, destination: String) -> [String] {
         var arguments = [
-            "--dry-run", "--recursive", "--links", "--safe-links", "--hard-links", "--times", "--perms", "--chmod=D755,F644",
+            "--dry-run", "--recursive", "--links", "--safe-links", "--hard-links", "--times", "--perms", "--chmod=u+rwX,go-w",
             "--delete", "--filter=risk .~tmp~/", "--exclude=.~tmp~/",
             "--timeout=\(recipe.ioTimeout)", "--contimeout=60", "--no-motd", "--stats", "--no-human-readable",
         ]
