@@ -14,9 +14,30 @@ public struct NodeFileWriter {
     public init(logger: Logger) { self.runner = CommandRunner(logger: logger) }
 
     /// Validates `nodeFile` (throws `ConfigError` listing every problem, and writes nothing), then writes it.
+    /// Every project must have a sync recipe in the image on `target`; when the image's cannot be
+    /// read (no loop devices: not root), in `recipes` (the repository's), and with neither the
+    /// write is refused.
     @discardableResult
-    public func write(nodeFile: String, to target: String) async throws -> NodeConfig {
+    public func write(nodeFile: String, to target: String, recipes: String? = nil) async throws -> NodeConfig {
         let config = try NodeConfig.load(path: nodeFile)
+        let known: Set<String>
+        let source: String
+        do {
+            known = try await ImageRecipes(logger: runner.logger).projects(onDisk: target)
+            source = "the image on \(target)"
+        } catch {
+            guard let recipes else {
+                throw BuildError(
+                    stage: "node write",
+                    "cannot read which projects the image on \(target) has recipes for (\(error)); run as root, or give --recipes DIR (the recipes the image was built with)"
+                )
+            }
+            runner.logger.warning("the image's recipes cannot be read; checking against a directory", metadata: ["why": "\(error)", "recipes": "\(recipes)"])
+            known = try ImageRecipes.projects(inDirectory: recipes)
+            source = recipes
+        }
+        let problems = ImageRecipes.problems(config, file: nodeFile, known: known, source: source)
+        guard problems.isEmpty else { throw ConfigError(problems: problems) }
         let file = try RawFile.openForReading(target)
         let gpt: GPT
         do { gpt = try GPT.read(from: file) } catch {

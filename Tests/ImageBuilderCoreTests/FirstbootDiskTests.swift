@@ -80,7 +80,7 @@ struct FirstbootDiskTests {
         #expect(!listing.combined.contains(" old"), "the previous life's files are still there: \(listing.combined)")
     }
 
-    @Test("mm-image node check: ok for the example, every problem at once for a bad file")
+    @Test("mm-image node check: ok for the example, every problem at once for a bad file, a project without a recipe refused")
     func nodeCheck() async throws {
         let ok = try await TestSupport.run(TestSupport.mmImage, ["node", "check", TestSupport.packageRoot + "/nodes/example.yaml"])
         #expect(ok.status == 0 && ok.stdout.contains("ok: example-isp.mm.fcix.net"), "\(ok.combined)")
@@ -95,9 +95,19 @@ struct FirstbootDiskTests {
         #expect(bad.stderr.contains("bad.yaml:14: network.mtu: 70000 is out of range"), "\(bad.stderr)")
         #expect(bad.stderr.contains("network.ipv4.gateway: gateway 198.51.100.1 is not on-link"))
         #expect(bad.stderr.contains("bad.yaml:15: network.vlan: unknown key"))
+
+        // A project without a recipe would sync nothing on the node: refused here, by name.
+        let recipes = TestSupport.packageRoot + "/recipes"
+        let checked = try await TestSupport.run(TestSupport.mmImage, ["node", "check", "--recipes", recipes, TestSupport.packageRoot + "/nodes/example.yaml"])
+        #expect(checked.status == 0 && checked.stdout.contains("every project has a recipe in \(recipes)"), "\(checked.combined)")
+        let unknown = try String(contentsOfFile: TestSupport.packageRoot + "/nodes/example.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "projects: [ubuntu-releases, almalinux, archlinux]", with: "projects: [ubuntu-releases, almalinux2, archlinux]")
+        try unknown.write(toFile: dir + "/unknown.yaml", atomically: true, encoding: .utf8)
+        let refused = try await TestSupport.run(TestSupport.mmImage, ["node", "check", "--recipes", recipes, dir + "/unknown.yaml"])
+        #expect(refused.status == 1 && refused.stderr.contains("unknown.yaml: projects[1]: almalinux2 has no sync recipe in \(recipes)"), "\(refused.combined)")
     }
 
-    @Test("mm-image node write puts the file into mm-config; an invalid file writes nothing")
+    @Test("mm-image node write puts the file into mm-config; an invalid file, or one naming a project the image has no recipe for, writes nothing")
     func nodeWrite() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let image = try await TestSupport.copyImage(a.image, scratchName: "nodewrite")
@@ -113,7 +123,21 @@ struct FirstbootDiskTests {
         let absent = try await TestSupport.run("debugfs", ["-R", "stat node.yaml", "\(image)?offset=\(config.offset)"])
         #expect(absent.combined.contains("File not found"), "\(absent.combined)")
 
+        // A project the image has no recipe for: refused, naming it, nothing written.
         let example = TestSupport.packageRoot + "/nodes/example.yaml"
+        let unknown = dir + "/unknown.yaml"
+        try String(contentsOfFile: example, encoding: .utf8)
+            .replacingOccurrences(of: "projects: [ubuntu-releases, almalinux, archlinux]", with: "projects: [ubuntu-releases, almalinux, nosuch]")
+            .write(toFile: unknown, atomically: true, encoding: .utf8)
+        let noRecipe = try await TestSupport.run(TestSupport.mmImage, ["node", "write", image, unknown])
+        #expect(noRecipe.status == 1 && noRecipe.stderr.contains("projects[2]: nosuch has no sync recipe in the image on \(image)"), "\(noRecipe.combined)")
+        #expect(noRecipe.stderr.contains("almalinux, archlinux, centos") && noRecipe.stderr.contains("nothing was written"), "\(noRecipe.combined)")
+        let stillAbsent = try await TestSupport.run("debugfs", ["-R", "stat node.yaml", "\(image)?offset=\(config.offset)"])
+        #expect(stillAbsent.combined.contains("File not found"), "\(stillAbsent.combined)")
+        // The image's own recipes are checked through a loop device; nothing of it stays attached.
+        let loops = try await TestSupport.run("losetup", ["-j", image])
+        #expect(loops.stdout.isEmpty, "\(loops.stdout)")
+
         try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, example])
         // Read it back through a real ext4 mount of the partition.
         try await TestSupport.withLoopDevice(image, offset: config.offset, length: config.size) { device in
