@@ -4,19 +4,43 @@
 # namespace of its own that holds the gateway addresses. From that namespace it pings the guest over
 # IPv4 and IPv6 and captures the guest's replies with tcpdump, checking their DSCP; then lists the
 # node's rsync modules over both families, capturing the rsync daemon's packets the same way.
+# With --upstream DIR it also runs an rsync daemon on the gateway (192.0.2.1:873) serving DIR as the
+# module almalinux (flash the image with a node file whose upstream is rsync://192.0.2.1/): the
+# booted node syncs it at once, serves it over HTTP, and its rsync packets must carry the marking too.
 #
-#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none]
+#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none] [--upstream DIR]
 # Prints the tcpdump lines and exits 0 only if both families answer with the expected marking.
 set -euo pipefail
 image="$1"; shift
 expect=cs1
-[ "${1:-}" = "--expect-dscp" ] && expect="$2"
+upstream=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --expect-dscp) expect="$2"; shift 2 ;;
+    --upstream) upstream="$(cd "$2" && pwd)"; shift 2 ;;
+    *) echo "e2e-network: unknown option $1" >&2; exit 2 ;;
+  esac
+done
 here="$(cd "$(dirname "$0")" && pwd)"
 ns="mmt-q-$$"
-cleanup() { ip netns del "$ns" 2>/dev/null || true; }
+work=$(mktemp -d /tmp/mm-e2e.XXXXXX)
+cleanup() {
+  # SIGKILL: started under a test runner they may not get SIGTERM (and hold its descriptors).
+  pkill -KILL -f "config=$work/rsyncd.conf" 2>/dev/null || true
+  [ -f "$work/tcpdump.pid" ] && kill -KILL "$(cat "$work/tcpdump.pid")" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 . "$here/test-bridge.sh"
 make_test_bridge "$ns"
+if [ -n "$upstream" ]; then
+  printf 'use chroot = no\npid file = %s/rsyncd.pid\n[almalinux]\n  path = %s\n  read only = yes\n  uid = root\n  gid = root\n' "$work" "$upstream" > "$work/rsyncd.conf"
+  ip netns exec "$ns" rsync --daemon --config="$work/rsyncd.conf" --address=192.0.2.1 --port=873
+  # The node syncs right after it boots: capture its rsync traffic from before QEMU starts.
+  ip netns exec "$ns" tcpdump -n -v -l -U -i br0 'tcp dst port 873 and src 192.0.2.10' > "$work/sync.cap" 2>/dev/null &
+  echo $! > "$work/tcpdump.pid"
+fi
 
 check=$(mktemp /tmp/mm-e2e-check.XXXXXX)
 cat > "$check" <<CHECK
@@ -57,5 +81,23 @@ r4=\$(grep -c 'tos 0x20' "\$rcap" || true); r6=\$(grep -c 'class 0x20' "\$rcap" 
 o4=\$(grep -c 'tos 0x0,' "\$rcap" || true); o6=\$(grep -c 'IP6 (flowlabel' "\$rcap" || true)
 echo "e2e: rsync packets with CS1: IPv4 \$r4, IPv6 \$r6; unmarked: IPv4 \$o4, IPv6 \$o6"
 if [ "$expect" = cs1 ]; then [ "\$r4" -ge 1 ] && [ "\$r6" -ge 1 ] && [ "\$o4" = 0 ] && [ "\$o6" = 0 ]; else [ "\$r4" = 0 ] && [ "\$r6" = 0 ]; fi
+if [ -n "$upstream" ]; then
+  # The node synced almalinux from the gateway's daemon and serves it, indexes and all.
+  want=\$(cat "$upstream/9/BaseOS/x86_64/os/repodata/repomd.xml")
+  got=""
+  for i in \$(seq 1 180); do
+    got=\$(curl -sf --max-time 3 http://192.0.2.10/almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml || true)
+    [ "\$got" = "\$want" ] && break
+    sleep 1
+  done
+  [ "\$got" = "\$want" ] || { echo "e2e: the node did not sync almalinux from rsync://192.0.2.1/ (got: \$got)"; curl -s http://192.0.2.10/status; exit 1; }
+  curl -sf --max-time 3 http://192.0.2.10/almalinux/9/BaseOS/x86_64/os/Packages/mmtest-1.0-1.noarch.rpm | cmp - "$upstream/9/BaseOS/x86_64/os/Packages/mmtest-1.0-1.noarch.rpm" || { echo "e2e: the synced package differs"; exit 1; }
+  echo "e2e: the node synced almalinux from rsync://192.0.2.1/ and serves it"
+  curl -sf --max-time 3 'http://192.0.2.10/status?format=json' | grep -A12 '"name" : "almalinux"' | grep -E '"state"|"size"|"log"' | sed 's/^ */e2e: status: /'
+  kill -INT \$(cat "$work/tcpdump.pid") 2>/dev/null; sleep 1
+  s4=\$(grep -c 'tos 0x20' "$work/sync.cap" || true); u4=\$(grep -c 'tos 0x0,' "$work/sync.cap" || true)
+  echo "e2e: the node's rsync packets to its upstream: with CS1 \$s4, unmarked \$u4"
+  if [ "$expect" = cs1 ]; then [ "\$s4" -ge 1 ] && [ "\$u4" = 0 ]; else [ "\$s4" = 0 ]; fi
+fi
 CHECK
 ip netns exec "$ns" "$here/qemu-boot.sh" "$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --timeout 600 --then "bash $check"

@@ -149,18 +149,33 @@ struct QEMUBootTests {
         #expect(Int(second["previous-serve-lines"] ?? "") ?? 0 > 0, "journalctl -b -1 -u mm-node-serve shows nothing")
     }
 
-    @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies, over HTTP and rsync")
+    @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies, over HTTP and rsync, and syncs a project from an rsync daemon there, marked CS1 too")
     func reachableWithCS1() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let image = try await Self.copyImage(a)
-        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, TestSupport.packageRoot + "/nodes/example.yaml"])
-        let result = try await TestSupport.run(TestSupport.packageRoot + "/scripts/e2e-network.sh", [image, "--expect-dscp", "cs1"])
+        let dir = (image as NSString).deletingLastPathComponent
+        // The example node, its upstream an rsync daemon on the gateway in the test namespace.
+        let node = try String(contentsOfFile: TestSupport.packageRoot + "/nodes/example.yaml", encoding: .utf8)
+            .replacingOccurrences(of: "upstream: rsync://mirror.fcix.net/", with: "upstream: rsync://192.0.2.1/")
+        try node.write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
+        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, dir + "/node.yaml"])
+        let upstream = dir + "/upstream"
+        let os = upstream + "/9/BaseOS/x86_64/os"
+        try FileManager.default.createDirectory(atPath: os + "/repodata", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: os + "/Packages", withIntermediateDirectories: true)
+        try "<repomd>mmtest \(UUID().uuidString)</repomd>\n".write(toFile: os + "/repodata/repomd.xml", atomically: true, encoding: .utf8)
+        try Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: os + "/Packages/mmtest-1.0-1.noarch.rpm"))
+        let result = try await TestSupport.run(TestSupport.packageRoot + "/scripts/e2e-network.sh", [image, "--expect-dscp", "cs1", "--upstream", upstream])
         #expect(result.status == 0, "e2e failed:\n\(result.combined.suffix(4000))")
         #expect(result.stdout.contains("IP (tos 0x20"), "no CS1-marked IPv4 reply captured")
         #expect(result.stdout.contains("IP6 (class 0x20"), "no CS1-marked IPv6 reply captured")
         // The rsync daemon for downstream mirrors, on both families, marked too (the script checks none is unmarked).
         #expect(result.stdout.contains("e2e: rsync://192.0.2.10/ lists: ubuntu-releases almalinux archlinux"), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: rsync://[2001:db8:10::10]/ lists: ubuntu-releases almalinux archlinux"), "\(result.stdout)")
+        // The booted node synced a project from an rsync daemon in the namespace and serves it, its rsync marked CS1 too.
+        #expect(result.stdout.contains("e2e: the node synced almalinux from rsync://192.0.2.1/ and serves it"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: status: \"state\" : \"success\""), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: the node's rsync packets to its upstream: with CS1"), "\(result.stdout)")
     }
 
     @Test("with a broken node file the console says what is wrong")

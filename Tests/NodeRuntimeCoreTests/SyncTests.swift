@@ -169,6 +169,58 @@ struct SyncTests {
         }
     }
 
+    @Test("pre and post hooks run with the project, path, trigger and result in their environment; a failing pre hook stops the run before anything changes; a failing post hook is recorded")
+    func hooks() async throws {
+        try await Self.withUpstream { upstream, daemon, root in
+            let state = try ToolRun.scratchDirectory("sync-state")
+            let scripts = try ToolRun.scratchDirectory("hooks")
+            defer { for path in [state, scripts] { try? FileManager.default.removeItem(atPath: path) } }
+            func script(_ name: String, _ body: String) throws -> String {
+                let path = scripts + "/" + name
+                try ("#!/bin/sh\n" + body).write(toFile: path, atomically: true, encoding: .utf8)
+                chmod(path, 0o755)
+                return path
+            }
+            let pre = try script("pre", "env | grep '^MM_' | sort > \(scripts)/pre.env\necho pre says hello\n[ -e \(scripts)/frozen ] && { echo the mirror is frozen; exit 3; }\nexit 0\n")
+            let post = try script("post", "echo \"$MM_RESULT $MM_FILES $MM_BYTES $MM_FAILURE\" >> \(scripts)/post.txt\n[ -e \(scripts)/post-fails ] && { echo cannot reach the checkin; exit 1; }\nexit 0\n")
+            var recipe = try SyncRecipe.parse("project: almalinux\nbwlimit: 0\npre-hook: [\(pre)]\npost-hook: [\(post), --quiet]\n", file: "almalinux.yaml")
+            #expect(recipe.preHook?.command == [pre] && recipe.postHook?.command == [post, "--quiet"])
+            recipe.bandwidthLimit = nil
+            try Self.write("v1\n", upstream + "/repodata/repomd.xml")
+            func run() async -> ProjectSync.Report {
+                var sync = ProjectSync(recipe: recipe, upstream: daemon.upstream, root: root, logger: Logger(label: "test"))
+                sync.lockDirectory = state
+                sync.trigger = .push
+                return await sync.run()
+            }
+            let first = await run()
+            #expect(first.succeeded && first.postHookFailure == nil, "\(first)")
+            let env = (try? String(contentsOfFile: scripts + "/pre.env", encoding: .utf8)) ?? ""
+            for line in ["MM_PROJECT=almalinux", "MM_PATH=\(root)/almalinux", "MM_UPSTREAM=\(daemon.upstream)almalinux/", "MM_TRIGGER=push", "MM_LOG=\(state)/logs/almalinux/\(first.log ?? "?")"] {
+                #expect(env.contains(line + "\n"), "\(line) missing from: \(env)")
+            }
+            let log = (try? String(contentsOfFile: state + "/logs/almalinux/" + (first.log ?? "?"), encoding: .utf8)) ?? ""
+            #expect(log.contains("# hook: \(pre)\npre says hello\n"), "what a hook prints goes to the run's log: \(log)")
+
+            // A pre hook that says no: nothing changes, and the post hook hears why.
+            FileManager.default.createFile(atPath: scripts + "/frozen", contents: nil)
+            try Self.write("v2, longer\n", upstream + "/repodata/repomd.xml")
+            let refused = await run()
+            #expect(!refused.succeeded && refused.failure?.contains("the pre hook failed, so the run did not start (nothing was changed): pre exited 3: the mirror is frozen") == true, "\(refused)")
+            #expect(Self.tree(root + "/almalinux") == ["repodata/repomd.xml": "v1\n"])
+
+            // A post hook that fails does not undo a good run; it is in the report.
+            try FileManager.default.removeItem(atPath: scripts + "/frozen")
+            FileManager.default.createFile(atPath: scripts + "/post-fails", contents: nil)
+            let third = await run()
+            #expect(third.succeeded && third.postHookFailure == "post exited 1: cannot reach the checkin", "\(third)")
+            let posted = ((try? String(contentsOfFile: scripts + "/post.txt", encoding: .utf8)) ?? "").split(separator: "\n")
+            #expect(posted.count == 3 && posted[0].hasPrefix("success 1 ") && posted[1].hasPrefix("failed 0 0 the pre hook failed") && posted[2].hasPrefix("success 1 "), "\(posted)")
+
+            #expect(throws: ConfigError.self) { try SyncRecipe.parse("project: x\npost-hook: [report_mirror]\n", file: "x.yaml") }
+        }
+    }
+
     @Test("changes arrive, what the upstream dropped goes, and no work area is left behind")
     func updates() async throws {
         try await Self.withUpstream { upstream, daemon, root in

@@ -132,6 +132,8 @@ public struct ProjectSync: Sendable {
         public var plan: Plan?
         /// The run's log (`SyncRunLog`), a file name in `STATE/logs/PROJECT/`, when one was kept.
         public var log: String?
+        /// Why the recipe's post hook failed, when it did (the run's result stands).
+        public var postHookFailure: String?
         public var stages: [StageReport]
 
         public init(
@@ -187,9 +189,28 @@ public struct ProjectSync: Sendable {
         let recorder = SyncRunRecorder(project: recipe.project, started: started, stages: recipe.stages.count, stateDirectory: lockDirectory)
         report.log = recorder.log?.name
         recorder.log?.note("sync of \(recipe.project) from \(RsyncInvocation.source(upstream: upstream, module: recipe.module)), trigger \(trigger.rawValue)")
-        let finished = await runLocked(report: report, destination: destination, recorder: recorder)
+        var finished = await runLocked(report: report, destination: destination, recorder: recorder)
+        if let hook = recipe.postHook {
+            var environment = hookEnvironment(destination: destination, log: recorder.log)
+            environment["MM_RESULT"] = finished.skipped != nil ? "skipped" : StatusPage.state(finished)
+            environment["MM_FAILURE"] = finished.failure ?? ""
+            environment["MM_BYTES"] = "\(finished.stages.reduce(Int64(0)) { $0 + $1.bytesReceived })"
+            environment["MM_FILES"] = "\(finished.stages.reduce(0) { $0 + $1.filesTransferred })"
+            if let why = await hook.run(environment: environment, log: recorder.log) {
+                logger.warning("the post hook failed", metadata: ["project": "\(recipe.project)", "why": "\(why)"])
+                finished.postHookFailure = why
+            }
+        }
         recorder.finish(finished)
         return finished
+    }
+
+    /// What a hook gets to know of the run (see `SyncHook`).
+    func hookEnvironment(destination: String, log: SyncRunLog?) -> [String: String] {
+        [
+            "MM_PROJECT": recipe.project, "MM_PATH": destination, "MM_UPSTREAM": RsyncInvocation.source(upstream: upstream, module: recipe.module),
+            "MM_TRIGGER": trigger.rawValue, "MM_LOG": log?.path ?? "",
+        ]
     }
 
     /// The run once it holds the project's lock.
@@ -209,6 +230,11 @@ public struct ProjectSync: Sendable {
             return report
         }
         let source = RsyncInvocation.source(upstream: upstream, module: recipe.module)
+        if let hook = recipe.preHook, let why = await hook.run(environment: hookEnvironment(destination: destination, log: recorder.log), log: recorder.log) {
+            report.failure = "the pre hook failed, so the run did not start (nothing was changed): \(why)"
+            report.finished = Date()
+            return report
+        }
         if previousSucceeded, trigger != .push, !recipe.freshness.isEmpty,
             await Self.unchanged(recipe.freshness, source: source, local: destination, rsync: rsync, ignoring: ownTrace.map { ($0 as NSString).lastPathComponent })
         {

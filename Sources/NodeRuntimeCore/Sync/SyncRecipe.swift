@@ -17,6 +17,8 @@ import MicromirrorKit
 /// interval: 6h              # schedule: a run this long after the last success (default 3h),
 /// jitter: 30m               # plus a random part of this (default 30m; 0 for none),
 /// timeout: 4h               # and a run is stopped after this (default 6h)
+/// pre-hook: [/usr/lib/micromirror/hooks/check, --quick]   # before each run (see SyncHook)
+/// post-hook: [/usr/bin/report_mirror]                      # after each run, with its result
 /// stages:                   # default: one stage that also deletes
 ///   - name: packages        # new payloads first, indexes held back, nothing deleted
 ///     exclude: ["Packages*", "Sources*", "Release*", "InRelease", "i18n/*"]
@@ -94,6 +96,10 @@ public struct SyncRecipe: Sendable, Equatable {
     public var jitter: Duration?
     /// How long a whole run may take before it is stopped, when it says.
     public var timeout: Duration?
+    /// Run before each run; failing, it fails the run before anything changes.
+    public var preHook: SyncHook?
+    /// Run after each run, with its result.
+    public var postHook: SyncHook?
 
     public init(
         project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: DeleteLimit = .share(0.1), exclude: [String] = [],
@@ -162,6 +168,19 @@ public struct SyncRecipe: Sendable, Equatable {
             if let timeout = DurationText.parse(text), timeout >= .seconds(60) { recipe.timeout = timeout } else {
                 value.report("expected a duration of a minute or more like \"6h\", found \"\(text)\"")
             }
+        }
+        for (key, path) in [("pre-hook", \SyncRecipe.preHook), ("post-hook", \SyncRecipe.postHook)] {
+            guard let value = root.optional(key) else { continue }
+            let command = value.stringList() ?? value.nonEmptyString().map { [$0] }
+            guard let command, let program = command.first else {
+                value.report("expected a command as a list: [/path/to/program, argument, ...]")
+                continue
+            }
+            guard program.hasPrefix("/") else {
+                value.report("\(program): the program must be an absolute path (hooks run without a shell or a search path)")
+                continue
+            }
+            recipe[keyPath: path] = SyncHook(command: command)
         }
         if let value = root.optional("exclude"), let patterns = value.stringList() {
             recipe.exclude = patterns
