@@ -46,7 +46,7 @@ check=$(mktemp /tmp/mm-e2e-check.XXXXXX)
 cat > "$check" <<CHECK
 set -u
 cap=\$(mktemp)
-timeout 30 tcpdump -n -v -l -c 4 -i br0 '(icmp and src 192.0.2.10) or (icmp6 and src 2001:db8:10::10 and ip6[40] == 129)' > "\$cap" 2>/dev/null &
+timeout -s KILL 30 tcpdump -n -v -l -c 4 -i br0 '(icmp and src 192.0.2.10) or (icmp6 and src 2001:db8:10::10 and ip6[40] == 129)' > "\$cap" 2>/dev/null &
 tpid=\$!
 sleep 1
 ok=0
@@ -68,7 +68,8 @@ echo "e2e: replies with CS1: IPv4 \$v4, IPv6 \$v6"
 if [ "$expect" = cs1 ]; then [ "\$v4" -ge 1 ] && [ "\$v6" -ge 1 ]; else [ "\$v4" = 0 ] && [ "\$v6" = 0 ] && grep -q 'tos 0x0' "\$cap"; fi
 # The rsync daemon for downstream mirrors answers on both families, its packets marked the same way.
 rcap=\$(mktemp)
-timeout 60 tcpdump -n -v -l -i br0 'tcp src port 873 and (src 192.0.2.10 or src 2001:db8:10::10)' > "\$rcap" 2>/dev/null &
+# SIGKILL to stop it: under a test runner SIGTERM may be blocked (and SIGINT is ignored in the background).
+tcpdump -n -v -l -i br0 'tcp src port 873 and (src 192.0.2.10 or src 2001:db8:10::10)' > "\$rcap" 2>/dev/null &
 rpid=\$!
 sleep 1
 for url in rsync://192.0.2.10/ 'rsync://[2001:db8:10::10]/'; do
@@ -76,7 +77,7 @@ for url in rsync://192.0.2.10/ 'rsync://[2001:db8:10::10]/'; do
   grep -q '^ubuntu-releases' /tmp/mm-e2e-rsync.\$\$ || { echo "e2e: no rsync module list from \$url:"; cat /tmp/mm-e2e-rsync.\$\$; exit 1; }
   echo "e2e: \$url lists: \$(awk '{print \$1}' /tmp/mm-e2e-rsync.\$\$ | tr '\n' ' ')"
 done
-sleep 1; kill \$rpid 2>/dev/null; wait \$rpid 2>/dev/null || true
+sleep 1; kill -KILL \$rpid 2>/dev/null; wait \$rpid 2>/dev/null || true
 r4=\$(grep -c 'tos 0x20' "\$rcap" || true); r6=\$(grep -c 'class 0x20' "\$rcap" || true)
 o4=\$(grep -c 'tos 0x0,' "\$rcap" || true); o6=\$(grep -c 'IP6 (flowlabel' "\$rcap" || true)
 echo "e2e: rsync packets with CS1: IPv4 \$r4, IPv6 \$r6; unmarked: IPv4 \$o4, IPv6 \$o6"
@@ -94,7 +95,7 @@ if [ -n "$upstream" ]; then
   curl -sf --max-time 3 http://192.0.2.10/almalinux/9/BaseOS/x86_64/os/Packages/mmtest-1.0-1.noarch.rpm | cmp - "$upstream/9/BaseOS/x86_64/os/Packages/mmtest-1.0-1.noarch.rpm" || { echo "e2e: the synced package differs"; exit 1; }
   echo "e2e: the node synced almalinux from rsync://192.0.2.1/ and serves it"
   curl -sf --max-time 3 'http://192.0.2.10/status?format=json' | grep -A12 '"name" : "almalinux"' | grep -E '"state"|"size"|"log"' | sed 's/^ */e2e: status: /'
-  kill -INT \$(cat "$work/tcpdump.pid") 2>/dev/null; sleep 1
+  sleep 1; kill -KILL \$(cat "$work/tcpdump.pid") 2>/dev/null || true
   s4=\$(grep -c 'tos 0x20' "$work/sync.cap" || true); u4=\$(grep -c 'tos 0x0,' "$work/sync.cap" || true)
   echo "e2e: the node's rsync packets to its upstream: with CS1 \$s4, unmarked \$u4"
   if [ "$expect" = cs1 ]; then [ "\$s4" -ge 1 ] && [ "\$u4" = 0 ]; else [ "\$s4" = 0 ]; fi

@@ -55,10 +55,11 @@ struct Node: AsyncParsableCommand {
         @Argument(help: "Disk image file or block device.") var target: String
         @Argument(help: "Node file (YAML).") var file: String
         @Option(help: "Recipes to check the projects against when the image's own cannot be read (not root).") var recipes: String?
+        @Option(help: "Fedora MirrorManager's report_mirror.conf for this node (its site password stays root-only on mm-config).") var reportMirror: String?
 
         func run() async throws {
             do {
-                let config = try await NodeFileWriter(logger: CLILogging.logger("mm-image.node")).write(nodeFile: file, to: target, recipes: recipes)
+                let config = try await NodeFileWriter(logger: CLILogging.logger("mm-image.node")).write(nodeFile: file, to: target, recipes: recipes, reportMirror: reportMirror)
                 print("wrote \(file) (\(config.hostname)) into mm-config on \(target)")
             } catch let error as ConfigError {
                 FileHandle.standardError.write(Data("mm-image: \(file): \(error)\nnothing was written\n".utf8))

@@ -18,8 +18,16 @@ public struct NodeFileWriter {
     /// read (no loop devices: not root), in `recipes` (the repository's), and with neither the
     /// write is refused.
     @discardableResult
-    public func write(nodeFile: String, to target: String, recipes: String? = nil) async throws -> NodeConfig {
+    public func write(nodeFile: String, to target: String, recipes: String? = nil, reportMirror: String? = nil) async throws -> NodeConfig {
         let config = try NodeConfig.load(path: nodeFile)
+        if let reportMirror {
+            // Checked before anything is written, like the node file.
+            let text: String
+            do { text = try String(contentsOfFile: reportMirror, encoding: .utf8) } catch {
+                throw BuildError(stage: "node write", "cannot read \(reportMirror): \(error.localizedDescription)")
+            }
+            _ = try MirrorManagerCheckin.parse(text, file: reportMirror)
+        }
         let known: Set<String>
         let source: String
         do {
@@ -55,12 +63,27 @@ public struct NodeFileWriter {
         _ = try? await runner.run(Self.debugfs, ["-w", "-R", "rm \(Self.name)", device])
         try await runner.run(Self.debugfs, ["-w", "-R", "write \(nodeFile) \(Self.name)", device])
         try await runner.run(Self.debugfs, ["-w", "-R", "set_inode_field \(Self.name) mode 0100600", device])
-        let back = try await runner.run(Self.debugfs, ["-R", "cat \(Self.name)", device])
-        let original = try String(contentsOfFile: nodeFile, encoding: .utf8)
-        guard back == original else {
-            throw BuildError(stage: "node write", "the node file read back from \(target) differs from \(nodeFile); the write did not land")
+        try await verify(nodeFile, as: Self.name, on: device, target: target)
+        if let reportMirror {
+            // MirrorManager's site password: root-only on mm-config, as the node file is.
+            _ = try? await runner.run(Self.debugfs, ["-w", "-R", "rm \(Self.reportMirrorName)", device])
+            try await runner.run(Self.debugfs, ["-w", "-R", "write \(reportMirror) \(Self.reportMirrorName)", device])
+            try await runner.run(Self.debugfs, ["-w", "-R", "set_inode_field \(Self.reportMirrorName) mode 0100600", device])
+            try await verify(reportMirror, as: Self.reportMirrorName, on: device, target: target)
         }
         return config
+    }
+
+    /// `report_mirror.conf` on mm-config: Fedora's MirrorManager check-in (`mm-node report-mirror`).
+    static let reportMirrorName = "report_mirror.conf"
+
+    /// Reads `name` back from the partition and compares it with `file`.
+    private func verify(_ file: String, as name: String, on device: String, target: String) async throws {
+        let back = try await runner.run(Self.debugfs, ["-R", "cat \(name)", device])
+        let original = try String(contentsOfFile: file, encoding: .utf8)
+        guard back == original else {
+            throw BuildError(stage: "node write", "\(name) read back from \(target) differs from \(file); the write did not land")
+        }
     }
 
     /// Reads the node file back from a disk image or disk (nil when there is none).

@@ -149,8 +149,20 @@ struct FirstbootDiskTests {
             let mode = try FileManager.default.attributesOfItem(atPath: mountpoint + "/node.yaml")[.posixPermissions] as? NSNumber
             #expect(mode?.intValue == 0o600)
         }
-        // Writing again replaces it.
-        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, example])
+        // Writing again replaces it; MirrorManager's report_mirror.conf goes with it, root-only, once checked.
+        let conf = dir + "/report_mirror.conf"
+        try "[global]\nenabled=1\nserver=https://mirrors.fedoraproject.org/xmlrpc\n[site]\nenabled=1\nname=FCIX\npassword=p\n[host]\nenabled=1\nname=n\n"
+            .write(toFile: conf, atomically: true, encoding: .utf8)
+        try "[global]\nenabled=1\n".write(toFile: dir + "/bad.conf", atomically: true, encoding: .utf8)
+        let badConf = try await TestSupport.run(TestSupport.mmImage, ["node", "write", image, example, "--report-mirror", dir + "/bad.conf"])
+        #expect(badConf.status == 1 && badConf.stderr.contains("bad.conf: global.server: missing"), "\(badConf.combined)")
+        let noConf = try await TestSupport.run("debugfs", ["-R", "stat report_mirror.conf", "\(image)?offset=\(config.offset)"])
+        #expect(noConf.combined.contains("File not found"), "\(noConf.combined)")
+        try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, example, "--report-mirror", conf])
+        let written = try await TestSupport.run("debugfs", ["-R", "cat report_mirror.conf", "\(image)?offset=\(config.offset)"])
+        #expect(written.stdout == (try String(contentsOfFile: conf, encoding: .utf8)))
+        let mode = try await TestSupport.run("debugfs", ["-R", "stat report_mirror.conf", "\(image)?offset=\(config.offset)"])
+        #expect(mode.stdout.contains("Mode:  0600"), "\(mode.stdout)")
         await #expect(try TestSupport.check("fsck.ext4", ["-n", "\(image)?offset=\(config.offset)"]).status == 0)
     }
 }
