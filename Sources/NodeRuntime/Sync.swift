@@ -20,7 +20,7 @@ struct Sync: AsyncParsableCommand {
     var syncState = NodePaths.standard.syncState
     @Flag(help: "Let this one run delete more than the recipe's max-delete (after the deletion guard refused a run and you checked the upstream).")
     var allowDeletions = false
-    @Option(help: "Bytes to keep free on the mirror's filesystem beyond what the run copies, e.g. 1GiB.") var reserve = "1GiB"
+    @Option(help: "Bytes to keep free on the mirror's filesystem beyond what the run copies, e.g. 1GiB. Default: 1 GiB, at most 5 % of the filesystem.") var reserve: String?
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -33,8 +33,10 @@ struct Sync: AsyncParsableCommand {
         sync.allowDeletions = allowDeletions
         // The node's own trace file is named after it, as in mm-node run.
         sync.traceName = try? NodeConfig.load(path: config).hostname
-        guard let reserveBytes = ByteSize.parse(reserve) else { throw ValidationError("--reserve \(reserve): expected a size like 512MiB or 2GiB") }
-        sync.reserve = reserveBytes
+        if let reserve {
+            guard let reserveBytes = ByteSize.parse(reserve) else { throw ValidationError("--reserve \(reserve): expected a size like 512MiB or 2GiB") }
+            sync.reserve = reserveBytes
+        }
         // SIGTERM or SIGINT stops rsync (SIGTERM, then SIGKILL) before this process ends, as in
         // mm-node run: a sync by hand never leaves an orphan writing into the tree.
         let work = Task { await sync.run() }

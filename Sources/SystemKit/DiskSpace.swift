@@ -9,4 +9,11 @@ public enum DiskSpace {
         try Syscall.check("statvfs", path) { statvfs(path, &info) }
         return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
+
+    /// The size of the filesystem holding `path` (statvfs `f_blocks`).
+    public static func total(at path: String) throws -> Int64 {
+        var info = statvfs()
+        try Syscall.check("statvfs", path) { statvfs(path, &info) }
+        return Int64(info.f_blocks) * Int64(info.f_frsize)
+    }
 }

@@ -367,6 +367,13 @@ struct SyncTests {
                 let fits = await sync.run()
                 #expect(fits.succeeded, "\(fits)")
                 #expect(Self.tree(root + "/almalinux", includingWorkArea: true) == Self.tree(upstream), "the leftovers stayed or the tree is wrong")
+
+                // No reserve given: 1 GiB, but at most 5 % of the filesystem, so a small disk still syncs.
+                #expect(ProjectSync.defaultReserve(filesystemSize: 2 << 40) == 1 << 30 && ProjectSync.defaultReserve(filesystemSize: 40 << 20) == 2 << 20)
+                try Self.write("small\n", upstream + "/small.txt")
+                sync.reserve = nil
+                let small = await sync.run()
+                #expect(small.succeeded && small.refused == nil, "the default reserve refused a small disk: \(small)")
             }
         }
     }

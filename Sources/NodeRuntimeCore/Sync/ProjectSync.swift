@@ -31,8 +31,16 @@ public struct ProjectSync: Sendable {
     /// looked, and the upstream really dropped that much.
     public var allowDeletions = false
     /// Bytes kept free on the mirror's filesystem beyond what a run copies (state, logs, the
-    /// updater's downloads, the other projects' next runs).
-    public var reserve: Int64 = 1 << 30
+    /// updater's downloads, the other projects' next runs). Nil: `defaultReserve` of the filesystem.
+    public var reserve: Int64?
+    /// The reserve when none is given: 1 GiB, but no more than 5 % of a small filesystem (a test
+    /// node's few hundred MiB would otherwise refuse everything).
+    public static func defaultReserve(filesystemSize: Int64) -> Int64 { min(1 << 30, filesystemSize / 20) }
+
+    /// The reserve this run keeps on the filesystem holding `destination`.
+    func reserve(at destination: String) -> Int64 {
+        reserve ?? Self.defaultReserve(filesystemSize: (try? DiskSpace.total(at: destination)) ?? (1 << 40))
+    }
     /// The node's name for its own trace file: after each success of a recipe whose freshness is
     /// ftpsync's `project/trace/`, the run writes `project/trace/NAME` as ftpsync does, so mirrors
     /// downstream and the archive's checkers see when this node last synced (and it is kept out of
@@ -428,6 +436,7 @@ public struct ProjectSync: Sendable {
     /// makes the difference.
     func budgetProblem(plan: Plan, destination: String) -> String? {
         guard var free = try? DiskSpace.available(at: destination) else { return nil }
+        let reserve = reserve(at: destination)
         if plan.bytes + reserve > free, let freed = Self.removeLeftovers(destination), freed > 0 {
             logger.warning("space is short: removed an earlier run's unfinished files", metadata: ["project": "\(recipe.project)", "bytes": "\(freed)"])
             free = (try? DiskSpace.available(at: destination)) ?? free
@@ -441,7 +450,7 @@ public struct ProjectSync: Sendable {
     /// let the next run resume, but a full mm-data stops the node's state, logs and updates).
     /// Returns the bytes freed, or nil when space was not short.
     func freeLeftoversIfShort(_ destination: String) -> Int64? {
-        guard let free = try? DiskSpace.available(at: destination), free < reserve else { return nil }
+        guard let free = try? DiskSpace.available(at: destination), free < reserve(at: destination) else { return nil }
         let freed = Self.removeLeftovers(destination) ?? 0
         logger.warning("space is short after a failed run: removed its unfinished files", metadata: ["project": "\(recipe.project)", "bytes": "\(freed)"])
         return freed
