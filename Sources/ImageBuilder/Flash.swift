@@ -1,0 +1,187 @@
+import ArgumentParser
+import Foundation
+import ImageBuilderCore
+import MicromirrorKit
+import SystemKit
+
+/// `mm-image flash`: the NOC's flashing station. Checks everything first (each node file and its
+/// projects' recipes in the image, the image's signature, the block map, every drive's safety),
+/// then writes each drive: mapped blocks only, the rest discarded, read back from the drive and
+/// hashed, the backup GPT moved to the drive's end, the node file written into mm-config, a
+/// record appended to the inventory. A drive that fails does not stop the others.
+struct Flash: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the release image and each drive's node file onto SSDs, verified; refuses any disk that is not safe to write."
+    )
+
+    @Argument(help: "The signed disk image (.img), with manifest.json and IMAGE.bmap beside it.") var image: String
+    @Option(help: "A drive to write (repeat; each with its --node).") var device: [String] = []
+    @Option(help: "The node file for the --device in the same place (repeat).") var node: [String] = []
+    @Option(help: "Trusted Ed25519 public key (PEM) the image must be signed with, or a directory of *.pub.") var pubkey: String
+    @Option(help: "Manifest. Default: manifest.json beside the image.") var manifest: String?
+    @Option(help: "Block map. Default: IMAGE.bmap.") var bmap: String?
+    @Option(help: "Recipes to check the node files' projects against when the image's own cannot be read.") var recipes: String?
+    @Option(help: "Inventory to append a record per drive to (JSON lines).") var inventory = "inventory.jsonl"
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+    @Flag(help: "Skip reading the drives back.") var noVerify = false
+    @Flag(help: "Where a drive cannot discard, write zeros over its unmapped blocks.") var zeroUnmapped = false
+
+    func validate() throws {
+        guard !device.isEmpty else { throw ValidationError("name at least one --device with its --node") }
+        guard device.count == node.count else { throw ValidationError("each --device needs its --node (\(device.count) devices, \(node.count) node files)") }
+        guard Set(device).count == device.count else { throw ValidationError("a --device is named twice") }
+    }
+
+    func run() async throws {
+        let logger = CLILogging.logger("mm-image.flash")
+        // 1. Everything that can be checked without touching a drive.
+        let known: Set<String>
+        let source: String
+        do {
+            known = try await ImageRecipes(logger: logger).projects(onDisk: image)
+            source = "the image \(image)"
+        } catch {
+            guard let recipes else { throw fail(BuildError(stage: "flash", "cannot read the image's recipes (\(error)); run as root, or give --recipes DIR")) }
+            known = try ImageRecipes.projects(inDirectory: recipes)
+            source = recipes
+        }
+        var problems: [ConfigProblem] = []
+        var configs: [NodeConfig] = []
+        for file in node {
+            do throws(ConfigError) {
+                let config = try NodeConfig.load(path: file)
+                problems += ImageRecipes.problems(config, file: file, known: known, source: source)
+                configs.append(config)
+            } catch {
+                problems += error.problems
+            }
+        }
+        guard problems.isEmpty else {
+            FileHandle.standardError.write(Data("mm-image: \(ConfigError(problems: problems))\nnothing was written\n".utf8))
+            throw ExitCode(1)
+        }
+        let release: Manifest
+        do {
+            var isDirectory: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: pubkey, isDirectory: &isDirectory)
+            let keyring = isDirectory.boolValue ? try Keyring.load(directory: pubkey) : try Keyring.load(file: pubkey)
+            let manifestPath = manifest ?? ((image as NSString).deletingLastPathComponent as NSString).appendingPathComponent("manifest.json")
+            (release, _) = try ImageVerifier(keyring: keyring).verify(imagePath: image, manifestPath: manifestPath)
+        } catch {
+            FileHandle.standardError.write(Data("mm-image: \(image): verification FAILED: \(error)\nnothing was written\n".utf8))
+            throw ExitCode(1)
+        }
+        let mapPath = bmap ?? image + ".bmap"
+        let blockMap: BlockMap.Parsed
+        do {
+            blockMap = try BlockMap.parse(try String(contentsOfFile: mapPath, encoding: .utf8), file: mapPath)
+        } catch {
+            FileHandle.standardError.write(Data("mm-image: \(mapPath): \(error)\nnothing was written\n".utf8))
+            throw ExitCode(1)
+        }
+
+        // 2. Each drive: safe to write, or refused with every reason.
+        var results: [(device: String, node: String, result: String)] = []
+        var accepted: [(FlashTarget, String, NodeConfig)] = []
+        for (index, path) in device.enumerated() {
+            do {
+                let target = try FlashTarget.inspect(path)
+                let refusals = target.refusals(imageSize: blockMap.imageSize)
+                if refusals.isEmpty {
+                    accepted.append((target, node[index], configs[index]))
+                } else {
+                    let why = refusals.joined(separator: "; ")
+                    FileHandle.standardError.write(Data("mm-image: refusing \(path): \(why)\n".utf8))
+                    results.append((path, configs[index].hostname, "refused: " + why))
+                    try record(device: path, target: target, node: node[index], config: configs[index], release: release, result: "refused: " + why)
+                }
+            } catch {
+                results.append((path, configs[index].hostname, "refused: \(error)"))
+                FileHandle.standardError.write(Data("mm-image: refusing \(path): \(error)\n".utf8))
+            }
+        }
+        if !accepted.isEmpty {
+            print("About to write \(release.name) \(release.version) (build \(release.buildNumber)) onto:")
+            for (target, file, config) in accepted { print("  \(target.summary)  <- \(config.hostname) (\(file))") }
+            fflush(nil)
+            if !yes {
+                guard isatty(0) == 1 else {
+                    FileHandle.standardError.write(Data("mm-image: not a terminal, so nobody can confirm: pass --yes to write\n".utf8))
+                    throw ExitCode(1)
+                }
+                print("Everything on these drives will be lost. Type yes to write: ", terminator: "")
+                guard readLine()?.trimmingCharacters(in: .whitespaces) == "yes" else {
+                    print("nothing was written")
+                    throw ExitCode(1)
+                }
+            }
+        }
+
+        // 3. Write, verify, finish each accepted drive.
+        for (target, file, config) in accepted {
+            let result: String
+            do {
+                try await flash(target, nodeFile: file, blockMap: blockMap)
+                result = noVerify ? "written (not verified)" : "passed"
+            } catch {
+                result = "FAILED: \(error)"
+                FileHandle.standardError.write(Data("mm-image: \(target.path): \(error)\n".utf8))
+            }
+            results.append((target.path, config.hostname, result))
+            try? record(device: target.path, target: target, node: file, config: config, release: release, result: result)
+            if result == "passed" || result.hasPrefix("written") {
+                print("label: \(config.hostname) | \(target.model ?? "-") serial \(target.serial ?? "-") | \(release.name) \(release.version) build \(release.buildNumber) | \(Self.day())")
+            }
+        }
+        print("")
+        for (path, hostname, result) in results { print("\(path)  \(hostname)  \(result)") }
+        if results.contains(where: { !($0.result == "passed" || $0.result.hasPrefix("written")) }) { throw ExitCode(1) }
+    }
+
+    /// Writes and verifies one drive, then gives it its node file and a GPT that spans it.
+    func flash(_ target: FlashTarget, nodeFile: String, blockMap: BlockMap.Parsed) async throws {
+        var flasher = DiskFlasher(image: image, blockMap: blockMap)
+        flasher.verify = !noVerify
+        flasher.zeroUnmapped = zeroUnmapped
+        var last = Date.distantPast
+        flasher.progress = { stage, done, total in
+            guard Date().timeIntervalSince(last) >= 1 || done == total else { return }
+            last = Date()
+            FileHandle.standardError.write(Data("\(target.path): \(stage) \(total > 0 ? done * 100 / total : 100)% (\(ByteSize.format(done)) of \(ByteSize.format(total)))\n".utf8))
+        }
+        let written = try flasher.write(to: target)
+        let runner = CommandRunner(logger: CLILogging.logger("mm-image.flash"))
+        if target.kind != .file, target.size > blockMap.imageSize {
+            // The image's backup GPT sits at the image's end: move it to the drive's.
+            try await runner.run(Tool("sgdisk", package: "gdisk"), ["-e", target.path])
+        }
+        try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).write(nodeFile: nodeFile, to: target.path, recipes: recipes)
+        if target.kind != .file { _ = try? await runner.run(Tool("partx", package: "util-linux"), ["-u", target.path]) }
+        print("\(target.path): wrote \(ByteSize.format(written.mappedBytes)), cleared \(ByteSize.format(written.clearedBytes)) (\(written.cleared))\(written.verified ? ", verified" : "")")
+    }
+
+    /// Appends the drive's record to the inventory.
+    func record(device: String, target: FlashTarget, node file: String, config: NodeConfig, release: Manifest, result: String) throws {
+        let nodeHash = (try? RawFile.openForReading(file)).flatMap { handle in (try? handle.size()).flatMap { try? handle.sha256(length: $0) } } ?? ""
+        let entry: [String: Any] = [
+            "node": config.hostname, "device": device, "model": target.model ?? "", "serial": target.serial ?? "", "size": target.size,
+            "image": release.name, "version": release.version, "build": release.buildNumber, "imageSHA256": release.disk.sha256, "nodeFileSHA256": nodeHash,
+            "time": ISO8601DateFormatter().string(from: Date()), "result": result,
+        ]
+        var line = try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys, .withoutEscapingSlashes])
+        line.append(0x0A)
+        if !FileManager.default.fileExists(atPath: inventory) { FileManager.default.createFile(atPath: inventory, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: inventory))
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: line)
+    }
+
+    static func day() -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd"
+        return formatter.string(from: Date())
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import MicromirrorKit
+import SystemKit
+
+/// Writes a release image onto one drive the way the NOC needs it: only the blocks the block map
+/// says hold data, in large direct (page-cache-bypassing) writes; the rest of the drive discarded so
+/// nothing of its previous life lies where the filesystems expect zeros; then every written range
+/// read back from the drive itself (`O_DIRECT`, never the page cache: Etcher's old pitfall) and
+/// hashed against the block map. A mismatch names the offset and fails the drive.
+public struct DiskFlasher {
+    public var image: String
+    public var blockMap: BlockMap.Parsed
+    /// Bytes per write and per read-back.
+    public var chunkSize = 4 << 20
+    /// Where the drive cannot discard, write zeros over the unmapped blocks instead (slow on a big drive).
+    public var zeroUnmapped = false
+    /// Skip the read-back (`--no-verify`).
+    public var verify = true
+    public var progress: ((_ stage: String, _ done: Int64, _ total: Int64) -> Void)?
+    /// A seam for tests: runs between the write and the read-back (a byte changed behind the writer's back).
+    public var betweenWriteAndVerify: (() throws -> Void)?
+
+    public init(image: String, blockMap: BlockMap.Parsed) {
+        self.image = image
+        self.blockMap = blockMap
+    }
+
+    /// What one drive got.
+    public struct Written: Sendable, Equatable {
+        public var mappedBytes: Int64
+        /// Bytes discarded (or zeroed) outside the mapped ranges.
+        public var clearedBytes: Int64
+        /// How the unmapped blocks were cleared: `discard`, `zeroes`, `holes` (a file), or why not.
+        public var cleared: String
+        public var verified: Bool
+    }
+
+    /// The ioctl that discards a byte range of a block device (`_IO(0x12, 119)`).
+    static let blkDiscard: UInt = 0x1277
+
+    /// Writes the image onto `target` (see `FlashTarget`; its checks come first), verifies it.
+    public func write(to target: FlashTarget) throws -> Written {
+        let source = try RawFile.openForReading(image)
+        guard try source.size() == blockMap.imageSize else {
+            throw BuildError(stage: "flash", "\(image) is \(try source.size()) bytes, its block map says \(blockMap.imageSize): not the image the map was made for")
+        }
+        let device: RawFile
+        if target.kind == .file {
+            // A file: emptied and sized, so every byte the map does not name is a hole, that is zeros.
+            let plain = try RawFile.openForWriting(target.path, create: true)
+            try plain.truncate(to: 0)
+            try plain.truncate(to: blockMap.imageSize)
+            if let direct = try? RawFile.openDirect(target.path, writing: true) { device = direct } else { device = plain }
+        } else {
+            device = try RawFile.openDirect(target.path, writing: true)
+        }
+        let total = blockMap.mappedBytes
+        var done: Int64 = 0
+        let writer = OverlappedWriter(file: device, blockSize: chunkSize)
+        for range in blockMap.ranges {
+            let hasher = SHA256Hasher()
+            var offset = range.offset
+            while offset < range.offset + range.length {
+                let length = Int(min(Int64(chunkSize), range.offset + range.length - offset))
+                let buffer = try writer.buffer()
+                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
+                guard try source.read(into: slice, at: offset) == length else {
+                    throw BuildError(stage: "flash", "\(image) ended before offset \(offset + Int64(length))")
+                }
+                hasher.update(UnsafeRawBufferPointer(slice))
+                // Direct I/O writes whole 4 KiB blocks: the image's last block is padded with zeros.
+                let padded = (length + 4095) / 4096 * 4096
+                if padded > length { UnsafeMutableRawBufferPointer(rebasing: buffer[length..<padded]).initializeMemory(as: UInt8.self, repeating: 0) }
+                writer.write(length: padded, at: offset)
+                offset += Int64(length)
+                done += Int64(length)
+                progress?("write", done, total)
+            }
+            // The image itself must be what the map says before the drive is trusted with it.
+            guard hasher.finalizeHex() == range.sha256 else {
+                try? writer.finish()
+                throw BuildError(stage: "flash", "\(image) differs from its block map at offset \(range.offset) (\(range.length) bytes): the image is damaged; nothing on \(target.path) can be trusted")
+            }
+        }
+        try writer.finish()
+        let (clearedBytes, cleared) = try clearUnmapped(device, target: target)
+        try device.sync()
+        if target.kind == .file, try RawFile.openForReading(target.path).size() > blockMap.imageSize {
+            // The padding of the last block must not grow a file image.
+            try RawFile.openForWriting(target.path).truncate(to: blockMap.imageSize)
+        }
+        try betweenWriteAndVerify?()
+        if verify { try readBack(target) }
+        return Written(mappedBytes: total, clearedBytes: clearedBytes, cleared: cleared, verified: verify)
+    }
+
+    /// The unmapped gaps of the image, and the drive beyond the image's end.
+    func gaps(deviceSize: Int64) -> [(Int64, Int64)] {
+        var gaps: [(Int64, Int64)] = []
+        var position: Int64 = 0
+        for range in blockMap.ranges {
+            if range.offset > position { gaps.append((position, range.offset - position)) }
+            position = max(position, (range.offset + range.length + 4095) / 4096 * 4096)
+        }
+        if deviceSize > position { gaps.append((position, deviceSize - position)) }
+        return gaps
+    }
+
+    private func clearUnmapped(_ device: RawFile, target: FlashTarget) throws -> (Int64, String) {
+        guard target.kind != .file else { return (0, "holes") }
+        let gaps = gaps(deviceSize: target.size)
+        let total = gaps.reduce(0) { $0 + $1.1 }
+        var cleared: Int64 = 0
+        for (offset, length) in gaps {
+            var range: [UInt64] = [UInt64(offset), UInt64(length)]
+            let result = range.withUnsafeMutableBytes { ioctl(device.descriptor, Self.blkDiscard, $0.baseAddress!) }
+            if result != 0 {
+                let why = String(cString: strerror(errno))
+                guard zeroUnmapped else { return (cleared, "not cleared: the drive cannot discard (\(why)); --zero-unmapped writes zeros instead") }
+                try zero(device, offset: offset, length: length)
+            }
+            cleared += length
+            progress?("clear", cleared, total)
+        }
+        return (cleared, zeroUnmapped ? "discard or zeroes" : "discard")
+    }
+
+    private func zero(_ device: RawFile, offset: Int64, length: Int64) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        var position = offset
+        while position < offset + length {
+            let count = Int(min(Int64(chunkSize), offset + length - position))
+            try device.write(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), at: position)
+            position += Int64(count)
+        }
+    }
+
+    /// Reads every mapped range back from the drive, bypassing the page cache, and checks its hash.
+    public func readBack(_ target: FlashTarget) throws {
+        let device: RawFile
+        if let direct = try? RawFile.openDirect(target.path, writing: false) { device = direct } else { device = try RawFile.openForReading(target.path) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        let total = blockMap.mappedBytes
+        var done: Int64 = 0
+        for range in blockMap.ranges {
+            let hasher = SHA256Hasher()
+            var offset = range.offset
+            while offset < range.offset + range.length {
+                let length = Int(min(Int64(chunkSize), range.offset + range.length - offset))
+                let aligned = (length + 4095) / 4096 * 4096
+                let got = try device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<aligned]), at: offset)
+                guard got >= length else { throw BuildError(stage: "verify", "\(target.path) ended at offset \(offset + Int64(got)), inside the image") }
+                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
+                offset += Int64(length)
+                done += Int64(length)
+                progress?("verify", done, total)
+            }
+            guard hasher.finalizeHex() == range.sha256 else {
+                throw BuildError(
+                    stage: "verify",
+                    "\(target.path) does not hold what was written in the range at offset \(range.offset) (\(range.length) bytes): the drive failed verification; do not ship it"
+                )
+            }
+        }
+    }
+}

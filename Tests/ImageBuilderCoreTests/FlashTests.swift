@@ -1,0 +1,142 @@
+import Foundation
+import ImageBuilderCore
+import Logging
+import SystemKit
+import MicromirrorKit
+import MicromirrorTestSupport
+import Testing
+
+/// `mm-image flash` onto real loop devices with the built image: what lands on the drive, what is
+/// refused before a byte is written, and a drive changed behind the writer's back.
+@Suite("Flashing drives", .serialized)
+struct FlashTests {
+    /// Loop devices over fresh sparse files of the given sizes (a byte pattern at `stale` in each,
+    /// as a drive's previous life), detached after `body`.
+    static func withDrives<T>(_ sizes: [Int64], stale: Int64? = nil, _ body: ([String], String) async throws -> T) async throws -> T {
+        let dir = try await TestSupport.scratch("flash")
+        var devices: [String] = []
+        defer {
+            for device in devices { ToolRun.cleanUp("losetup", ["-d", device]) }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        for (index, size) in sizes.enumerated() {
+            let file = dir + "/drive\(index).img"
+            try await TestSupport.check("truncate", ["-s", "\(size)", file])
+            if let stale, stale < size {
+                let handle = try RawFile.openForWriting(file)
+                try handle.write([UInt8](repeating: 0xBB, count: 1 << 20), at: stale)
+            }
+            devices.append(try await TestSupport.check("losetup", ["--find", "--show", file]).stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        return try await body(devices, dir)
+    }
+
+    static func flash(_ a: BuiltImage.Artifacts, _ pairs: [(String, String)], inventory: String, extra: [String] = []) async throws -> TestSupport.Output {
+        var arguments = ["flash", a.image, "--pubkey", a.publicKey, "--yes", "--inventory", inventory]
+        for (device, node) in pairs { arguments += ["--device", device, "--node", node] }
+        return try await TestSupport.run(TestSupport.mmImage, arguments + extra)
+    }
+
+    @Test("a flashed drive has the image's partitions, its node file and the mapped ranges the block map hashes (as bmaptool writes them); what lay beyond the image is gone; the inventory records it")
+    func flashOne() async throws {
+        let a = try await BuiltImage.shared.artifacts()
+        let imageSize = try RawFile.openForReading(a.image).size()
+        try await Self.withDrives([imageSize + (512 << 20)], stale: imageSize + (100 << 20)) { devices, dir in
+            let drive = devices[0]
+            let example = TestSupport.packageRoot + "/nodes/example.yaml"
+            let result = try await Self.flash(a, [(drive, example)], inventory: dir + "/inventory.jsonl")
+            #expect(result.status == 0 && result.stdout.contains("\(drive)  example-isp.mm.fcix.net  passed"), "\(result.combined)")
+            #expect(result.stdout.contains("label: example-isp.mm.fcix.net |") && result.stdout.contains("micromirror 0.1.0 build"), "\(result.stdout)")
+            // The same partitions as the image, the GPT spanning the whole drive.
+            let expected = try await ImageInspector(logger: .init(label: "t")).inspect(path: a.image).partitions.map { [$0.label, $0.type, "\($0.offset)", "\($0.size)"] }
+            let got = try await ImageInspector(logger: .init(label: "t")).inspect(path: drive).partitions.map { [$0.label, $0.type, "\($0.offset)", "\($0.size)"] }
+            #expect(got == expected)
+            await #expect(try TestSupport.run("sgdisk", ["-v", drive]).stdout.contains("No problems found"))
+            // The node file in mm-config, nothing else changed: every mapped range hashes as the map says.
+            let config = try #require(GPT.read(from: RawFile.openForReading(drive)).partition(named: DiskLayout.Label.config))
+            let written = try await TestSupport.run("debugfs", ["-R", "cat node.yaml", "\(drive)?offset=\(config.offsetInBytes)"])
+            #expect(written.stdout == (try String(contentsOfFile: example, encoding: .utf8)))
+            let map = try BlockMap.parse(try String(contentsOfFile: a.bmap, encoding: .utf8), file: a.bmap)
+            // What the flash changes on purpose after its verification: the node file's partition, and
+            // the GPT's headers (primary at the start, the image's backup at its end) when it moved the backup.
+            let changed = [config.offsetInBytes..<(config.offsetInBytes + config.sizeInBytes), 0..<(1 << 20), (imageSize - (1 << 20))..<imageSize]
+            let outside = BlockMap.Parsed(
+                imageSize: map.imageSize, ranges: map.ranges.filter { range in !changed.contains { $0.overlaps(range.offset..<(range.offset + range.length)) } }
+            )
+            #expect(outside.mappedBytes > map.mappedBytes / 2, "the comparison left out most of the image")
+            try DiskFlasher(image: a.image, blockMap: outside).readBack(try FlashTarget.inspect(drive))
+            // bmaptool, given our map, writes the same bytes where the map says there are any.
+            let copy = dir + "/bmaptool.img"
+            try await TestSupport.check("bmaptool", ["copy", "--bmap", a.bmap, a.image, copy])
+            try DiskFlasher(image: a.image, blockMap: map).readBack(try FlashTarget.inspect(copy))
+            // The drive's previous life beyond the image was discarded.
+            let tail = try RawFile.openForReading(drive).read(count: 1 << 20, at: imageSize + (100 << 20))
+            #expect(tail.allSatisfy { $0 == 0 }, "stale data beyond the image survived the flash")
+            let records = try String(contentsOfFile: dir + "/inventory.jsonl", encoding: .utf8).split(separator: "\n")
+            #expect(records.count == 1 && records[0].contains("\"node\":\"example-isp.mm.fcix.net\"") && records[0].contains("\"result\":\"passed\""), "\(records)")
+        }
+    }
+
+    @Test("a byte changed on the drive between the write and the read-back fails the drive, naming the offset")
+    func flippedByte() async throws {
+        let a = try await BuiltImage.shared.artifacts()
+        let dir = try await TestSupport.scratch("flash-flip")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let map = try BlockMap.parse(try String(contentsOfFile: a.bmap, encoding: .utf8), file: a.bmap)
+        let target = try FlashTarget.inspect({ FileManager.default.createFile(atPath: dir + "/drive.img", contents: nil); return dir + "/drive.img" }())
+        var flasher = DiskFlasher(image: a.image, blockMap: map)
+        let victim = map.ranges[map.ranges.count / 2]
+        flasher.betweenWriteAndVerify = {
+            // Through a second handle, behind the writer's back.
+            let other = try RawFile.openForWriting(dir + "/drive.img")
+            let offset = victim.offset + victim.length / 2
+            let byte = try other.read(count: 1, at: offset)
+            try other.write([byte[0] ^ 0x01], at: offset)
+            try other.sync()
+        }
+        do {
+            _ = try flasher.write(to: target)
+            Issue.record("the changed byte was not noticed")
+        } catch {
+            #expect("\(error)".contains("does not hold what was written in the range at offset \(victim.offset)"), "\(error)")
+        }
+    }
+
+    @Test("refused before a byte is written: an invalid node file, a drive too small, a mounted one; three drives at once, one too small: two pass, one is refused, three records")
+    func refusals() async throws {
+        let a = try await BuiltImage.shared.artifacts()
+        let imageSize = try RawFile.openForReading(a.image).size()
+        let example = TestSupport.packageRoot + "/nodes/example.yaml"
+        try await Self.withDrives([imageSize + (64 << 20), imageSize - (64 << 20), imageSize + (64 << 20)]) { devices, dir in
+            let inventory = dir + "/inventory.jsonl"
+            // An invalid node file: nothing is written anywhere.
+            try "hostname: Not A Name\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+            let bad = try await Self.flash(a, [(devices[0], example), (devices[2], dir + "/bad.yaml")], inventory: inventory)
+            #expect(bad.status == 1 && bad.stderr.contains("bad.yaml") && bad.stderr.contains("nothing was written"), "\(bad.combined)")
+            #expect(try RawFile.openForReading(devices[0]).read(count: 4096, at: 0).allSatisfy { $0 == 0 }, "a byte was written despite the bad node file")
+            #expect(!FileManager.default.fileExists(atPath: inventory))
+
+            // Three at once, the middle one too small.
+            let three = try await Self.flash(a, [(devices[0], example), (devices[1], example), (devices[2], example)], inventory: inventory)
+            #expect(three.status == 1, "\(three.combined)")
+            #expect(three.stdout.contains("\(devices[0])  example-isp.mm.fcix.net  passed") && three.stdout.contains("\(devices[2])  example-isp.mm.fcix.net  passed"), "\(three.stdout)")
+            #expect(three.stdout.contains("\(devices[1])  example-isp.mm.fcix.net  refused: it holds") && three.stdout.contains("less than the image's"), "\(three.stdout)")
+            let records = try String(contentsOfFile: inventory, encoding: .utf8).split(separator: "\n")
+            #expect(records.count == 3 && records.filter { $0.contains("\"result\":\"passed\"") }.count == 2, "\(records)")
+
+            // A drive in use: mm-config of the flashed drive mounted.
+            _ = try await TestSupport.run("partx", ["-a", devices[0]])
+            let config = devices[0] + "p4"
+            for _ in 0..<50 where !FileManager.default.fileExists(atPath: config) { try await Task.sleep(for: .milliseconds(100)) }
+            let mountpoint = dir + "/mnt"
+            try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+            try await TestSupport.check("mount", ["-o", "ro", config, mountpoint])
+            defer {
+                ToolRun.cleanUp("umount", [mountpoint])
+                ToolRun.cleanUp("partx", ["-d", devices[0]])
+            }
+            let mounted = try await Self.flash(a, [(devices[0], example)], inventory: inventory)
+            #expect(mounted.status == 1 && mounted.stderr.contains("refusing \(devices[0]): it is mounted: \((devices[0] as NSString).lastPathComponent)p4 on \(mountpoint)"), "\(mounted.combined)")
+        }
+    }
+}
