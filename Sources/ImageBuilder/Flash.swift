@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ImageBuilderCore
 import MicromirrorKit
+import Synchronization
 import SystemKit
 
 /// `mm-image flash`: the NOC's flashing station. Checks everything first (each node file and its
@@ -117,16 +118,26 @@ struct Flash: AsyncParsableCommand {
             }
         }
 
-        // 3. Write, verify, finish each accepted drive.
-        for (target, file, config) in accepted {
-            let result: String
-            do {
-                try await flash(target, nodeFile: file, blockMap: blockMap)
-                result = noVerify ? "written (not verified)" : "passed"
-            } catch {
-                result = "FAILED: \(error)"
-                FileHandle.standardError.write(Data("mm-image: \(target.path): \(error)\n".utf8))
+        // 3. Write, verify, finish the accepted drives, all at once (each on a thread of its own:
+        // the work is blocking I/O), in the order given in the summary.
+        let command = self
+        let outcomes = await withTaskGroup(of: (Int, String).self) { group in
+            for (index, (target, file, _)) in accepted.enumerated() {
+                group.addTask {
+                    do {
+                        try await command.flash(target, nodeFile: file, blockMap: blockMap)
+                        return (index, command.noVerify ? "written (not verified)" : "passed")
+                    } catch {
+                        FileHandle.standardError.write(Data("mm-image: \(target.path): \(error)\n".utf8))
+                        return (index, "FAILED: \(error)")
+                    }
+                }
             }
+            var outcomes = [String](repeating: "", count: accepted.count)
+            for await (index, result) in group { outcomes[index] = result }
+            return outcomes
+        }
+        for ((target, file, config), result) in zip(accepted, outcomes) {
             results.append((target.path, config.hostname, result))
             try? record(device: target.path, target: target, node: file, config: config, release: release, result: result)
             if result == "passed" || result.hasPrefix("written") {
@@ -139,17 +150,23 @@ struct Flash: AsyncParsableCommand {
     }
 
     /// Writes and verifies one drive, then gives it its node file and a GPT that spans it.
+    /// `DiskFlasher` is used from one thread at a time; its progress closure only prints.
     func flash(_ target: FlashTarget, nodeFile: String, blockMap: BlockMap.Parsed) async throws {
         var flasher = DiskFlasher(image: image, blockMap: blockMap)
         flasher.verify = !noVerify
         flasher.zeroUnmapped = zeroUnmapped
-        var last = Date.distantPast
+        let last = Mutex(Date.distantPast)
         flasher.progress = { stage, done, total in
-            guard Date().timeIntervalSince(last) >= 1 || done == total else { return }
-            last = Date()
+            let due = last.withLock { last in
+                guard Date().timeIntervalSince(last) >= 1 || done == total else { return false }
+                last = Date()
+                return true
+            }
+            guard due else { return }
             FileHandle.standardError.write(Data("\(target.path): \(stage) \(total > 0 ? done * 100 / total : 100)% (\(ByteSize.format(done)) of \(ByteSize.format(total)))\n".utf8))
         }
-        let written = try flasher.write(to: target)
+        let job = flasher
+        let written = try await Self.onThread { try job.write(to: target) }
         let runner = CommandRunner(logger: CLILogging.logger("mm-image.flash"))
         if target.kind != .file, target.size > blockMap.imageSize {
             // The image's backup GPT sits at the image's end: move it to the drive's.
@@ -158,6 +175,13 @@ struct Flash: AsyncParsableCommand {
         try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).write(nodeFile: nodeFile, to: target.path, recipes: recipes)
         if target.kind != .file { _ = try? await runner.run(Tool("partx", package: "util-linux"), ["-u", target.path]) }
         print("\(target.path): wrote \(ByteSize.format(written.mappedBytes)), cleared \(ByteSize.format(written.clearedBytes)) (\(written.cleared))\(written.verified ? ", verified" : "")")
+    }
+
+    /// Runs blocking work on a thread of its own, off Swift's few cooperative threads.
+    static func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+        }
     }
 
     /// Appends the drive's record to the inventory.

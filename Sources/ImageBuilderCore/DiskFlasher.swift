@@ -7,7 +7,7 @@ import SystemKit
 /// nothing of its previous life lies where the filesystems expect zeros; then every written range
 /// read back from the drive itself (`O_DIRECT`, never the page cache: Etcher's old pitfall) and
 /// hashed against the block map. A mismatch names the offset and fails the drive.
-public struct DiskFlasher {
+public struct DiskFlasher: Sendable {
     public var image: String
     public var blockMap: BlockMap.Parsed
     /// Bytes per write and per read-back.
@@ -16,9 +16,9 @@ public struct DiskFlasher {
     public var zeroUnmapped = false
     /// Skip the read-back (`--no-verify`).
     public var verify = true
-    public var progress: ((_ stage: String, _ done: Int64, _ total: Int64) -> Void)?
+    public var progress: (@Sendable (_ stage: String, _ done: Int64, _ total: Int64) -> Void)?
     /// A seam for tests: runs between the write and the read-back (a byte changed behind the writer's back).
-    public var betweenWriteAndVerify: (() throws -> Void)?
+    public var betweenWriteAndVerify: (@Sendable () throws -> Void)?
 
     public init(image: String, blockMap: BlockMap.Parsed) {
         self.image = image
