@@ -18,7 +18,7 @@ struct Flash: AsyncParsableCommand {
     @Argument(help: "The signed disk image (.img), with manifest.json and IMAGE.bmap beside it.") var image: String
     @Option(help: "A drive to write (repeat; each with its --node).") var device: [String] = []
     @Option(help: "The node file for the --device in the same place (repeat).") var node: [String] = []
-    @Option(help: "Trusted Ed25519 public key (PEM) the image must be signed with, or a directory of *.pub.") var pubkey: String
+    @Option(help: "Trusted Ed25519 public key (PEM) the image must be signed with, or a directory of *.pub (required to write).") var pubkey: String?
     @Option(help: "Manifest. Default: manifest.json beside the image.") var manifest: String?
     @Option(help: "Block map. Default: IMAGE.bmap.") var bmap: String?
     @Option(help: "Recipes to check the node files' projects against when the image's own cannot be read.") var recipes: String?
@@ -26,15 +26,25 @@ struct Flash: AsyncParsableCommand {
     @Flag(help: "Do not ask for confirmation.") var yes = false
     @Flag(help: "Skip reading the drives back.") var noVerify = false
     @Flag(help: "Where a drive cannot discard, write zeros over its unmapped blocks.") var zeroUnmapped = false
+    @Flag(help: "Events as JSON lines on standard output (progress, refusals, results); the text goes to standard error.") var json = false
+    @Option(help: "Re-verify a drive flashed earlier with this image (repeat), instead of writing: its image ranges, and with --node its node file.")
+    var check: [String] = []
 
     func validate() throws {
+        if !check.isEmpty {
+            guard device.isEmpty else { throw ValidationError("--check re-verifies drives; it writes none: leave out --device") }
+            guard node.count <= check.count else { throw ValidationError("more --node files than --check drives") }
+            return
+        }
         guard !device.isEmpty else { throw ValidationError("name at least one --device with its --node") }
+        guard pubkey != nil else { throw ValidationError("--pubkey: the image's signature is checked before anything is written") }
         guard device.count == node.count else { throw ValidationError("each --device needs its --node (\(device.count) devices, \(node.count) node files)") }
         guard Set(device).count == device.count else { throw ValidationError("a --device is named twice") }
     }
 
     func run() async throws {
         let logger = CLILogging.logger("mm-image.flash")
+        if !check.isEmpty { return try await recheck() }
         // 1. Everything that can be checked without touching a drive.
         let known: Set<String>
         let source: String
@@ -63,6 +73,7 @@ struct Flash: AsyncParsableCommand {
         }
         let release: Manifest
         do {
+            let pubkey = self.pubkey ?? ""
             var isDirectory: ObjCBool = false
             _ = FileManager.default.fileExists(atPath: pubkey, isDirectory: &isDirectory)
             let keyring = isDirectory.boolValue ? try Keyring.load(directory: pubkey) : try Keyring.load(file: pubkey)
@@ -93,6 +104,7 @@ struct Flash: AsyncParsableCommand {
                 } else {
                     let why = refusals.joined(separator: "; ")
                     FileHandle.standardError.write(Data("mm-image: refusing \(path): \(why)\n".utf8))
+                    emit(["event": "refused", "device": path, "reasons": refusals])
                     results.append((path, configs[index].hostname, "refused: " + why))
                     try record(device: path, target: target, node: node[index], config: configs[index], release: release, result: "refused: " + why)
                 }
@@ -102,8 +114,8 @@ struct Flash: AsyncParsableCommand {
             }
         }
         if !accepted.isEmpty {
-            print("About to write \(release.name) \(release.version) (build \(release.buildNumber)) onto:")
-            for (target, file, config) in accepted { print("  \(target.summary)  <- \(config.hostname) (\(file))") }
+            say("About to write \(release.name) \(release.version) (build \(release.buildNumber)) onto:")
+            for (target, file, config) in accepted { say("  \(target.summary)  <- \(config.hostname) (\(file))") }
             fflush(nil)
             if !yes {
                 guard isatty(0) == 1 else {
@@ -141,11 +153,14 @@ struct Flash: AsyncParsableCommand {
             results.append((target.path, config.hostname, result))
             try? record(device: target.path, target: target, node: file, config: config, release: release, result: result)
             if result == "passed" || result.hasPrefix("written") {
-                print("label: \(config.hostname) | \(target.model ?? "-") serial \(target.serial ?? "-") | \(release.name) \(release.version) build \(release.buildNumber) | \(Self.day())")
+                say("label: \(config.hostname) | \(target.model ?? "-") serial \(target.serial ?? "-") | \(release.name) \(release.version) build \(release.buildNumber) | \(Self.day())")
             }
         }
-        print("")
-        for (path, hostname, result) in results { print("\(path)  \(hostname)  \(result)") }
+        say("")
+        for (path, hostname, result) in results {
+            say("\(path)  \(hostname)  \(result)")
+            emit(["event": "result", "device": path, "node": hostname, "result": result, "passed": result == "passed" || result.hasPrefix("written")])
+        }
         if results.contains(where: { !($0.result == "passed" || $0.result.hasPrefix("written")) }) { throw ExitCode(1) }
     }
 
@@ -163,7 +178,11 @@ struct Flash: AsyncParsableCommand {
                 return true
             }
             guard due else { return }
-            FileHandle.standardError.write(Data("\(target.path): \(stage) \(total > 0 ? done * 100 / total : 100)% (\(ByteSize.format(done)) of \(ByteSize.format(total)))\n".utf8))
+            if json {
+                emit(["event": "progress", "device": target.path, "stage": stage, "done": done, "total": total])
+            } else {
+                FileHandle.standardError.write(Data("\(target.path): \(stage) \(total > 0 ? done * 100 / total : 100)% (\(ByteSize.format(done)) of \(ByteSize.format(total)))\n".utf8))
+            }
         }
         let job = flasher
         let written = try await Self.onThread { try job.write(to: target) }
@@ -174,7 +193,46 @@ struct Flash: AsyncParsableCommand {
         }
         try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).write(nodeFile: nodeFile, to: target.path, recipes: recipes)
         if target.kind != .file { _ = try? await runner.run(Tool("partx", package: "util-linux"), ["-u", target.path]) }
-        print("\(target.path): wrote \(ByteSize.format(written.mappedBytes)), cleared \(ByteSize.format(written.clearedBytes)) (\(written.cleared))\(written.verified ? ", verified" : "")")
+        say("\(target.path): wrote \(ByteSize.format(written.mappedBytes)), cleared \(ByteSize.format(written.clearedBytes)) (\(written.cleared))\(written.verified ? ", verified" : "")")
+    }
+
+    /// `--check`: each drive's image ranges against the block map, and its node file against the
+    /// one given for it.
+    func recheck() async throws {
+        let mapPath = bmap ?? image + ".bmap"
+        let blockMap: BlockMap.Parsed
+        do { blockMap = try BlockMap.parse(try String(contentsOfFile: mapPath, encoding: .utf8), file: mapPath) } catch { throw fail(error) }
+        var failed = false
+        for (index, path) in check.enumerated() {
+            do {
+                let target = try FlashTarget.inspect(path)
+                try await Self.onThread { try DiskFlasher(image: image, blockMap: blockMap).check(target) }
+                var said = "the image's ranges hash as its block map says"
+                if index < node.count {
+                    let expected = try String(contentsOfFile: node[index], encoding: .utf8)
+                    let found = try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).read(from: path)
+                    guard found == expected else { throw BuildError(stage: "check", "the node file in mm-config is not \(node[index])") }
+                    said += "; mm-config holds \(node[index])"
+                }
+                print("\(path): passed: \(said)")
+            } catch {
+                failed = true
+                print("\(path): FAILED: \(error)")
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+
+    /// Text for the engineer: standard output, or standard error when `--json` owns standard output.
+    func say(_ text: String) {
+        if json { FileHandle.standardError.write(Data((text + "\n").utf8)) } else { print(text) }
+    }
+
+    /// One JSON event line on standard output, with `--json`.
+    func emit(_ event: [String: Any]) {
+        guard json, var line = try? JSONSerialization.data(withJSONObject: event, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        line.append(0x0A)
+        FileHandle.standardOutput.write(line)
     }
 
     /// Runs blocking work on a thread of its own, off Swift's few cooperative threads.

@@ -137,6 +137,49 @@ public struct DiskFlasher: Sendable {
         }
     }
 
+    /// Re-verifies a drive flashed earlier: every mapped range but those the flash changed on
+    /// purpose after its own verification (the GPT's headers and tables, moved to span the drive,
+    /// and `mm-config`, which got the node file) hashes as the block map says.
+    public func check(_ target: FlashTarget) throws {
+        let gpt = try GPT.read(from: try RawFile.openForReading(image))
+        let first = gpt.partitions.map(\.offsetInBytes).min() ?? (1 << 20)
+        let last = gpt.partitions.map { $0.offsetInBytes + $0.sizeInBytes }.max() ?? blockMap.imageSize
+        var changed: [Swift.Range<Int64>] = [0..<first, last..<blockMap.imageSize]
+        if let config = gpt.partition(named: DiskLayout.Label.config) { changed.append(config.offsetInBytes..<(config.offsetInBytes + config.sizeInBytes)) }
+        var kept = self
+        kept.blockMap = BlockMap.Parsed(
+            imageSize: blockMap.imageSize,
+            ranges: blockMap.ranges.compactMap { range in
+                // A range is checked whole or not at all (its hash covers all of it).
+                changed.contains { $0.overlaps(range.offset..<(range.offset + range.length)) } ? nil : range
+            }
+        )
+        guard kept.blockMap.mappedBytes > 0 else { throw BuildError(stage: "check", "nothing of \(image) is left to compare once the GPT and mm-config are set aside") }
+        try kept.readBack(target)
+    }
+
+    /// Where in `range` the drive first differs from the image (nil when it does not: the image
+    /// itself changed), for the message.
+    func firstDifference(_ device: RawFile, range: BlockMap.Range) throws -> Int64? {
+        let source = try RawFile.openForReading(image)
+        let mine = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        let theirs = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
+        defer {
+            mine.deallocate()
+            theirs.deallocate()
+        }
+        var offset = range.offset
+        while offset < range.offset + range.length {
+            let length = Int(min(Int64(chunkSize), range.offset + range.length - offset))
+            let aligned = (length + 4095) / 4096 * 4096
+            _ = try device.read(into: UnsafeMutableRawBufferPointer(rebasing: mine[0..<aligned]), at: offset)
+            _ = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: theirs[0..<length]), at: offset)
+            for index in 0..<length where mine[index] != theirs[index] { return offset + Int64(index) }
+            offset += Int64(length)
+        }
+        return nil
+    }
+
     /// Reads every mapped range back from the drive, bypassing the page cache, and checks its hash.
     public func readBack(_ target: FlashTarget) throws {
         let device: RawFile
@@ -159,9 +202,10 @@ public struct DiskFlasher: Sendable {
                 progress?("verify", done, total)
             }
             guard hasher.finalizeHex() == range.sha256 else {
+                let first = (try? firstDifference(device, range: range)).flatMap { $0 }.map { ", first difference at byte \($0)" } ?? ""
                 throw BuildError(
                     stage: "verify",
-                    "\(target.path) does not hold what was written in the range at offset \(range.offset) (\(range.length) bytes): the drive failed verification; do not ship it"
+                    "\(target.path) does not hold what was written in the range at offset \(range.offset) (\(range.length) bytes)\(first): the drive failed verification; do not ship it"
                 )
             }
         }

@@ -74,6 +74,20 @@ struct FlashTests {
             #expect(tail.allSatisfy { $0 == 0 }, "stale data beyond the image survived the flash")
             let records = try String(contentsOfFile: dir + "/inventory.jsonl", encoding: .utf8).split(separator: "\n")
             #expect(records.count == 1 && records[0].contains("\"node\":\"example-isp.mm.fcix.net\"") && records[0].contains("\"result\":\"passed\""), "\(records)")
+            let listed = try await TestSupport.run(TestSupport.mmImage, ["inventory", "--file", dir + "/inventory.jsonl", "example-isp.mm.fcix.net"])
+            #expect(listed.status == 0 && listed.stdout.contains("example-isp.mm.fcix.net") && listed.stdout.contains("0.1.0 build") && listed.stdout.contains("passed"), "\(listed.combined)")
+
+            // Re-verified later: passes; a byte changed on the drive since fails, naming where.
+            let again = try await TestSupport.run(TestSupport.mmImage, ["flash", a.image, "--check", drive, "--node", example])
+            #expect(again.status == 0 && again.stdout.contains("\(drive): passed") && again.stdout.contains("mm-config holds"), "\(again.combined)")
+            let victim = try #require(outside.ranges.last)
+            let spot = victim.offset + victim.length / 3
+            let handle = try RawFile.openForWriting(drive)
+            let byte = try handle.read(count: 1, at: spot)
+            try handle.write([byte[0] ^ 0x80], at: spot)
+            try handle.sync()
+            let spoiled = try await TestSupport.run(TestSupport.mmImage, ["flash", a.image, "--check", drive])
+            #expect(spoiled.status == 1 && spoiled.stdout.contains("first difference at byte \(spot)"), "\(spoiled.combined)")
         }
     }
 
@@ -98,7 +112,7 @@ struct FlashTests {
             _ = try flasher.write(to: target)
             Issue.record("the changed byte was not noticed")
         } catch {
-            #expect("\(error)".contains("does not hold what was written in the range at offset \(victim.offset)"), "\(error)")
+            #expect("\(error)".contains("does not hold what was written in the range at offset \(victim.offset) (\(victim.length) bytes), first difference at byte \(victim.offset + victim.length / 2)"), "\(error)")
         }
     }
 
@@ -123,6 +137,13 @@ struct FlashTests {
             #expect(three.stdout.contains("\(devices[1])  example-isp.mm.fcix.net  refused: it holds") && three.stdout.contains("less than the image's"), "\(three.stdout)")
             let records = try String(contentsOfFile: inventory, encoding: .utf8).split(separator: "\n")
             #expect(records.count == 3 && records.filter { $0.contains("\"result\":\"passed\"") }.count == 2, "\(records)")
+
+            // For scripts: JSON events only on standard output.
+            let events = try await Self.flash(a, [(devices[2], example)], inventory: inventory, extra: ["--json"])
+            let lines = events.stdout.split(separator: "\n")
+            #expect(events.status == 0 && !lines.isEmpty && lines.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) != nil }, "\(events.stdout)")
+            #expect(lines.contains { $0.contains("\"event\":\"progress\"") && $0.contains("\"stage\":\"verify\"") }, "\(events.stdout)")
+            #expect(lines.last?.contains("\"event\":\"result\"") == true && lines.last?.contains("\"passed\":true") == true, "\(events.stdout)")
 
             // A drive in use: mm-config of the flashed drive mounted.
             _ = try await TestSupport.run("partx", ["-a", devices[0]])
