@@ -153,7 +153,7 @@ struct Flash: AsyncParsableCommand {
             results.append((target.path, config.hostname, result))
             try? record(device: target.path, target: target, node: file, config: config, release: release, result: result)
             if result == "passed" || result.hasPrefix("written") {
-                say("label: \(config.hostname) | \(target.model ?? "-") serial \(target.serial ?? "-") | \(release.name) \(release.version) build \(release.buildNumber) | \(Self.day())")
+                say("label: \(config.hostname) | sponsor \(config.sponsor.name) | \(target.model ?? "-") serial \(target.serial ?? "-") | \(release.name) \(release.version) build \(release.buildNumber) | \(Self.day())")
             }
         }
         say("")
@@ -170,18 +170,27 @@ struct Flash: AsyncParsableCommand {
         var flasher = DiskFlasher(image: image, blockMap: blockMap)
         flasher.verify = !noVerify
         flasher.zeroUnmapped = zeroUnmapped
-        let last = Mutex(Date.distantPast)
+        // When the last line was printed, and when the current stage began (for its rate and ETA).
+        let clock = Mutex((printed: Date.distantPast, stage: "", began: Date()))
         flasher.progress = { stage, done, total in
-            let due = last.withLock { last in
-                guard Date().timeIntervalSince(last) >= 1 || done == total else { return false }
-                last = Date()
-                return true
+            let now = Date()
+            let (due, began) = clock.withLock { state -> (Bool, Date) in
+                if state.stage != stage { state = (.distantPast, stage, now) }
+                guard now.timeIntervalSince(state.printed) >= 1 || done == total else { return (false, state.began) }
+                state.printed = now
+                return (true, state.began)
             }
             guard due else { return }
+            let seconds = now.timeIntervalSince(began)
+            let rate = seconds > 0.2 ? Double(done) / seconds : 0
+            let eta = rate > 0 ? Int(Double(total - done) / rate) : nil
             if json {
-                emit(["event": "progress", "device": target.path, "stage": stage, "done": done, "total": total])
+                var event: [String: Any] = ["event": "progress", "device": target.path, "stage": stage, "done": done, "total": total, "rate": Int64(rate)]
+                if let eta { event["eta"] = eta }
+                emit(event)
             } else {
-                FileHandle.standardError.write(Data("\(target.path): \(stage) \(total > 0 ? done * 100 / total : 100)% (\(ByteSize.format(done)) of \(ByteSize.format(total)))\n".utf8))
+                let speed = rate > 0 ? ", \(ByteSize.format(Int64(rate)))/s" + (eta.map { done < total ? ", \($0 / 60):\(String(format: "%02d", $0 % 60)) left" : "" } ?? "") : ""
+                FileHandle.standardError.write(Data("\(target.path): \(stage) \(total > 0 ? done * 100 / total : 100)% (\(ByteSize.format(done)) of \(ByteSize.format(total))\(speed))\n".utf8))
             }
         }
         let job = flasher

@@ -46,7 +46,8 @@ struct FlashTests {
             let example = TestSupport.packageRoot + "/nodes/example.yaml"
             let result = try await Self.flash(a, [(drive, example)], inventory: dir + "/inventory.jsonl")
             #expect(result.status == 0 && result.stdout.contains("\(drive)  example-isp.mm.fcix.net  passed"), "\(result.combined)")
-            #expect(result.stdout.contains("label: example-isp.mm.fcix.net |") && result.stdout.contains("micromirror 0.1.0 build"), "\(result.stdout)")
+            #expect(result.stdout.contains("label: example-isp.mm.fcix.net | sponsor example-isp |") && result.stdout.contains("micromirror 0.1.0 build"), "\(result.stdout)")
+            #expect(result.stderr.contains("\(drive): write 100% (") && result.stderr.contains("/s"), "progress with its rate: \(result.stderr)")
             // The same partitions as the image, the GPT spanning the whole drive.
             let expected = try await ImageInspector(logger: .init(label: "t")).inspect(path: a.image).partitions.map { [$0.label, $0.type, "\($0.offset)", "\($0.size)"] }
             let got = try await ImageInspector(logger: .init(label: "t")).inspect(path: drive).partitions.map { [$0.label, $0.type, "\($0.offset)", "\($0.size)"] }
