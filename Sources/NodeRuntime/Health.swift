@@ -23,7 +23,7 @@ struct Health: AsyncParsableCommand {
         let logger = Logger(label: "mm-node.health")
         let runner = CommandRunner(logger: logger)
         // The node file as firstboot applied it: the last good one when the current one is broken.
-        let node = (try? NodeConfig.load(path: config)) ?? (try? NodeConfig.load(path: NodePaths.lastGood(besides: config)))
+        let node = (try? NodeConfig.loadOrLastGood(path: config))?.config
         guard let node else {
             print("mm-node health: unhealthy: no valid node file at \(config)")
             try await failed(runner: runner, logger: logger)

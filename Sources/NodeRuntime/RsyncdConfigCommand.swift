@@ -24,13 +24,9 @@ struct RsyncdConfigCommand: AsyncParsableCommand {
     func run() async throws {
         // A node file that does not load is never half-applied: the last good one is used, as
         // mm-node run does; without one the daemon does not start.
-        let node: NodeConfig
-        do {
-            node = try NodeConfig.load(path: config)
-        } catch {
-            guard let previous = try? NodeConfig.load(path: NodePaths.lastGood(besides: config)) else { throw error }
-            FileHandle.standardError.write(Data("mm-node rsyncd-config: \(config) is invalid; using the last good node file\n\(error)\n".utf8))
-            node = previous
+        let (node, problems) = try NodeConfig.loadOrLastGood(path: config)
+        if let problems {
+            FileHandle.standardError.write(Data("mm-node rsyncd-config: \(config) is invalid; using the last good node file\n\(problems)\n".utf8))
         }
         var rsyncd = RsyncdConfig(projects: node.projects, root: root, node: node.hostname)
         rsyncd.maxConnections = maxConnections

@@ -49,17 +49,16 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         // Like mm-firstboot: a broken node file never half-applies; the last good one keeps the node serving.
-        let lastGood = NodePaths.lastGood(besides: config)
         let node: NodeConfig
         do {
-            node = try NodeConfig.load(path: config)
-        } catch {
-            guard let previous = try? NodeConfig.load(path: lastGood) else {
-                logger.critical("the node file is invalid and there is no last good one; not starting", metadata: ["problems": "\(error)"])
-                throw ExitCode(1)
+            let (loaded, problems) = try NodeConfig.loadOrLastGood(path: config)
+            if let problems {
+                logger.error("the node file is invalid; running with the last good one", metadata: ["problems": "\(problems)", "using": "\(NodePaths.lastGood(besides: config))"])
             }
-            logger.error("the node file is invalid; running with the last good one", metadata: ["problems": "\(error)", "using": "\(lastGood)"])
-            node = previous
+            node = loaded
+        } catch {
+            logger.critical("the node file is invalid and there is no last good one; not starting", metadata: ["problems": "\(error)"])
+            throw ExitCode(1)
         }
         var options = NodeRuntime.Options()
         options.config = config
