@@ -17,6 +17,8 @@ packages=(
   curl wget aria2 apt-utils dpkg-dev python3
   # syncing tests: a real rsync daemon and client, a real MQTT broker and publisher
   rsync mosquitto mosquitto-clients
+  # telemetry tests: a real Prometheus (server and promtool) and its Python text parser
+  prometheus python3-prometheus-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then

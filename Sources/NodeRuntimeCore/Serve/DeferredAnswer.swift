@@ -9,7 +9,7 @@ enum DeferredAnswer: Sendable {
     /// `/jobs` (tunasync's shape) and `/mirrorz.json` (MirrorZ's), for dashboards built on them.
     case jobs
     case mirrorz(siteURL: String)
-    /// `/metrics`: the counters, and the update's state read from its file.
+    /// `/metrics`: the counters, the update's state read from its file, the machine and the projects' sync state.
     case metrics
     /// `/status/logs/PROJECT/NAME`: a sync run's log (the path checked by the responder).
     case syncLog(path: String)
@@ -28,6 +28,10 @@ enum DeferredAnswer: Sendable {
             return (String(decoding: data, as: UTF8.self), "text/plain; charset=utf-8", "no-store")
         case .metrics:
             shared.metrics.update.record(updateState(configuration))
+            shared.metrics.host.record(
+                network: NetworkCounters.read(), dataPath: configuration.root, temperature: CPUTemperature.celsius(),
+                projects: StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            )
             return (shared.metrics.prometheusText(), "text/plain; version=0.0.4", "no-store")
         case .status(let json):
             let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)

@@ -18,6 +18,8 @@ public final class ServeMetrics: Sendable {
     private let cacheMisses: CoreMetrics.Counter
     /// The update's state, set from its file at each scrape.
     public let update: UpdateMetrics
+    /// The machine (network, mm-data, temperature) and each project's sync state, set at each scrape.
+    public let host: HostMetrics
     private let tallies = ThreadSpecificVariable<Tally>()
     private let allTallies = NIOLockedValueBox<[Tally]>([])
     /// How long a tally may hold counts before they are published.
@@ -29,6 +31,7 @@ public final class ServeMetrics: Sendable {
         self.cacheHits = CoreMetrics.Counter(label: "micromirror_http_cache_hits_total", factory: factory)
         self.cacheMisses = CoreMetrics.Counter(label: "micromirror_http_cache_misses_total", factory: factory)
         self.update = UpdateMetrics(factory: factory)
+        self.host = HostMetrics(factory: factory)
     }
 
     /// The two counters of one project and status class.
