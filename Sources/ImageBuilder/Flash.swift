@@ -18,10 +18,11 @@ struct Flash: AsyncParsableCommand {
     @Argument(help: "The signed disk image (.img), with manifest.json and IMAGE.bmap beside it.") var image: String
     @Option(help: "A drive to write (repeat; each with its --node).") var device: [String] = []
     @Option(help: "The node file for the --device in the same place (repeat).") var node: [String] = []
-    @Option(help: "Trusted Ed25519 public key (PEM) the image must be signed with, or a directory of *.pub (required to write).") var pubkey: String?
+    @Option(help: "The release's Ed25519 public key (PEM), or a directory of *.pub, the image must be signed with. Without it the keyring inside the image is used: that proves the image whole, not who built it.") var pubkey: String?
     @Option(help: "Manifest. Default: manifest.json beside the image.") var manifest: String?
     @Option(help: "Block map. Default: IMAGE.bmap.") var bmap: String?
     @Option(help: "Recipes to check the node files' projects against when the image's own cannot be read.") var recipes: String?
+    @Option(help: "Fedora MirrorManager's report_mirror.conf for a node (repeat): it goes to the drive whose node file's host name is its [host] name.") var reportMirror: [String] = []
     @Option(help: "Inventory to append a record per drive to (JSON lines).") var inventory = "inventory.jsonl"
     @Flag(help: "Do not ask for confirmation.") var yes = false
     @Flag(help: "Skip reading the drives back.") var noVerify = false
@@ -37,7 +38,6 @@ struct Flash: AsyncParsableCommand {
             return
         }
         guard !device.isEmpty else { throw ValidationError("name at least one --device with its --node") }
-        guard pubkey != nil else { throw ValidationError("--pubkey: the image's signature is checked before anything is written") }
         guard device.count == node.count else { throw ValidationError("each --device needs its --node (\(device.count) devices, \(node.count) node files)") }
         guard Set(device).count == device.count else { throw ValidationError("a --device is named twice") }
     }
@@ -67,28 +67,36 @@ struct Flash: AsyncParsableCommand {
                 problems += error.problems
             }
         }
+        let reportFiles: [String: String]
+        do throws(ConfigError) {
+            reportFiles = try Self.reportMirrors(reportMirror, hostnames: configs.map(\.hostname))
+        } catch {
+            problems += error.problems
+            reportFiles = [:]
+        }
         guard problems.isEmpty else {
             FileHandle.standardError.write(Data("mm-image: \(ConfigError(problems: problems))\nnothing was written\n".utf8))
             throw ExitCode(1)
         }
         let release: Manifest
-        do {
-            let pubkey = self.pubkey ?? ""
-            var isDirectory: ObjCBool = false
-            _ = FileManager.default.fileExists(atPath: pubkey, isDirectory: &isDirectory)
-            let keyring = isDirectory.boolValue ? try Keyring.load(directory: pubkey) : try Keyring.load(file: pubkey)
-            let manifestPath = manifest ?? ((image as NSString).deletingLastPathComponent as NSString).appendingPathComponent("manifest.json")
-            (release, _) = try ImageVerifier(keyring: keyring).verify(imagePath: image, manifestPath: manifestPath)
-        } catch {
-            FileHandle.standardError.write(Data("mm-image: \(image): verification FAILED: \(error)\nnothing was written\n".utf8))
-            throw ExitCode(1)
-        }
-        let mapPath = bmap ?? image + ".bmap"
         let blockMap: BlockMap.Parsed
         do {
-            blockMap = try BlockMap.parse(try String(contentsOfFile: mapPath, encoding: .utf8), file: mapPath)
+            let keyring: Keyring
+            if let pubkey {
+                var isDirectory: ObjCBool = false
+                _ = FileManager.default.fileExists(atPath: pubkey, isDirectory: &isDirectory)
+                keyring = isDirectory.boolValue ? try Keyring.load(directory: pubkey) : try Keyring.load(file: pubkey)
+            } else {
+                keyring = try await ImageKeyring(runner: CommandRunner(logger: logger)).keyring(onDisk: image)
+                say("no --pubkey: checking the signature against the keyring inside the image (key \(keyring.members.map(\.key.keyID).joined(separator: ", "))).")
+                say("  That proves the image whole, not who built it: compare the key ID with the NOC's release key, or pass --pubkey.")
+            }
+            let manifestPath = manifest ?? ((image as NSString).deletingLastPathComponent as NSString).appendingPathComponent("manifest.json")
+            (release, blockMap, _) = try ImageVerifier(keyring: keyring).verifyForFlash(
+                imagePath: image, manifestPath: manifestPath, blockMapPath: bmap ?? image + ".bmap"
+            )
         } catch {
-            FileHandle.standardError.write(Data("mm-image: \(mapPath): \(error)\nnothing was written\n".utf8))
+            FileHandle.standardError.write(Data("mm-image: \(image): verification FAILED: \(error)\nnothing was written\n".utf8))
             throw ExitCode(1)
         }
 
@@ -134,10 +142,11 @@ struct Flash: AsyncParsableCommand {
         // the work is blocking I/O), in the order given in the summary.
         let command = self
         let outcomes = await withTaskGroup(of: (Int, String).self) { group in
-            for (index, (target, file, _)) in accepted.enumerated() {
+            for (index, (target, file, config)) in accepted.enumerated() {
+                let hostname = config.hostname
                 group.addTask {
                     do {
-                        try await command.flash(target, nodeFile: file, blockMap: blockMap)
+                        try await command.flash(target, nodeFile: file, reportMirror: reportFiles[hostname], blockMap: blockMap)
                         return (index, command.noVerify ? "written (not verified)" : "passed")
                     } catch {
                         FileHandle.standardError.write(Data("mm-image: \(target.path): \(error)\n".utf8))
@@ -166,7 +175,7 @@ struct Flash: AsyncParsableCommand {
 
     /// Writes and verifies one drive, then gives it its node file and a GPT that spans it.
     /// `DiskFlasher` is used from one thread at a time; its progress closure only prints.
-    func flash(_ target: FlashTarget, nodeFile: String, blockMap: BlockMap.Parsed) async throws {
+    func flash(_ target: FlashTarget, nodeFile: String, reportMirror: String?, blockMap: BlockMap.Parsed) async throws {
         var flasher = DiskFlasher(image: image, blockMap: blockMap)
         flasher.verify = !noVerify
         flasher.zeroUnmapped = zeroUnmapped
@@ -200,9 +209,10 @@ struct Flash: AsyncParsableCommand {
             // The image's backup GPT sits at the image's end: move it to the drive's.
             try await runner.run(Tool("sgdisk", package: "gdisk"), ["-e", target.path])
         }
-        try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).write(nodeFile: nodeFile, to: target.path, recipes: recipes)
+        // The node file and its projects' recipes were checked before any drive was written.
+        try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).place(nodeFile: nodeFile, reportMirror: reportMirror, on: target.path)
         if target.kind != .file { _ = try? await runner.run(Tool("partx", package: "util-linux"), ["-u", target.path]) }
-        say("\(target.path): wrote \(ByteSize.format(written.mappedBytes)), cleared \(ByteSize.format(written.clearedBytes)) (\(written.cleared))\(written.verified ? ", verified" : "")")
+        say("\(target.path): wrote \(ByteSize.format(written.mappedBytes)), cleared \(ByteSize.format(written.clearedBytes)) (\(written.cleared))\(written.verified ? ", verified" : "")\(reportMirror.map { ", \($0) as report_mirror.conf" } ?? "")")
     }
 
     /// `--check`: each drive's image ranges against the block map, and its node file against the
@@ -249,6 +259,36 @@ struct Flash: AsyncParsableCommand {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
         }
+    }
+
+    /// Which node each `report_mirror.conf` belongs to: the one whose host name is the file's
+    /// `[host] name`. A file that is invalid, names no node being flashed, or a second file for the
+    /// same node is a problem, found before any drive is written.
+    static func reportMirrors(_ files: [String], hostnames: [String]) throws(ConfigError) -> [String: String] {
+        var problems: [ConfigProblem] = []
+        var byHost: [String: String] = [:]
+        for file in files {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                problems.append(ConfigProblem(file: file, line: nil, field: "", message: "cannot read it: \(error.localizedDescription)"))
+                continue
+            }
+            let checkin: MirrorManagerCheckin
+            do { checkin = try MirrorManagerCheckin.parse(text, file: file) } catch {
+                problems += error.problems
+                continue
+            }
+            let host = checkin.sections["host"]?["name"] ?? ""
+            if !hostnames.contains(host) {
+                problems.append(ConfigProblem(file: file, line: nil, field: "host.name", message: "\(host) is none of the nodes being flashed (\(hostnames.joined(separator: ", ")))"))
+            } else if let other = byHost[host] {
+                problems.append(ConfigProblem(file: file, line: nil, field: "host.name", message: "\(host) already gets \(other)"))
+            } else {
+                byHost[host] = file
+            }
+        }
+        guard problems.isEmpty else { throw ConfigError(problems: problems) }
+        return byHost
     }
 
     /// Appends the drive's record to the inventory.

@@ -184,22 +184,19 @@ public struct DiskFlasher: Sendable {
     public func readBack(_ target: FlashTarget) throws {
         let device: RawFile
         if let direct = try? RawFile.openDirect(target.path, writing: false) { device = direct } else { device = try RawFile.openForReading(target.path) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
-        defer { buffer.deallocate() }
         let total = blockMap.mappedBytes
         var done: Int64 = 0
         for range in blockMap.ranges {
+            // The next block is read while this one is hashed: the device and the CPU both stay busy.
             let hasher = SHA256Hasher()
-            var offset = range.offset
-            while offset < range.offset + range.length {
-                let length = Int(min(Int64(chunkSize), range.offset + range.length - offset))
-                let aligned = (length + 4095) / 4096 * 4096
-                let got = try device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<aligned]), at: offset)
-                guard got >= length else { throw BuildError(stage: "verify", "\(target.path) ended at offset \(offset + Int64(got)), inside the image") }
-                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
-                offset += Int64(length)
-                done += Int64(length)
-                progress?("verify", done, total)
+            do {
+                try ReadAhead(file: device, start: range.offset, length: range.length, blockSize: chunkSize).forEach { block, _ in
+                    hasher.update(block)
+                    done += Int64(block.count)
+                    progress?("verify", done, total)
+                }
+            } catch {
+                throw BuildError(stage: "verify", "\(target.path): \(error), inside the image's range at offset \(range.offset)")
             }
             guard hasher.finalizeHex() == range.sha256 else {
                 let first = (try? firstDifference(device, range: range)).flatMap { $0 }.map { ", first difference at byte \($0)" } ?? ""

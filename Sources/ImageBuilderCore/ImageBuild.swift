@@ -158,6 +158,9 @@ public struct ImageBuild {
             )
         }
         let disk = try hashFile(diskImage, "disk image")
+        // The block map is signed with the rest: a flash trusts its range hashes.
+        let bmap = try BlockMap.generate(for: try RawFile.openForReading(diskImage)) { self.progress.bytes($0, of: disk.0, "bmap") }
+        let bmapBytes = Array(bmap.utf8)
         let payloadFiles = ["root.erofs": rootImage, "vmlinuz": boot.kernel, "initrd.img": boot.initrd]
         var payloads: [Manifest.File] = []
         for name in ["root.erofs", "vmlinuz", "initrd.img"] {
@@ -167,7 +170,8 @@ public struct ImageBuild {
         let manifest = Manifest(
             name: definition.name, version: options.version, buildNumber: buildNumber, hardware: hardware.name,
             sourceDateEpoch: epoch, kernelVersion: boot.kernelVersion, kernelCommandLine: kernelOptions, diskGUID: assembler.diskGUID,
-            disk: Manifest.File(name: imageName, size: disk.0, sha256: disk.1), partitions: partitions, payloads: payloads
+            disk: Manifest.File(name: imageName, size: disk.0, sha256: disk.1), partitions: partitions, payloads: payloads,
+            blockMap: Manifest.File(name: imageName + ".bmap", size: Int64(bmapBytes.count), sha256: SHA256Hasher.hex(of: bmapBytes))
         )
         let manifestBytes = try manifest.canonicalBytes()
         let signature = try signingKey.sign(manifestBytes)
@@ -185,8 +189,7 @@ public struct ImageBuild {
             to: staging + "/" + bundleName, manifestBytes: manifestBytes, signature: signature, manifest: manifest,
             payloadFiles: payloadFiles
         ) { self.progress.bytes($0, of: payloadTotal, "bundle") }
-        let bmap = try BlockMap.generate(for: try RawFile.openForReading(diskImage)) { self.progress.bytes($0, of: disk.0, "bmap") }
-        try AtomicFile.write(bmap, to: staging + "/" + imageName + ".bmap")
+        try AtomicFile.write(bmapBytes, to: staging + "/" + imageName + ".bmap")
         try fm.moveItem(atPath: diskImage, toPath: staging + "/" + imageName)
         progress.end("\(bundleName), \(imageName).bmap")
 

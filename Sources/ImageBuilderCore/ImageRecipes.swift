@@ -9,7 +9,6 @@ import SystemKit
 /// naming a project without one: on the node it would sync nothing and say so only in its logs.
 public struct ImageRecipes: Sendable {
     public var runner: CommandRunner
-    static let losetup = Tool("losetup", package: "mount")
     static let dumpErofs = Tool("dump.erofs", package: "erofs-utils")
     /// Where the image keeps its recipes.
     public static let path = "/usr/share/micromirror/recipes"
@@ -19,34 +18,10 @@ public struct ImageRecipes: Sendable {
     /// The projects with a recipe in the image on `target` (a disk image or a disk), from the root
     /// of slot A (where a flashed disk boots first), or of slot B when A holds none.
     public func projects(onDisk target: String) async throws -> Set<String> {
-        let gpt = try GPT.read(from: try RawFile.openForReading(target))
-        try CommandRunner.require([Self.losetup, Self.dumpErofs])
-        var tried: [String] = []
-        for label in [DiskLayout.Label.rootA, DiskLayout.Label.rootB] {
-            guard let partition = gpt.partition(named: label) else { continue }
-            let probe = try BlockProbe(path: target, offset: partition.offsetInBytes, length: partition.sizeInBytes).superblocks()
-            guard probe.type == "erofs" else {
-                tried.append("\(label) holds \(probe.type ?? "no filesystem")")
-                continue
-            }
-            let device = try await runner.run(
-                Self.losetup, ["--find", "--show", "--read-only", "--offset", "\(partition.offsetInBytes)", "--sizelimit", "\(partition.sizeInBytes)", target]
-            ).trimmingCharacters(in: .whitespacesAndNewlines)
-            defer { Self.detach(device) }
-            let listing = try await runner.run(Self.dumpErofs, ["--ls", "--path=\(Self.path)", device])
-            return Self.names(fromListing: listing)
+        try CommandRunner.require([Self.dumpErofs])
+        return try await ImageRoot(runner: runner).withDevice(onDisk: target) { device in
+            Self.names(fromListing: try await runner.run(Self.dumpErofs, ["--ls", "--path=\(Self.path)", device]))
         }
-        throw BuildError(stage: "recipes", "\(target) has no image root to read its recipes from (\(tried.joined(separator: ", ")))")
-    }
-
-    /// Detaches a loop device, ignoring failure (it is only a scratch, read-only view of a partition).
-    static func detach(_ device: String) {
-        guard device.hasPrefix("/dev/loop"), let tool = losetup.locate() else { return }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = ["-d", device]
-        guard (try? process.run()) != nil else { return }
-        process.waitUntilExit()
     }
 
     /// The projects with a recipe (`PROJECT.yaml`) in `directory`.

@@ -46,6 +46,13 @@ public struct NodeFileWriter {
         }
         let problems = ImageRecipes.problems(config, file: nodeFile, known: known, source: source)
         guard problems.isEmpty else { throw ConfigError(problems: problems) }
+        try await place(nodeFile: nodeFile, reportMirror: reportMirror, on: target)
+        return config
+    }
+
+    /// Puts a node file (and a `report_mirror.conf`) already checked by the caller into
+    /// `mm-config` on `target`, each root-only, and reads each back.
+    public func place(nodeFile: String, reportMirror: String? = nil, on target: String) async throws {
         let file = try RawFile.openForReading(target)
         let gpt: GPT
         do { gpt = try GPT.read(from: file) } catch {
@@ -71,7 +78,6 @@ public struct NodeFileWriter {
             try await runner.run(Self.debugfs, ["-w", "-R", "set_inode_field \(Self.reportMirrorName) mode 0100600", device])
             try await verify(reportMirror, as: Self.reportMirrorName, on: device, target: target)
         }
-        return config
     }
 
     /// `report_mirror.conf` on mm-config: Fedora's MirrorManager check-in (`mm-node report-mirror`).

@@ -161,4 +161,63 @@ struct FlashTests {
             #expect(mounted.status == 1 && mounted.stderr.contains("refusing \(devices[0]): it is mounted: \((devices[0] as NSString).lastPathComponent)p4 on \(mountpoint)"), "\(mounted.combined)")
         }
     }
+    @Test("the block map is signed: a map that is not the release's is refused before a byte is written, a byte changed in the image fails the drive at its range; without --pubkey the image's own keyring is used and named; each report_mirror.conf goes to its node's drive")
+    func signedMapAndKeyring() async throws {
+        let a = try await BuiltImage.shared.artifacts()
+        let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
+        let signedMap = try #require(manifest.blockMap, "the manifest does not sign the block map")
+        #expect(signedMap.sha256 == SHA256Hasher.hex(of: Array(try Data(contentsOf: URL(fileURLWithPath: a.bmap)))))
+        let imageSize = try RawFile.openForReading(a.image).size()
+        let example = TestSupport.packageRoot + "/nodes/example.yaml"
+        try await Self.withDrives([imageSize + (64 << 20), imageSize + (64 << 20)]) { devices, dir in
+            let inventory = dir + "/inventory.jsonl"
+            // A block map edited after signing (one range dropped): refused before any drive is touched.
+            let map = try String(contentsOfFile: a.bmap, encoding: .utf8)
+            var lines = map.components(separatedBy: "\n")
+            lines.remove(at: try #require(lines.lastIndex { $0.contains("<Range") }))
+            try lines.joined(separator: "\n").write(toFile: dir + "/edited.bmap", atomically: true, encoding: .utf8)
+            let edited = try await Self.flash(a, [(devices[0], example)], inventory: inventory, extra: ["--bmap", dir + "/edited.bmap"])
+            #expect(edited.status == 1 && edited.stderr.contains("verification FAILED") && edited.stderr.contains("not this release's block map") && edited.stderr.contains("nothing was written"), "\(edited.combined)")
+            #expect(try RawFile.openForReading(devices[0]).read(count: 4096, at: 0).allSatisfy { $0 == 0 }, "a byte was written with an unsigned block map")
+
+            // A byte changed in a mapped range of the image after it was signed: that drive fails at the range.
+            let copy = dir + "/changed.img"
+            try await TestSupport.check("cp", ["--sparse=always", a.image, copy])
+            try FileManager.default.copyItem(atPath: a.bmap, toPath: copy + ".bmap")
+            let parsed = try BlockMap.parse(map, file: a.bmap)
+            let victim = parsed.ranges[parsed.ranges.count / 2]
+            let handle = try RawFile.openForWriting(copy)
+            let byte = try handle.read(count: 1, at: victim.offset + 1000)
+            try handle.write([byte[0] ^ 0x04], at: victim.offset + 1000)
+            let changed = try await TestSupport.run(
+                TestSupport.mmImage,
+                ["flash", copy, "--manifest", a.manifest, "--pubkey", a.publicKey, "--yes", "--inventory", inventory, "--device", devices[0], "--node", example]
+            )
+            #expect(changed.status == 1 && changed.stderr.contains("differs from its block map at offset \(victim.offset)") && changed.stdout.contains("FAILED"), "\(changed.combined)")
+            #expect(!changed.stdout.contains("label:"), "a drive with a changed image got a label")
+
+            // Two nodes, a report_mirror.conf for one of them, no --pubkey.
+            let other = dir + "/other.yaml"
+            try (try String(contentsOfFile: example, encoding: .utf8)).replacingOccurrences(of: "name: example-isp", with: "name: other-isp")
+                .write(toFile: other, atomically: true, encoding: .utf8)
+            func conf(_ host: String) -> String {
+                "[global]\nenabled=1\nserver=https://mirrors.fedoraproject.org/xmlrpc\n[site]\nenabled=1\nname=FCIX\npassword=secret\n[host]\nenabled=1\nname=\(host)\n"
+            }
+            try conf("nobody.mm.fcix.net").write(toFile: dir + "/stray.conf", atomically: true, encoding: .utf8)
+            try conf("other-isp.mm.fcix.net").write(toFile: dir + "/report_mirror.conf", atomically: true, encoding: .utf8)
+            var arguments = ["flash", a.image, "--yes", "--inventory", inventory, "--device", devices[0], "--node", example, "--device", devices[1], "--node", other]
+            let stray = try await TestSupport.run(TestSupport.mmImage, arguments + ["--report-mirror", dir + "/stray.conf"])
+            #expect(stray.status == 1 && stray.stderr.contains("stray.conf: host.name: nobody.mm.fcix.net is none of the nodes being flashed") && stray.stderr.contains("nothing was written"), "\(stray.combined)")
+            arguments += ["--report-mirror", dir + "/report_mirror.conf"]
+            let both = try await TestSupport.run(TestSupport.mmImage, arguments)
+            #expect(both.status == 0 && both.stdout.contains("\(devices[0])  example-isp.mm.fcix.net  passed") && both.stdout.contains("\(devices[1])  other-isp.mm.fcix.net  passed"), "\(both.combined)")
+            let keyID = try Ed25519PublicKey(pem: Array(try Data(contentsOf: URL(fileURLWithPath: a.publicKey))), source: a.publicKey).keyID
+            #expect(both.stdout.contains("keyring inside the image (key \(keyID))") && both.stdout.contains("not who built it"), "\(both.stdout)")
+            for (device, expected) in [(devices[0], nil), (devices[1], conf("other-isp.mm.fcix.net"))] as [(String, String?)] {
+                let config = try #require(GPT.read(from: RawFile.openForReading(device)).partition(named: DiskLayout.Label.config))
+                let found = try await TestSupport.run("debugfs", ["-R", "cat report_mirror.conf", "\(device)?offset=\(config.offsetInBytes)"])
+                if let expected { #expect(found.stdout == expected, "\(device): \(found.combined)") } else { #expect(found.stdout.isEmpty, "\(device) got another node's report_mirror.conf") }
+            }
+        }
+    }
 }

@@ -81,11 +81,15 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var partitions: [Partition]
     /// The update bundle's payloads, in bundle order.
     public var payloads: [File]
+    /// The block map written beside the disk image (`IMAGE.bmap`). Its hash signs every mapped
+    /// range's SHA-256, so a flash checks the image range by range as it writes it instead of
+    /// hashing the whole disk, holes included, first. Nil in releases built before it was signed.
+    public var blockMap: File?
 
     public init(
         name: String, version: String, buildNumber: Int64, hardware: String, sourceDateEpoch: Int64,
         kernelVersion: String, kernelCommandLine: String, diskGUID: GUID, disk: File,
-        partitions: [Partition], payloads: [File]
+        partitions: [Partition], payloads: [File], blockMap: File? = nil
     ) {
         self.format = Manifest.currentFormat
         self.name = name
@@ -99,6 +103,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         self.disk = disk
         self.partitions = partitions
         self.payloads = payloads
+        self.blockMap = blockMap
     }
 
     /// The exact bytes written to `manifest.json` and signed.
