@@ -205,10 +205,8 @@ struct Flash: AsyncParsableCommand {
         let job = flasher
         let written = try await Self.onThread { try job.write(to: target) }
         let runner = CommandRunner(logger: CLILogging.logger("mm-image.flash"))
-        if target.kind != .file, target.size > blockMap.imageSize {
-            // The image's backup GPT sits at the image's end: move it to the drive's.
-            try await runner.run(Tool("sgdisk", package: "gdisk"), ["-e", target.path])
-        }
+        // The image's backup GPT sits at the image's end: move it to the drive's.
+        try await Self.onThread { try job.spanDrive(target) }
         // The node file and its projects' recipes were checked before any drive was written.
         try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).place(nodeFile: nodeFile, reportMirror: reportMirror, on: target.path)
         if target.kind != .file { _ = try? await runner.run(Tool("partx", package: "util-linux"), ["-u", target.path]) }

@@ -94,6 +94,20 @@ public struct DiskFlasher: Sendable {
         return Written(mappedBytes: total, clearedBytes: clearedBytes, cleared: cleared, verified: verify)
     }
 
+    /// Moves the image's backup GPT (at the image's end) to the drive's last sector and widens the
+    /// usable area to match, as `sgdisk -e` does but without its second of settling; the old backup
+    /// header is zeroed so nothing mistakes it for a table. Nothing to do on a drive the image's size.
+    public func spanDrive(_ target: FlashTarget) throws {
+        guard target.kind != .file, target.size > blockMap.imageSize else { return }
+        let device = try RawFile.openForWriting(target.path)
+        var gpt = try GPT.read(from: device)
+        let oldBackup = gpt.backupLBA
+        gpt.relocateBackup(deviceBytes: target.size)
+        try gpt.write(to: device)
+        try device.write([UInt8](repeating: 0, count: Int(GPT.sectorSize)), at: oldBackup * GPT.sectorSize)
+        try device.sync()
+    }
+
     /// The unmapped gaps of the image, and the drive beyond the image's end.
     func gaps(deviceSize: Int64) -> [(Int64, Int64)] {
         var gaps: [(Int64, Int64)] = []
