@@ -10,7 +10,7 @@ struct MMImage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mm-image",
         abstract: "Build, inspect and verify micromirror's signed A/B disk images.",
-        subcommands: [Build.self, Keygen.self, Inspect.self, Verify.self, Node.self, Publish.self, Disks.self, Flash.self, Inventory.self]
+        subcommands: [Build.self, Keygen.self, Inspect.self, Verify.self, Node.self, Publish.self, Disks.self, Flash.self, Inventory.self, Fleet.self]
     )
 }
 

@@ -28,6 +28,8 @@ public enum NodeRuntime {
         case sync
         /// Over-the-air updates (needs root: it writes the inactive slot and the ESP); not a default.
         case update
+        /// Reports to the NOC's watchtower over MQTT, when the node file has `telemetry:`.
+        case telemetry
 
         /// What `mm-node run` runs when not told otherwise.
         public static let defaults: [Role] = [.serve, .sync]
@@ -47,6 +49,8 @@ public enum NodeRuntime {
         /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
         public var syncState = NodePaths.standard.syncState
         public var roles: Set<Role> = Set(Role.defaults)
+        /// How often the telemetry role republishes the node's report when nothing changed.
+        public var telemetryInterval: Duration = .seconds(300)
         /// How the update role finds the running system (tests point it elsewhere).
         public var update = UpdateEnvironment()
         public init() {}
@@ -143,6 +147,21 @@ public enum NodeRuntime {
                 } catch {
                     logger.error("not listening for pushes", metadata: ["why": "\(error)"])
                 }
+            }
+        }
+        if options.roles.contains(.telemetry) {
+            if let target = node.telemetry {
+                let main: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = options.roles.count == 1 ? .gracefullyShutdownGroup : .ignore
+                let (root, syncState, updateState) = (options.root, options.syncState, options.update.paths.updateState)
+                let publisher = try TelemetryPublisher(target: target, node: node.hostname, interval: options.telemetryInterval, logger: logger) {
+                    NodeReport.gather(
+                        node: node, update: FileManager.default.fileExists(atPath: updateState) ? UpdateState.load(path: updateState) : nil,
+                        projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root
+                    )
+                }
+                services.append(.init(service: publisher, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "telemetry"))
+            } else {
+                logger.info("no telemetry target in the node file; not reporting to a watchtower")
             }
         }
         if options.roles.contains(.update) {

@@ -2,7 +2,7 @@ import CMosquitto
 import Foundation
 import Synchronization
 
-/// An MQTT subscriber over libmosquitto: one connection, kept up by libmosquitto's own network
+/// An MQTT client over libmosquitto: one connection, kept up by libmosquitto's own network
 /// thread, reconnecting with backoff, re-subscribing on every connect.
 ///
 /// Sessions are persistent (clean session off, a stable client id) and subscriptions QoS 1, so
@@ -23,12 +23,13 @@ public final class MQTTClient: @unchecked Sendable {
 
     private static let libraryInit: Void = { mosquitto_lib_init() }()
 
-    /// `clientID` must be stable across restarts for the broker to keep the session.
-    public init(clientID: String, subscriptions: [String], onMessage: @escaping @Sendable (Message) -> Void) throws(MQTTError) {
+    /// `clientID` must be stable across restarts for the broker to keep the session; a one-off
+    /// reader passes `cleanSession` so the broker keeps nothing for it afterwards.
+    public init(clientID: String, subscriptions: [String], cleanSession: Bool = false, onMessage: @escaping @Sendable (Message) -> Void) throws(MQTTError) {
         _ = Self.libraryInit
         self.subscriptions = subscriptions
         self.onMessage = onMessage
-        guard let handle = mosquitto_new(clientID, false, nil) else {
+        guard let handle = mosquitto_new(clientID, cleanSession, nil) else {
             throw MQTTError("cannot create an MQTT client (out of memory, or an empty client id)", code: 0)
         }
         self.handle = handle
@@ -59,6 +60,29 @@ public final class MQTTClient: @unchecked Sendable {
     public func useTLS(caDirectory: String = "/etc/ssl/certs") throws(MQTTError) {
         let result = mosquitto_tls_set(handle, nil, caDirectory, nil, nil, nil)
         guard result == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError("cannot set up TLS with the CAs in \(caDirectory)", code: result) }
+    }
+
+    /// Log in as `username` (the broker's ACL decides what it may publish). Before `start`.
+    public func useCredentials(username: String, password: String) throws(MQTTError) {
+        let result = mosquitto_username_pw_set(handle, username, password)
+        guard result == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError("cannot set the MQTT credentials", code: result) }
+    }
+
+    /// The message the broker publishes for us when the connection is lost without a disconnect
+    /// (a crash, a power cut, a cable pulled): QoS 1, retained. Before `start`.
+    public func setWill(topic: String, payload: [UInt8], retain: Bool = true) throws(MQTTError) {
+        let result = payload.withUnsafeBytes { mosquitto_will_set(handle, topic, Int32($0.count), $0.baseAddress, 1, retain) }
+        guard result == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError("cannot set the MQTT last will on \(topic)", code: result) }
+    }
+
+    /// Queues a QoS 1 message; libmosquitto's thread sends it and resends it until the broker
+    /// acknowledges, across reconnects. Throws when it cannot even be queued (not connected yet
+    /// counts as queued: it goes out on connect).
+    public func publish(topic: String, payload: [UInt8], retain: Bool = false) throws(MQTTError) {
+        let result = payload.withUnsafeBytes { mosquitto_publish(handle, nil, topic, Int32($0.count), $0.baseAddress, 1, retain) }
+        guard result == MOSQ_ERR_SUCCESS.rawValue || result == MOSQ_ERR_NO_CONN.rawValue else {
+            throw MQTTError("cannot publish on \(topic): \(String(cString: mosquitto_strerror(result)))", code: result)
+        }
     }
 
     /// Connects to `host:port` and starts libmosquitto's network thread, which then keeps the

@@ -131,6 +131,7 @@ struct NodeConfigTests {
         ("not an SSH key", [("  - \(sshKey)", "  - hunter2")], "ssh-keys[0]: not an OpenSSH public key line"),
         ("no SSH keys", [("ssh-keys:\n  - \(sshKey)", "ssh-keys: []")], "ssh-keys: needs at least one NOC key"),
         ("bad MQTT broker", [("upstream:", "mqtt: {broker: \"tcp://x\"}\nupstream:")], "mqtt.broker: must be an mqtt:// or mqtts:// URL"),
+        ("telemetry not MQTT", [("upstream:", "telemetry: {target: \"https://watchtower.example/push\"}\nupstream:")], "telemetry.target: must be the watchtower's MQTT broker, an mqtt:// or mqtts:// URL"),
         ("bad maintenance window", [("upstream:", "update: {maintenance-window: \"whenever\"}\nupstream:")], "update.maintenance-window: expected \"any\" or a window like"),
         ("bad channel URL", [("upstream:", "update: {channel: \"https://noc.example/stable\"}\nupstream:")], "update.channel: expected a channel name or an http(s)://HOST/…/NAME.json URL"),
         ("bad check interval", [("upstream:", "update: {check-interval: \"10s\"}\nupstream:")], "update.check-interval: expected a duration of a minute or more"),

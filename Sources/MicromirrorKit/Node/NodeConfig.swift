@@ -79,6 +79,7 @@ public struct NodeConfig: Sendable, Equatable {
     public var projects: [String]
     public var upstream: String
     public var mqtt: MQTT?
+    /// The NOC watchtower's MQTT broker (`mqtt://` or `mqtts://`), where the node reports itself.
     public var telemetry: String?
     public var update: Update
 
@@ -224,7 +225,9 @@ public struct NodeConfig: Sendable, Equatable {
         if let map = root.optional("telemetry")?.mapping() {
             let value = map.required("target")
             telemetry = value?.nonEmptyString()
-            if let t = telemetry, !(t.hasPrefix("https://") || t.hasPrefix("http://")) { value?.report("must be an http(s):// URL") }
+            if let t = telemetry, !(t.hasPrefix("mqtts://") || t.hasPrefix("mqtt://")) {
+                value?.report("must be the watchtower's MQTT broker, an mqtt:// or mqtts:// URL, found \"\(t)\"")
+            }
             map.rejectUnknownKeys()
         }
 

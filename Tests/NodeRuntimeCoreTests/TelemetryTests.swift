@@ -1,0 +1,120 @@
+import Foundation
+import ImageBuilderCore
+import Logging
+import MicromirrorKit
+import MicromirrorTestSupport
+import NodeRuntimeCore
+import ServiceLifecycle
+import Testing
+
+/// Nodes reporting to the watchtower over a real mosquitto broker, and the NOC's `mm-image fleet`
+/// reading them back: up, down by their last will when killed, down when stopped, down when silent.
+@Suite("Telemetry to the watchtower", .serialized)
+struct TelemetryTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// `mm-image fleet --json` against the broker, decoded.
+    static func fleet(_ broker: MosquittoBroker) async throws -> [String: [String: Any]] {
+        let result = try await ToolRun.run(SyncCommandTests.binaries + "/mm-image", ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)", "--json"])
+        guard result.status == 0, let nodes = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]] else {
+            throw TestError("mm-image fleet failed (\(result.status)): \(result.combined)")
+        }
+        return Dictionary(uniqueKeysWithValues: nodes.map { ($0["node"] as? String ?? "", $0) })
+    }
+
+    @Test("two nodes report (one mm-node run process, one in-process publisher); mm-image fleet lists both up with what they run; the killed one is down by its last will, the stopped one by its goodbye")
+    func fleetOverMosquitto() async throws {
+        let broker = try MosquittoBroker()
+        let dir = try ToolRun.scratchDirectory("telemetry")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Node A: the real program, `mm-node run --services telemetry`, with a node file and a sync state.
+        let example = try String(contentsOfFile: Self.packageRoot + "/nodes/example.yaml", encoding: .utf8)
+        let nodeFile = dir + "/a.yaml"
+        try example.replacingOccurrences(of: "name: example-isp", with: "name: isp-a")
+            .replacingOccurrences(of: "target: mqtts://watchtower.fcix.net:8883", with: "target: mqtt://127.0.0.1:\(broker.port)")
+            .write(toFile: nodeFile, atomically: true, encoding: .utf8)
+        let state = dir + "/state"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let good = ProjectSync.Report(project: "almalinux", upstream: "rsync://u/", started: Date() - 120, finished: Date() - 60, succeeded: true)
+        try good.json().write(to: URL(fileURLWithPath: state + "/almalinux.json"))
+        let nodeA = Process()
+        nodeA.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-node")
+        nodeA.arguments = ["run", "--services", "telemetry", "--config", nodeFile, "--root", dir, "--sync-state", state, "--require-mount", "none"]
+        nodeA.standardOutput = FileHandle.nullDevice
+        nodeA.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try nodeA.run()
+        defer { if nodeA.isRunning { kill(nodeA.processIdentifier, SIGKILL) } }
+
+        // Node B: the publisher in this process, on its own report.
+        let report = NodeReport(
+            node: "isp-b.mm.fcix.net", sponsor: "isp-b", version: "0.3.0", build: 103, slot: "b", blessed: false, rolledBack: [102],
+            addresses: ["192.0.2.20/24"], projects: [.init(name: "archlinux", state: "failed", lastSuccess: nil, stale: true, size: nil)],
+            sentBytes: 5_000_000, receivedBytes: 70_000, dataFreeBytes: 1 << 30, time: Date()
+        )
+        let publisher = try TelemetryPublisher(target: "mqtt://127.0.0.1:\(broker.port)", node: report.node, logger: Logger(label: "test")) {
+            var now = report
+            now.time = Date()
+            return now
+        }
+        let group = ServiceGroup(services: [publisher], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+
+        var nodes: [String: [String: Any]] = [:]
+        #expect(try await eventually(seconds: 60) {
+            nodes = (try? await Self.fleet(broker)) ?? [:]
+            return nodes["isp-a.mm.fcix.net"]?["up"] as? Bool == true && nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == true
+        }, "\(nodes)")
+        let a = try #require(nodes["isp-a.mm.fcix.net"])
+        #expect(a["sponsor"] as? String == "isp-a" && (a["addresses"] as? [String]) == ["192.0.2.10/24", "2001:db8:10::10/64"], "\(a)")
+        let projects = (a["projects"] as? [[String: Any]]) ?? []
+        #expect(projects.map { $0["name"] as? String } == ["ubuntu-releases", "almalinux", "archlinux"], "\(projects)")
+        #expect(projects.first { $0["name"] as? String == "almalinux" }?["state"] as? String == "success")
+        #expect(projects.first { $0["name"] as? String == "archlinux" }?["state"] as? String == "never")
+        #expect((a["staleProjects"] as? [String]) == [], "stale as /status says it (no success within a day, once a run finished): \(a)")
+        let b = try #require(nodes["isp-b.mm.fcix.net"])
+        #expect(b["version"] as? String == "0.3.0" && b["slot"] as? String == "b" && b["blessed"] as? Bool == false && (b["rolledBack"] as? [Int]) == [102], "\(b)")
+        // The table for people says the same.
+        let table = try await ToolRun.run(SyncCommandTests.binaries + "/mm-image", ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)"])
+        #expect(table.status == 0 && table.stdout.contains("isp-b.mm.fcix.net") && table.stdout.contains("0.3.0 (103)") && table.stdout.contains("b (trial)"), "\(table.combined)")
+
+        // A dies without a word: the broker publishes its will, and the fleet says it is down at once.
+        kill(nodeA.processIdentifier, SIGKILL)
+        nodeA.waitUntilExit()
+        #expect(try await eventually(seconds: 30) {
+            nodes = (try? await Self.fleet(broker)) ?? [:]
+            return nodes["isp-a.mm.fcix.net"]?["up"] as? Bool == false
+        }, "\(nodes)")
+        #expect((nodes["isp-a.mm.fcix.net"]?["why"] as? String)?.contains("last will") == true && nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == true, "\(nodes)")
+
+        // B stops cleanly (no will is sent for a clean disconnect): it says goodbye itself.
+        await group.triggerGracefulShutdown()
+        _ = try? await running.value
+        #expect(try await eventually(seconds: 30) {
+            nodes = (try? await Self.fleet(broker)) ?? [:]
+            return nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == false
+        }, "\(nodes)")
+        broker.stop()
+    }
+
+    @Test("a node silent for longer than the threshold is down; a report for another node's topic is ignored")
+    func silentNode() throws {
+        let now = Date()
+        func report(_ node: String, at time: Date) throws -> [UInt8] {
+            try NodeReport(
+                node: node, sponsor: "s", version: nil, build: nil, slot: nil, blessed: nil, rolledBack: [], addresses: [], projects: [],
+                sentBytes: 0, receivedBytes: 0, dataFreeBytes: nil, time: time
+            ).json()
+        }
+        let view = FleetView(
+            messages: [
+                "micromirror/nodes/fresh/state": try report("fresh", at: now - 60), "micromirror/nodes/fresh/status": Array("online".utf8),
+                "micromirror/nodes/quiet/state": try report("quiet", at: now - 3600), "micromirror/nodes/quiet/status": Array("online".utf8),
+                // Published under one name, claiming another: not believed.
+                "micromirror/nodes/mallory/state": try report("fresh", at: now),
+            ],
+            now: now, downAfter: 900
+        )
+        #expect(view.nodes.map(\.node) == ["fresh", "quiet"])
+        #expect(view.nodes[0].up && !view.nodes[1].up && view.nodes[1].why == "not heard from for 60 min (down after 15 min)", "\(view.nodes)")
+    }
+}
