@@ -53,7 +53,7 @@ public struct FleetView: Sendable {
             if statuses[report.node] == "offline" {
                 why = "offline: it stopped, or the broker lost its connection (its last will)"
             } else if age > downAfter {
-                why = "not heard from for \(Int(age / 60)) min (down after \(Int(downAfter / 60)) min)"
+                why = "not heard from for \(Int((age / 60).rounded())) min (down after \(Int((downAfter / 60).rounded())) min)"
             }
             return Node(
                 node: report.node, sponsor: report.sponsor, up: why == nil, why: why, lastHeard: report.time, version: report.version,
@@ -70,9 +70,7 @@ public struct FleetView: Sendable {
         broker: String, prefix: String = NodeReport.topicPrefix, credentials: (String, String)? = nil,
         quiet: Duration = .milliseconds(700), timeout: Duration = .seconds(10)
     ) async throws -> [String: [UInt8]] {
-        guard let url = URL(string: broker), let scheme = url.scheme, scheme == "mqtt" || scheme == "mqtts", let host = url.host, !host.isEmpty else {
-            throw BuildError(stage: "fleet", "the broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not \(broker)")
-        }
+        let address = try MQTTBroker(url: broker, role: "the watchtower's broker")
         let state = Mutex((messages: [String: [UInt8]](), last: ContinuousClock.now))
         let client = try MQTTClient(clientID: "mm-image-fleet-\(getpid())-\(UUID().uuidString.prefix(8))", subscriptions: [prefix + "/+/state", prefix + "/+/status"], cleanSession: true) { message in
             state.withLock {
@@ -80,13 +78,13 @@ public struct FleetView: Sendable {
                 $0.last = .now
             }
         }
-        if scheme == "mqtts" { try client.useTLS() }
+        if address.tls { try client.useTLS() }
         if let (user, password) = credentials { try client.useCredentials(username: user, password: password) }
-        try client.start(host: host, port: url.port ?? (scheme == "mqtts" ? 8883 : 1883))
+        try client.start(host: address.host, port: address.port)
         defer { client.stop() }
         let deadline = ContinuousClock.now + timeout
         while !client.isConnected {
-            guard ContinuousClock.now < deadline else { throw BuildError(stage: "fleet", "the broker \(host) did not accept the connection within \(timeout)") }
+            guard ContinuousClock.now < deadline else { throw BuildError(stage: "fleet", "the broker \(address.description) did not accept the connection within \(timeout)") }
             try await Task.sleep(for: .milliseconds(50))
         }
         state.withLock { $0.last = .now }

@@ -125,9 +125,9 @@ struct PushTests {
             try PushListener(broker: broker, topicPrefix: "p/", clientID: "x", projects: ["a"], logger: Logger(label: "test")) { _ in }
         }
         let plain = try listener("mqtt://broker.example")
-        #expect(plain.port == 1883 && !plain.tls && plain.topicPrefix == "p")
+        #expect(plain.broker.port == 1883 && !plain.broker.tls && plain.topicPrefix == "p")
         let secure = try listener("mqtts://broker.example:9883")
-        #expect(secure.port == 9883 && secure.tls && secure.host == "broker.example")
+        #expect(secure.broker == (try MQTTBroker(url: "mqtts://broker.example:9883")) && secure.broker.port == 9883 && secure.broker.tls && secure.broker.host == "broker.example")
         #expect(plain.project(forTopic: "p/a") == "a" && plain.project(forTopic: "p/b") == nil && plain.project(forTopic: "q/a") == nil)
         #expect(throws: (any Error).self) { try listener("http://broker.example") }
     }

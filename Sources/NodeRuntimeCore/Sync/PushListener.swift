@@ -10,9 +10,7 @@ import SystemKit
 /// A message on `PREFIX/PROJECT` (FCIX: `rsync/mirror.fcix.net/PROJECT`) pushes PROJECT if the
 /// node carries it; anything else is logged and ignored.
 public final class PushListener: Service, Sendable {
-    public let host: String
-    public let port: Int
-    public let tls: Bool
+    public let broker: MQTTBroker
     public let topicPrefix: String
     private let clientID: String
     private let projects: Set<String>
@@ -23,12 +21,7 @@ public final class PushListener: Service, Sendable {
     public init(
         broker: String, topicPrefix: String, clientID: String, projects: [String], logger: Logger, onPush: @escaping @Sendable (String) -> Void
     ) throws {
-        guard let url = URL(string: broker), let scheme = url.scheme, scheme == "mqtt" || scheme == "mqtts", let host = url.host, !host.isEmpty else {
-            throw MQTTError("the MQTT broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not \(broker)", code: 0)
-        }
-        self.host = host
-        self.tls = scheme == "mqtts"
-        self.port = url.port ?? (tls ? 8883 : 1883)
+        self.broker = try MQTTBroker(url: broker)
         self.topicPrefix = topicPrefix.hasSuffix("/") ? String(topicPrefix.dropLast()) : topicPrefix
         self.clientID = clientID
         self.projects = Set(projects)
@@ -54,23 +47,15 @@ public final class PushListener: Service, Sendable {
                 logger.debug("push for a project this node does not carry", metadata: ["topic": "\(message.topic)"])
             }
         }
-        if tls { try client.useTLS() }
-        let (host, port, topicPrefix) = (self.host, self.port, self.topicPrefix)
-        // Until the first connection, retry here (1 s doubling to 2 min); after it, libmosquitto
-        // reconnects by itself. Either way the interval keeps syncing; pushes only make it sooner.
+        if broker.tls { try client.useTLS() }
+        let (broker, topicPrefix) = (self.broker, self.topicPrefix)
+        // Until the first connection, retry here; after it, libmosquitto reconnects by itself.
+        // Either way the interval keeps syncing; pushes only make it sooner.
         try? await cancelWhenGracefulShutdown {
-            var delay = Duration.seconds(1)
-            while true {
-                do {
-                    try client.start(host: host, port: port)
-                    break
-                } catch {
-                    logger.warning("MQTT broker unreachable; retrying", metadata: ["error": "\(error)", "retry-in": "\(delay)"])
-                    try await Task.sleep(for: delay)
-                    delay = min(delay * 2, .seconds(120))
-                }
+            try await client.connect(to: broker) { error, delay in
+                logger.warning("MQTT broker unreachable; retrying", metadata: ["error": "\(error)", "retry-in": "\(delay)"])
             }
-            logger.info("listening for pushes", metadata: ["broker": "\(host):\(port)", "topics": "\(topicPrefix)/+"])
+            logger.info("listening for pushes", metadata: ["broker": "\(broker.description)", "topics": "\(topicPrefix)/+"])
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
         client.stop()

@@ -10,9 +10,7 @@ import SystemKit
 /// `online` retained on `…/status`, with `offline` as the last will, so a node that dies is marked
 /// down by the broker itself, and `offline` published on a clean stop. QoS 1, persistent session.
 public final class TelemetryPublisher: Service, Sendable {
-    public let host: String
-    public let port: Int
-    public let tls: Bool
+    public let broker: MQTTBroker
     public let node: String
     public let interval: Duration
     public let checkEvery: Duration
@@ -25,12 +23,7 @@ public final class TelemetryPublisher: Service, Sendable {
         target: String, node: String, interval: Duration = .seconds(300), checkEvery: Duration = .seconds(30),
         credentials: (username: String, password: String)? = nil, logger: Logger, report: @escaping @Sendable () -> NodeReport
     ) throws {
-        guard let url = URL(string: target), let scheme = url.scheme, scheme == "mqtt" || scheme == "mqtts", let host = url.host, !host.isEmpty else {
-            throw MQTTError("the telemetry target must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not \(target)", code: 0)
-        }
-        self.host = host
-        self.tls = scheme == "mqtts"
-        self.port = url.port ?? (tls ? 8883 : 1883)
+        self.broker = try MQTTBroker(url: target, role: "the telemetry target")
         self.node = node
         self.interval = interval
         self.checkEvery = checkEvery
@@ -42,23 +35,15 @@ public final class TelemetryPublisher: Service, Sendable {
     public func run() async throws {
         let (logger, node) = (self.logger, self.node)
         let client = try MQTTClient(clientID: "mm-" + node + "-telemetry", subscriptions: []) { _ in }
-        if tls { try client.useTLS() }
+        if broker.tls { try client.useTLS() }
         if let credentials { try client.useCredentials(username: credentials.username, password: credentials.password) }
         try client.setWill(topic: NodeReport.statusTopic(node: node), payload: Array("offline".utf8))
-        let (host, port, interval, checkEvery, report) = (self.host, self.port, self.interval, self.checkEvery, self.report)
+        let (broker, interval, checkEvery, report) = (self.broker, self.interval, self.checkEvery, self.report)
         try? await cancelWhenGracefulShutdown {
-            var delay = Duration.seconds(1)
-            while true {
-                do {
-                    try client.start(host: host, port: port)
-                    break
-                } catch {
-                    logger.warning("telemetry broker unreachable; retrying", metadata: ["error": "\(error)", "retry-in": "\(delay)"])
-                    try await Task.sleep(for: delay)
-                    delay = min(delay * 2, .seconds(120))
-                }
+            try await client.connect(to: broker) { error, delay in
+                logger.warning("telemetry broker unreachable; retrying", metadata: ["error": "\(error)", "retry-in": "\(delay)"])
             }
-            logger.info("reporting to the watchtower", metadata: ["broker": "\(host):\(port)", "topic": "\(NodeReport.stateTopic(node: node))"])
+            logger.info("reporting to the watchtower", metadata: ["broker": "\(broker.description)", "topic": "\(NodeReport.stateTopic(node: node))"])
             var last: NodeReport?
             var lastSent = ContinuousClock.now
             var wasConnected = false
