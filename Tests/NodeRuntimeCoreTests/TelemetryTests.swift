@@ -77,6 +77,23 @@ struct TelemetryTests {
         let table = try await ToolRun.run(SyncCommandTests.binaries + "/mm-image", ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)"])
         #expect(table.status == 0 && table.stdout.contains("isp-b.mm.fcix.net") && table.stdout.contains("0.3.0 (103)") && table.stdout.contains("b (trial)"), "\(table.combined)")
 
+        // The NOC's watcher, with an alert hook that notes each event it is called for.
+        let hookLog = dir + "/alerts.log"
+        let hook = dir + "/alert.sh"
+        try "#!/bin/sh\necho \"$MM_FLEET_EVENT $MM_FLEET_NODE $MM_FLEET_SUBJECT\" >> \(hookLog)\n".write(toFile: hook, atomically: true, encoding: .utf8)
+        chmod(hook, 0o755)
+        let watcher = Process()
+        watcher.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-image")
+        watcher.arguments = ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)", "--watch", "--every", "0.5", "--hook", hook]
+        let watcherOut = dir + "/watch.out"
+        FileManager.default.createFile(atPath: watcherOut, contents: nil)
+        watcher.standardOutput = FileHandle(forWritingAtPath: watcherOut)
+        watcher.standardError = FileHandle(forWritingAtPath: watcherOut)
+        try watcher.run()
+        defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
+        func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        #expect(try await eventually(seconds: 30) { text(watcherOut).contains("watching 2 nodes") }, "\(text(watcherOut))")
+
         // A dies without a word: the broker publishes its will, and the fleet says it is down at once.
         kill(nodeA.processIdentifier, SIGKILL)
         nodeA.waitUntilExit()
@@ -86,6 +103,12 @@ struct TelemetryTests {
         }, "\(nodes)")
         #expect((nodes["isp-a.mm.fcix.net"]?["why"] as? String)?.contains("last will") == true && nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == true, "\(nodes)")
 
+        // The hook ran once for it, and not again while it stays down.
+        #expect(try await eventually(seconds: 30) { text(hookLog).contains("down isp-a.mm.fcix.net") }, "\(text(watcherOut))")
+        try await Task.sleep(for: .seconds(2))
+        #expect(text(hookLog) == "down isp-a.mm.fcix.net \n", "\(text(hookLog))")
+        #expect(text(watcherOut).contains("isp-a.mm.fcix.net down: offline"), "\(text(watcherOut))")
+
         // B stops cleanly (no will is sent for a clean disconnect): it says goodbye itself.
         await group.triggerGracefulShutdown()
         _ = try? await running.value
@@ -93,7 +116,27 @@ struct TelemetryTests {
             nodes = (try? await Self.fleet(broker)) ?? [:]
             return nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == false
         }, "\(nodes)")
+        #expect(try await eventually(seconds: 30) { text(hookLog).contains("down isp-b.mm.fcix.net") }, "\(text(watcherOut))")
+        kill(watcher.processIdentifier, SIGKILL)
+        watcher.waitUntilExit()
+        #expect(text(hookLog) == "down isp-a.mm.fcix.net \ndown isp-b.mm.fcix.net \n", "\(text(hookLog))")
         broker.stop()
+    }
+
+    @Test("each change is an event once: down, up, a project stale and fresh again, a new rollback; a node seen first counts as up; nothing changed, nothing said")
+    func events() throws {
+        let now = Date()
+        func node(_ name: String, up: Bool, stale: [String] = [], rolledBack: [Int64] = []) -> FleetView.Node {
+            FleetView.Node(
+                node: name, sponsor: "s", up: up, why: up ? nil : "offline", lastHeard: now, version: "0.1.0", build: 1, slot: "a", blessed: true,
+                rolledBack: rolledBack, addresses: [], sentBytes: 0, dataFreeBytes: nil, staleProjects: stale, projects: []
+            )
+        }
+        let before = FleetView(nodes: [node("a", up: true), node("b", up: true, stale: ["arch"]), node("c", up: false)])
+        let after = FleetView(nodes: [node("a", up: false), node("b", up: true, stale: ["alma"], rolledBack: [7]), node("c", up: true), node("d", up: true)])
+        let events = after.events(since: before).map { "\($0.node) \($0.kind.rawValue) \($0.subject ?? "")" }
+        #expect(events == ["a down ", "b stale alma", "b fresh arch", "b rolled-back 7", "c up ", "d up "], "\(events)")
+        #expect(after.events(since: after).isEmpty)
     }
 
     @Test("a node silent for longer than the threshold is down; a report for another node's topic is ignored")
