@@ -5,6 +5,7 @@ import MicromirrorKit
 import MicromirrorTestSupport
 import NodeRuntimeCore
 import ServiceLifecycle
+import SystemKit
 import Testing
 
 /// Nodes reporting to the watchtower over a real mosquitto broker, and the NOC's `mm-image fleet`
@@ -159,5 +160,103 @@ struct TelemetryTests {
         )
         #expect(view.nodes.map(\.node) == ["fresh", "quiet"])
         #expect(view.nodes[0].up && !view.nodes[1].up && view.nodes[1].why == "not heard from for 60 min (down after 15 min)", "\(view.nodes)")
+    }
+    @Test("mirror lists: only nodes up and fresh for the project, freshest first, in plain, pacman, Metalink 4 and MirrorZ form")
+    func mirrorLists() throws {
+        let now = Date()
+        func node(_ name: String, up: Bool = true, alma: NodeReport.Project?) -> FleetView.Node {
+            FleetView.Node(
+                node: name, sponsor: "s", up: up, why: up ? nil : "offline", lastHeard: now, version: nil, build: nil, slot: nil, blessed: nil,
+                rolledBack: [], addresses: [], sentBytes: 0, dataFreeBytes: nil, staleProjects: [], projects: alma.map { [$0] } ?? []
+            )
+        }
+        let view = FleetView(nodes: [
+            node("older.mm.fcix.net", alma: .init(name: "almalinux", state: "success", lastSuccess: now - 3600, stale: false, size: nil)),
+            node("newer.mm.fcix.net", alma: .init(name: "almalinux", state: "failed", lastSuccess: now - 60, stale: false, size: nil)),
+            node("down.mm.fcix.net", up: false, alma: .init(name: "almalinux", state: "success", lastSuccess: now, stale: false, size: nil)),
+            node("stale.mm.fcix.net", alma: .init(name: "almalinux", state: "failed", lastSuccess: now - 200_000, stale: true, size: nil)),
+            node("never.mm.fcix.net", alma: .init(name: "almalinux", state: "never", lastSuccess: nil, stale: false, size: nil)),
+            node("other.mm.fcix.net", alma: nil),
+        ])
+        let list = FleetMirrorList(view: view, project: "almalinux")
+        #expect(try list.render(.plain) == "http://newer.mm.fcix.net/almalinux/\nhttp://older.mm.fcix.net/almalinux/\n")
+        #expect(try list.render(.arch).hasSuffix("Server = http://newer.mm.fcix.net/almalinux/$repo/os/$arch\nServer = http://older.mm.fcix.net/almalinux/$repo/os/$arch\n"))
+        let metalink = try list.render(.metalink, file: "/9/BaseOS/x86_64/os/repodata/repomd.xml")
+        #expect(metalink.contains("<file name=\"repomd.xml\">") && metalink.contains("<url priority=\"1\">http://newer.mm.fcix.net/almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml</url>"), "\(metalink)")
+        #expect(metalink.contains("<url priority=\"2\">http://older.mm.fcix.net/"), "\(metalink)")
+        #expect(throws: (any Error).self) { try list.render(.metalink) }
+        let sites = try #require(try JSONSerialization.jsonObject(with: Data(try list.render(.mirrorz).utf8)) as? [[String: String]])
+        #expect(sites.map { $0["url"] } == ["http://newer.mm.fcix.net/mirrorz.json", "http://older.mm.fcix.net/mirrorz.json"])
+    }
+
+    @Test("a real Prometheus scrapes a live node found through mm-image fleet targets, and answers a query about it")
+    func prometheusScrapesTheFleet() async throws {
+        let broker = try MosquittoBroker()
+        defer { broker.stop() }
+        let dir = try ToolRun.scratchDirectory("prometheus")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try await LiveServer.start(configure: { $0.projects = ["almalinux"] }) { root in
+            try FileManager.default.createDirectory(atPath: root + "/almalinux", withIntermediateDirectories: true)
+        }
+        defer { Task { await server.stop() } }
+        // The node's report, as its telemetry role leaves it on the broker (its address: loopback here).
+        let report = NodeReport(
+            node: "scraped.mm.fcix.net", sponsor: "isp-p", version: "0.1.0", build: 1, slot: "a", blessed: true, rolledBack: [], addresses: ["127.0.0.1/8"],
+            projects: [.init(name: "almalinux", state: "success", lastSuccess: Date() - 30, stale: false, size: 1)], sentBytes: 0, receivedBytes: 0,
+            dataFreeBytes: nil, time: Date()
+        )
+        let published = try await ToolRun.run(
+            "mosquitto_pub", ["-h", "127.0.0.1", "-p", "\(broker.port)", "-q", "1", "-r", "-t", NodeReport.stateTopic(node: report.node), "-m", String(decoding: try report.json(), as: UTF8.self)]
+        )
+        #expect(published.status == 0, "\(published.combined)")
+        let mmImage = SyncCommandTests.binaries + "/mm-image"
+        let brokerURL = "mqtt://127.0.0.1:\(broker.port)"
+        let list = try await ToolRun.run(mmImage, ["fleet", "mirrorlist", "almalinux", "--broker", brokerURL])
+        #expect(list.status == 0 && list.stdout == "http://scraped.mm.fcix.net/almalinux/\n", "\(list.combined)")
+        let targets = dir + "/fleet.json"
+        let written = try await ToolRun.run(mmImage, ["fleet", "targets", "--broker", brokerURL, "--port", "\(server.port)", "--out", targets])
+        #expect(written.status == 0, "\(written.combined)")
+        #expect((try? String(contentsOfFile: targets, encoding: .utf8))?.contains("\"127.0.0.1:\(server.port)\"") == true)
+
+        // Prometheus itself, reading the targets file, scraping every second.
+        let webPort = try RsyncDaemon.freePort()
+        try """
+            global:
+              scrape_interval: 1s
+            scrape_configs:
+              - job_name: micromirror
+                file_sd_configs:
+                  - files: [\(targets)]
+                    refresh_interval: 1s
+            """.write(toFile: dir + "/prometheus.yml", atomically: true, encoding: .utf8)
+        let prometheus = Process()
+        prometheus.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
+        prometheus.arguments = [
+            "--config.file=\(dir)/prometheus.yml", "--storage.tsdb.path=\(dir)/data", "--web.listen-address=127.0.0.1:\(webPort)",
+        ]
+        prometheus.standardOutput = FileHandle.nullDevice
+        prometheus.standardError = FileHandle.nullDevice
+        try prometheus.run()
+        defer {
+            kill(prometheus.processIdentifier, SIGKILL)
+            prometheus.waitUntilExit()
+        }
+        func query(_ promql: String) async -> [[String: Any]] {
+            let encoded = promql.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? promql
+            guard let answer = try? await run("curl", ["-sS", "http://127.0.0.1:\(webPort)/api/v1/query?query=\(encoded)"]),
+                let json = try? JSONSerialization.jsonObject(with: Data(answer.output.utf8)) as? [String: Any],
+                let data = json["data"] as? [String: Any], let result = data["result"] as? [[String: Any]]
+            else { return [] }
+            return result
+        }
+        var answer: [[String: Any]] = []
+        #expect(try await eventually(seconds: 90) {
+            answer = await query("micromirror_data_size_bytes{job=\"micromirror\",node=\"scraped.mm.fcix.net\",sponsor=\"isp-p\"}")
+            return !answer.isEmpty
+        }, "Prometheus never scraped the node")
+        let value = (answer.first?["value"] as? [Any])?.last as? String
+        #expect(value.flatMap(Double.init) == Double(try DiskSpace.total(at: server.root)), "\(answer)")
+        let up = await query("up{node=\"scraped.mm.fcix.net\"}")
+        #expect(((up.first?["value"] as? [Any])?.last as? String) == "1", "\(up)")
     }
 }
