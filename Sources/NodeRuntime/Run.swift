@@ -18,6 +18,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Access log.") var accessLog = NodePaths.standard.accessLog
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
     @Option(help: "Where each project's last sync report is kept.") var syncState = NodePaths.standard.syncState
+    @Option(help: "Where the server keeps its traffic history for /status's graphs; 'none' for none.") var trafficHistory = NodePaths.standard.traffic
+    @Option(help: "Seconds between the traffic history's samples.") var trafficInterval: Int = 60
     @Option(help: "What this process runs, comma-separated: serve, sync (with MQTT pushes), update (as root). Default: serve,sync.")
     var services = NodeRuntime.Role.defaults.map(\.rawValue).joined(separator: ",")
     @Option(help: "Refuse to start unless a filesystem is mounted here (mm-data), so nothing fills the RAM-backed root; 'none' to skip.")
@@ -67,6 +69,8 @@ struct Run: AsyncParsableCommand {
         if !listen.isEmpty { options.listen = try listen.map(Serve.parseListen) }
         options.recipes = recipes
         options.syncState = syncState
+        options.trafficDirectory = trafficHistory == "none" ? nil : trafficHistory
+        options.trafficInterval = .seconds(max(1, trafficInterval))
         options.roles = try Self.roles(services)
         let configuration = ServiceGroupConfiguration(
             services: try NodeRuntime.services(node, options: options, logger: logger), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger

@@ -49,6 +49,10 @@ public enum NodeRuntime {
         /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
         public var syncState = NodePaths.standard.syncState
         public var roles: Set<Role> = Set(Role.defaults)
+        /// Where the serve role keeps its traffic history (nil: none).
+        public var trafficDirectory: String? = NodePaths.standard.traffic
+        /// How often the serve role adds to the traffic history.
+        public var trafficInterval: Duration = .seconds(60)
         /// How often the telemetry role republishes the node's report when nothing changed.
         public var telemetryInterval: Duration = .seconds(300)
         /// How the update role finds the running system (tests point it elsewhere).
@@ -71,6 +75,7 @@ public enum NodeRuntime {
         configuration.projects = node.projects
         configuration.syncStateDirectory = options.syncState
         configuration.updateStatePath = options.update.paths.updateState
+        configuration.trafficHistoryPath = options.trafficDirectory.map { $0 + "/" + TrafficHistory.fileName }
         return configuration
     }
 
@@ -133,6 +138,19 @@ public enum NodeRuntime {
         if options.roles.contains(.serve) {
             let server = MirrorServer(configuration: serveConfiguration(node, options: options), metrics: serveMetrics, logger: logger)
             services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup, serviceName: "serve"))
+            if let directory = options.trafficDirectory {
+                // A history that cannot be kept costs the graphs, never the serving.
+                do {
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                    let history = try TrafficHistory(path: directory + "/" + TrafficHistory.fileName)
+                    let recorder = TrafficRecorder(history: history, interval: options.trafficInterval, logger: logger) {
+                        TrafficRecorder.totals(metrics: serveMetrics, network: NetworkCounters.read())
+                    }
+                    services.append(.init(service: recorder, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore, serviceName: "traffic"))
+                } catch {
+                    logger.warning("not keeping a traffic history", metadata: ["path": "\(directory)", "error": "\(error)"])
+                }
+            }
         }
         if options.roles.contains(.sync) {
             let main: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = options.roles.contains(.serve) ? .ignore : .gracefullyShutdownGroup

@@ -37,6 +37,7 @@ struct RunCommandTests {
         process.arguments = [
             "run", "--config", paths.nodeFile, "--root", paths.mirror, "--listen", "127.0.0.1:\(port)", "--access-log", paths.accessLog,
             "--sync-state", paths.syncState, "--recipes", SyncTests.recipes, "--services", services, "--require-mount", "none",
+            "--traffic-history", paths.traffic,
         ] + extra
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice

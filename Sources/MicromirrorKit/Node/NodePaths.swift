@@ -52,6 +52,8 @@ public struct NodePaths: Sendable, Equatable {
     public var journal: String { logs + "/journal" }
     /// The updater's state (`UpdateState`) and its downloads.
     public var updateState: String { state + "/update.json" }
+    /// Where the server keeps its traffic history (bytes per project and interface over time).
+    public var traffic: String { state + "/traffic" }
     public var updateStaging: String { state + "/update" }
 
     // MARK: - The ESP

@@ -36,9 +36,10 @@ enum DeferredAnswer: Sendable {
         case .status(let json):
             let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
             let update = updateState(configuration)
+            let traffic = configuration.trafficHistoryPath.flatMap { TrafficPanels.load(path: $0) }
             return json
-                ? (StatusPage.json(node: configuration.sponsor, projects: projects, update: update), "application/json", "no-store")
-                : (StatusPage.html(node: configuration.sponsor, projects: projects, update: update), "text/html; charset=utf-8", "no-store")
+                ? (StatusPage.json(node: configuration.sponsor, projects: projects, update: update, traffic: traffic), "application/json", "no-store")
+                : (StatusPage.html(node: configuration.sponsor, projects: projects, update: update, traffic: traffic), "text/html; charset=utf-8", "no-store")
         case .jobs:
             let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
             return (StatusPage.tunasyncJobs(projects), "application/json", "no-store")

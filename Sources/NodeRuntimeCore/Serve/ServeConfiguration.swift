@@ -48,6 +48,8 @@ public struct ServeConfiguration: Sendable {
     public var syncStateDirectory: String?
     /// The updater's state (`UpdateState`), for `/status`; nil for none.
     public var updateStatePath: String?
+    /// The traffic history (`TrafficHistory`) whose graphs `/status` shows, when the node keeps one.
+    public var trafficHistoryPath: String?
     /// Memory each event loop may use to keep small files (up to 64 KiB) with their encoded
     /// fields; 0 turns the cache off. Every use is checked against the file on disk.
     public var smallFileCacheBytes = 16 << 20

@@ -14,6 +14,7 @@ public final class ServeMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     private let counters = NIOLockedValueBox([String: Counters]())
+    private let sentTotals = NIOLockedValueBox([String: Int64]())
     private let cacheHits: CoreMetrics.Counter
     private let cacheMisses: CoreMetrics.Counter
     /// The update's state, set from its file at each scrape.
@@ -63,7 +64,20 @@ public final class ServeMetrics: Sendable {
 
     /// Counts one finished request at once (off the event loops).
     public func record(project: String, status: Int, bytes: Int64) {
-        counters(project: project, statusClass: status / 100).add(requests: 1, bytes: bytes)
+        add(project: project, statusClass: status / 100, requests: 1, bytes: bytes)
+    }
+
+    /// Adds to the Prometheus counters and to the byte totals the traffic history samples.
+    func add(project: String, statusClass: Int, requests: Int, bytes: Int64) {
+        counters(project: project, statusClass: statusClass).add(requests: requests, bytes: bytes)
+        guard bytes > 0 else { return }
+        sentTotals.withLockedValue { $0[project.isEmpty ? "other" : project, default: 0] += bytes }
+    }
+
+    /// Bytes sent per project label since the server started (every request finished so far).
+    public func sentBytesByProject() -> [String: Int64] {
+        for tally in allTallies.withLockedValue({ $0 }) { tally.publish() }
+        return sentTotals.withLockedValue { $0 }
     }
 
     /// The calling event loop's tally (made on first use). Only that loop may record into it.
@@ -120,7 +134,7 @@ public final class ServeMetrics: Sendable {
             guard let metrics else { return }
             lock.withLock {
                 for (key, value) in requests where value.count > 0 {
-                    metrics.counters(project: key.project, statusClass: key.statusClass).add(requests: value.count, bytes: value.bytes)
+                    metrics.add(project: key.project, statusClass: key.statusClass, requests: value.count, bytes: value.bytes)
                 }
                 // Keep the keys: the same few come back, and their slots need not be made again.
                 for key in requests.keys { requests[key] = (0, 0) }

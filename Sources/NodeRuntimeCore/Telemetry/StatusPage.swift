@@ -45,6 +45,8 @@ public enum StatusPage {
         var projects: [Project]
         /// The image, its slot and the updater's state, when the node has an updater.
         var update: UpdateState?
+        /// Bytes per project and interface over the last day and month, when the node keeps them.
+        var traffic: [TrafficPanels.Series]?
     }
 
     /// How long a project may go without a successful sync before the page calls it stale.
@@ -201,14 +203,14 @@ public enum StatusPage {
         }
     }
 
-    public static func json(node: String, projects: [Project], update: UpdateState? = nil, now: Date = Date()) -> String {
+    public static func json(node: String, projects: [Project], update: UpdateState? = nil, traffic: TrafficPanels? = nil, now: Date = Date()) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        return String(decoding: (try? encoder.encode(Page(node: node, generated: now, projects: projects, update: update))) ?? Data(), as: UTF8.self) + "\n"
+        return String(decoding: (try? encoder.encode(Page(node: node, generated: now, projects: projects, update: update, traffic: traffic?.summary()))) ?? Data(), as: UTF8.self) + "\n"
     }
 
-    public static func html(node: String, projects: [Project], update: UpdateState? = nil, now: Date = Date()) -> String {
+    public static func html(node: String, projects: [Project], update: UpdateState? = nil, traffic: TrafficPanels? = nil, now: Date = Date()) -> String {
         let e = DirectoryListing.escape
         var rows = ""
         for project in projects {
@@ -235,12 +237,13 @@ public enum StatusPage {
         return """
             <!DOCTYPE html>
             <html><head><meta charset="utf-8"><title>\(e(node)): mirror status</title>
-            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}tr.failed td,tr.refused-by-guard td,tr.refused-by-disk-budget td{color:#a00}.bad{color:#a00}</style></head>
+            <style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em 1em;text-align:left}td.n{text-align:right}figure{margin:1em 0}figcaption{font-weight:bold}svg{max-width:100%;height:auto}tr.failed td,tr.refused-by-guard td,tr.refused-by-disk-budget td{color:#a00}.bad{color:#a00}</style></head>
             <body><h1>\(e(node)): mirror status</h1>
             <table>
             <tr><th>Project</th><th>Last sync</th><th>Finished</th><th>Last good sync</th><th>Next</th><th>Files copied</th><th>Received</th><th>Size</th></tr>
             \(rows)</table>
             \(update.map { updateSection($0, now: now) } ?? "")
+            \(traffic.map { "<h2>Traffic</h2>\n" + $0.html() } ?? "")
             <p>As JSON: <a href="/status?format=json">/status?format=json</a>; for dashboards: <a href="/jobs">/jobs</a> (tunasync), <a href="/mirrorz.json">/mirrorz.json</a> (MirrorZ). Counters: <a href="/metrics">/metrics</a>.
             Problems with this mirror go to the FCIX NOC, not to the hosting network.</p>
             </body></html>
