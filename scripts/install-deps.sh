@@ -19,6 +19,8 @@ packages=(
   rsync mosquitto mosquitto-clients
   # telemetry tests: a real Prometheus (server and promtool) and its Python text parser
   prometheus python3-prometheus-client
+  # the status page as a person sees it: headless Chromium takes its screenshot
+  chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then
