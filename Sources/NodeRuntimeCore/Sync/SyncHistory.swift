@@ -49,13 +49,7 @@ public final class SyncHistory: Sendable {
     /// Opens (creating it and its schema when `readOnly` is false) the history at `path`.
     public init(path: String, readOnly: Bool = false) throws {
         self.path = path
-        var configuration = Configuration()
-        configuration.readonly = readOnly
-        // The service and a sync by hand may write at the same moment; the status page reads.
-        configuration.busyMode = .timeout(10)
-        configuration.label = "sync-history"
-        database = try DatabaseQueue(path: path, configuration: configuration)
-        if !readOnly { try Self.migrator.migrate(database) }
+        database = try .node(path: path, label: "sync-history", readOnly: readOnly, busy: 10, migrator: Self.migrator)
     }
 
     /// The history in a sync state directory (created with it when writing).

@@ -27,25 +27,22 @@ public final class TrafficHistory: Sendable {
 
     public init(path: String, readOnly: Bool = false) throws {
         self.path = path
-        var configuration = Configuration()
-        configuration.readonly = readOnly
-        configuration.busyMode = .timeout(5)
-        configuration.label = "traffic-history"
-        database = try DatabaseQueue(path: path, configuration: configuration)
-        if !readOnly {
-            var migrator = DatabaseMigrator()
-            migrator.registerMigration("traffic") { db in
-                for table in ["minute", "hour"] {
-                    try db.create(table: table, options: [.withoutRowID]) { t in
-                        t.column("series", .text).notNull()
-                        t.column("t", .integer).notNull()
-                        t.column("bytes", .integer).notNull()
-                        t.primaryKey(["series", "t"])
-                    }
+        database = try .node(path: path, label: "traffic-history", readOnly: readOnly, busy: 5, migrator: Self.migrator)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("traffic") { db in
+            for table in ["minute", "hour"] {
+                try db.create(table: table, options: [.withoutRowID]) { t in
+                    t.column("series", .text).notNull()
+                    t.column("t", .integer).notNull()
+                    t.column("bytes", .integer).notNull()
+                    t.primaryKey(["series", "t"])
                 }
             }
-            try migrator.migrate(database)
         }
+        return migrator
     }
 
     /// Adds `bytes` per series at `time` to both resolutions, and drops what has aged out of each.
