@@ -94,7 +94,13 @@ if [ -n "$upstream" ]; then
   [ "\$got" = "\$want" ] || { echo "e2e: the node did not sync almalinux from rsync://192.0.2.1/ (got: \$got)"; curl -s http://192.0.2.10/status; exit 1; }
   curl -sf --max-time 3 http://192.0.2.10/almalinux/9/BaseOS/x86_64/os/Packages/mmtest-1.0-1.noarch.rpm | cmp - "$upstream/9/BaseOS/x86_64/os/Packages/mmtest-1.0-1.noarch.rpm" || { echo "e2e: the synced package differs"; exit 1; }
   echo "e2e: the node synced almalinux from rsync://192.0.2.1/ and serves it"
-  curl -sf --max-time 3 'http://192.0.2.10/status?format=json' | grep -A12 '"name" : "almalinux"' | grep -E '"state"|"size"|"log"' | sed 's/^ */e2e: status: /'
+  # The index arrives in the last stage; the run is recorded a moment after it (trace, history), so wait for that.
+  for i in \$(seq 1 60); do
+    curl -sf --max-time 3 'http://192.0.2.10/status?format=json' | grep -A12 '"name" : "almalinux"' > /tmp/mm-e2e-status.\$\$ || true
+    grep -q '"state" : "success"' /tmp/mm-e2e-status.\$\$ && break
+    sleep 1
+  done
+  grep -E '"state"|"size"|"log"' /tmp/mm-e2e-status.\$\$ | sed 's/^ */e2e: status: /'
   sleep 1; kill -KILL \$(cat "$work/tcpdump.pid") 2>/dev/null || true
   s4=\$(grep -c 'tos 0x20' "$work/sync.cap" || true); u4=\$(grep -c 'tos 0x0,' "$work/sync.cap" || true)
   echo "e2e: the node's rsync packets to its upstream: with CS1 \$s4, unmarked \$u4"
