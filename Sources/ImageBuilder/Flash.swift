@@ -24,6 +24,8 @@ struct Flash: AsyncParsableCommand {
     @Option(help: "Recipes to check the node files' projects against when the image's own cannot be read.") var recipes: String?
     @Option(help: "Fedora MirrorManager's report_mirror.conf for a node (repeat): it goes to the drive whose node file's host name is its [host] name.") var reportMirror: [String] = []
     @Option(help: "Inventory to append a record per drive to (JSON lines).") var inventory = "inventory.jsonl"
+    @Option(help: "The fleet CA's directory (mm-image fleet ca): each drive gets a new identity key and a watchtower certificate for it on mm-config.") var fleetCa: String?
+    @Option(help: "With --fleet-ca: days the first certificate is valid (the node renews it two thirds in; allow for shipping).") var credentialDays = FleetAuthority.defaultDays
     @Flag(help: "Do not ask for confirmation.") var yes = false
     @Flag(help: "Skip reading the drives back.") var noVerify = false
     @Flag(help: "Where a drive cannot discard, write zeros over its unmapped blocks.") var zeroUnmapped = false
@@ -73,6 +75,16 @@ struct Flash: AsyncParsableCommand {
         } catch {
             problems += error.problems
             reportFiles = [:]
+        }
+        var authority: FleetAuthority?
+        if let fleetCa {
+            do { authority = try FleetAuthority(directory: fleetCa) } catch {
+                problems.append(ConfigProblem(file: fleetCa, line: nil, field: "", message: "\(error)"))
+            }
+            for (file, config) in zip(node, configs) where !(config.telemetry?.hasPrefix("mqtts://") ?? false) {
+                // A certificate is only shown over TLS: the node would not report at all.
+                problems.append(ConfigProblem(file: file, line: nil, field: "telemetry.target", message: "--fleet-ca gives the node a certificate for the watchtower; its target must be mqtts://, not \(config.telemetry ?? "missing")"))
+            }
         }
         guard problems.isEmpty else {
             FileHandle.standardError.write(Data("mm-image: \(ConfigError(problems: problems))\nnothing was written\n".utf8))
@@ -141,12 +153,19 @@ struct Flash: AsyncParsableCommand {
         // 3. Write, verify, finish the accepted drives, all at once (each on a thread of its own:
         // the work is blocking I/O), in the order given in the summary.
         let command = self
+        let fleet = authority
         let outcomes = await withTaskGroup(of: (Int, String).self) { group in
             for (index, (target, file, config)) in accepted.enumerated() {
                 let hostname = config.hostname
                 group.addTask {
                     do {
                         try await command.flash(target, nodeFile: file, reportMirror: reportFiles[hostname], blockMap: blockMap)
+                        if let authority = fleet {
+                            // A drive flashed again is a node rebuilt: its new key replaces the old one.
+                            let (key, certificate) = try authority.issueIdentity(node: hostname, days: command.credentialDays, replacingKey: true)
+                            try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).placeCredential(key: key, certificate: certificate, authority: authority.certificate, on: target.path)
+                            command.say("\(target.path): \(hostname)'s identity and watchtower certificate (serial \(certificate.serial), valid until \(certificate.notAfter))")
+                        }
                         return (index, command.noVerify ? "written (not verified)" : "passed")
                     } catch {
                         FileHandle.standardError.write(Data("mm-image: \(target.path): \(error)\n".utf8))

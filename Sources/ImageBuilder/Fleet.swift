@@ -9,8 +9,8 @@ import SystemKit
 /// the mirror lists and the Prometheus targets from the same view.
 struct Fleet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The fleet as the watchtower's MQTT broker sees it: the nodes, their mirror lists, Prometheus' targets.",
-        subcommands: [FleetShow.self, FleetMirrorlist.self, FleetTargets.self], defaultSubcommand: FleetShow.self
+        abstract: "The fleet as the watchtower's MQTT broker sees it: the nodes, their mirror lists, Prometheus' targets; the nodes' credentials (ca, issue, revoke, renewals).",
+        subcommands: [FleetShow.self, FleetMirrorlist.self, FleetTargets.self, FleetCA.self, FleetIssue.self, FleetRevoke.self, FleetRenew.self], defaultSubcommand: FleetShow.self
     )
 }
 

@@ -80,6 +80,48 @@ public struct NodeFileWriter {
         }
     }
 
+    /// Puts a node's watchtower credential from the fleet CA on mm-config of `target`: its identity
+    /// key (`identity/node.key`, root-only, and `node.pub`; the first boot keeps them instead of
+    /// making its own) and `credential/node.crt` and `ca.crt`. Each is read back.
+    public func placeCredential(key: Ed25519PrivateKey, certificate: X509Certificate, authority: X509Certificate, on target: String) async throws {
+        let device = try configDevice(target)
+        // One per drive (drives are flashed at once); a path without spaces: debugfs splits its commands on them.
+        let scratch = NSTemporaryDirectory() + "mm-credential-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let files: [(directory: String, name: String, bytes: [UInt8], mode: String)] = [
+            ("identity", "node.key", try key.pem(), "0100600"), ("identity", "node.pub", try key.publicKey().pem(), "0100644"),
+            ("credential", "node.crt", try certificate.pem(), "0100644"), ("credential", "ca.crt", try authority.pem(), "0100644"),
+        ]
+        var commands = ["mkdir identity", "set_inode_field identity mode 040700", "mkdir credential", "set_inode_field credential mode 040755"]
+        for file in files {
+            let local = scratch + "/" + file.name
+            try AtomicFile.write(file.bytes, to: local, mode: 0o600)
+            // debugfs writes into its current directory, and will not replace a file.
+            commands += ["cd /\(file.directory)", "rm \(file.name)", "write \(local) \(file.name)", "set_inode_field \(file.name) mode \(file.mode)"]
+        }
+        try AtomicFile.write(commands.joined(separator: "\n") + "\n", to: scratch + "/commands", mode: 0o600)
+        try CommandRunner.require([Self.debugfs])
+        // debugfs goes on past a failing command (mkdir of a directory already there, rm of a missing file): the read-back decides.
+        _ = try? await runner.run(Self.debugfs, ["-w", "-f", scratch + "/commands", device])
+        for file in files {
+            try await verify(scratch + "/" + file.name, as: file.directory + "/" + file.name, on: device, target: target)
+        }
+    }
+
+    /// `debugfs`'s name for mm-config on `target` (its offset in a disk or image).
+    private func configDevice(_ target: String) throws -> String {
+        let file = try RawFile.openForReading(target)
+        let gpt: GPT
+        do { gpt = try GPT.read(from: file) } catch {
+            throw BuildError(stage: "node write", "\(target): \(error); is this a micromirror disk?")
+        }
+        guard let partition = gpt.partition(named: DiskLayout.Label.config) else {
+            throw BuildError(stage: "node write", "\(target) has no \(DiskLayout.Label.config) partition")
+        }
+        return "\(target)?offset=\(partition.offsetInBytes)"
+    }
+
     /// `report_mirror.conf` on mm-config: Fedora's MirrorManager check-in (`mm-node report-mirror`).
     static let reportMirrorName = "report_mirror.conf"
 

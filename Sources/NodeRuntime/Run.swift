@@ -18,6 +18,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Access log.") var accessLog = NodePaths.standard.accessLog
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
     @Option(help: "Where each project's last sync report is kept.") var syncState = NodePaths.standard.syncState
+    @Option(help: "The watchtower credential's directory (node.crt, ca.crt from the NOC's fleet CA; renewed here).") var credential = NodePaths.standard.credential
+    @Option(help: "The node's identity key, which the watchtower certificate is for.") var identityKey = NodePaths.standard.nodeKey
     @Option(help: "Where the server keeps its traffic history for /status's graphs; 'none' for none.") var trafficHistory = NodePaths.standard.traffic
     @Option(help: "Seconds between the traffic history's samples.") var trafficInterval: Int = 60
     @Option(help: "What this process runs, comma-separated: serve, sync (with MQTT pushes), update (as root). Default: serve,sync.")
@@ -70,6 +72,8 @@ struct Run: AsyncParsableCommand {
         options.recipes = recipes
         options.syncState = syncState
         options.trafficDirectory = trafficHistory == "none" ? nil : trafficHistory
+        options.credential = credential
+        options.identityKey = identityKey
         options.trafficInterval = .seconds(max(1, trafficInterval))
         options.roles = try Self.roles(services)
         let configuration = ServiceGroupConfiguration(

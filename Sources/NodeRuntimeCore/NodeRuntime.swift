@@ -55,6 +55,10 @@ public enum NodeRuntime {
         public var trafficInterval: Duration = .seconds(60)
         /// How often the telemetry role republishes the node's report when nothing changed.
         public var telemetryInterval: Duration = .seconds(300)
+        /// The node's watchtower credential (`node.crt`, `ca.crt`; none there: no certificate) and
+        /// its identity key.
+        public var credential = NodePaths.standard.credential
+        public var identityKey = NodePaths.standard.nodeKey
         /// How the update role finds the running system (tests point it elsewhere).
         public var update = UpdateEnvironment()
         public init() {}
@@ -171,7 +175,9 @@ public enum NodeRuntime {
             if let target = node.telemetry {
                 let main: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = options.roles.count == 1 ? .gracefullyShutdownGroup : .ignore
                 let (root, syncState, updateState) = (options.root, options.syncState, options.update.paths.updateState)
-                let publisher = try TelemetryPublisher(target: target, node: node.hostname, interval: options.telemetryInterval, logger: logger) {
+                let credential = NodeCredential.find(directory: options.credential, keyPath: options.identityKey)
+                if credential == nil { logger.notice("no watchtower certificate on mm-config; reporting without one", metadata: ["looked-in": "\(options.credential)"]) }
+                let publisher = try TelemetryPublisher(target: target, node: node.hostname, interval: options.telemetryInterval, credential: credential, logger: logger) {
                     NodeReport.gather(
                         node: node, update: FileManager.default.fileExists(atPath: updateState) ? UpdateState.load(path: updateState) : nil,
                         projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root

@@ -3,7 +3,7 @@ import Foundation
 
 /// An Ed25519 private key held by OpenSSL. PEM (PKCS#8) on disk, so `openssl pkeyutl` can use it too.
 public final class Ed25519PrivateKey {
-    fileprivate let key: OpaquePointer
+    let key: OpaquePointer
 
     private init(owning key: OpaquePointer) { self.key = key }
 

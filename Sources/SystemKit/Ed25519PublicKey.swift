@@ -4,7 +4,7 @@ import Foundation
 /// An Ed25519 public key held by OpenSSL; PEM is SubjectPublicKeyInfo (`openssl pkey -pubout`).
 /// Immutable once made: verifying uses a fresh context per call, so one key may be shared across threads.
 public final class Ed25519PublicKey: @unchecked Sendable {
-    private let key: OpaquePointer
+    let key: OpaquePointer
 
     deinit { EVP_PKEY_free(key) }
 

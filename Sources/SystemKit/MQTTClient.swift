@@ -62,6 +62,15 @@ public final class MQTTClient: @unchecked Sendable {
         guard result == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError("cannot set up TLS with the CAs in \(caDirectory)", code: result) }
     }
 
+    /// TLS with a client certificate: trust only the CA in `caFile` (the fleet's, which signed the
+    /// broker's certificate too) and log in with `certificateFile` and its `keyFile`. Before `start`.
+    public func useTLS(caFile: String, certificateFile: String, keyFile: String) throws(MQTTError) {
+        let result = mosquitto_tls_set(handle, caFile, nil, certificateFile, keyFile, nil)
+        guard result == MOSQ_ERR_SUCCESS.rawValue else {
+            throw MQTTError("cannot set up TLS with the CA \(caFile), the certificate \(certificateFile) and the key \(keyFile)", code: result)
+        }
+    }
+
     /// Log in as `username` (the broker's ACL decides what it may publish). Before `start`.
     public func useCredentials(username: String, password: String) throws(MQTTError) {
         let result = mosquitto_username_pw_set(handle, username, password)

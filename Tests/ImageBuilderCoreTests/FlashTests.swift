@@ -161,7 +161,7 @@ struct FlashTests {
             #expect(mounted.status == 1 && mounted.stderr.contains("refusing \(devices[0]): it is mounted: \((devices[0] as NSString).lastPathComponent)p4 on \(mountpoint)"), "\(mounted.combined)")
         }
     }
-    @Test("the block map is signed: a map that is not the release's is refused before a byte is written, a byte changed in the image fails the drive at its range; without --pubkey the image's own keyring is used and named; each report_mirror.conf goes to its node's drive")
+    @Test("the block map is signed: a map that is not the release's is refused before a byte is written, a byte changed in the image fails the drive at its range; without --pubkey the image's own keyring is used and named; each report_mirror.conf goes to its node's drive; with --fleet-ca each drive gets its own identity key and a watchtower certificate for it")
     func signedMapAndKeyring() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
@@ -208,7 +208,11 @@ struct FlashTests {
             var arguments = ["flash", a.image, "--yes", "--inventory", inventory, "--device", devices[0], "--node", example, "--device", devices[1], "--node", other]
             let stray = try await TestSupport.run(TestSupport.mmImage, arguments + ["--report-mirror", dir + "/stray.conf"])
             #expect(stray.status == 1 && stray.stderr.contains("stray.conf: host.name: nobody.mm.fcix.net is none of the nodes being flashed") && stray.stderr.contains("nothing was written"), "\(stray.combined)")
-            arguments += ["--report-mirror", dir + "/report_mirror.conf"]
+            // A fleet CA that is not there: refused before a byte is written.
+            let noCA = try await TestSupport.run(TestSupport.mmImage, arguments + ["--fleet-ca", dir + "/no-ca"])
+            #expect(noCA.status == 1 && noCA.stderr.contains("holds no fleet CA") && noCA.stderr.contains("nothing was written"), "\(noCA.combined)")
+            let authority = try FleetAuthority.create(directory: dir + "/fleet-ca", brokerNames: ["watchtower.fcix.net"])
+            arguments += ["--report-mirror", dir + "/report_mirror.conf", "--fleet-ca", authority.directory]
             let both = try await TestSupport.run(TestSupport.mmImage, arguments)
             #expect(both.status == 0 && both.stdout.contains("\(devices[0])  example-isp.mm.fcix.net  passed") && both.stdout.contains("\(devices[1])  other-isp.mm.fcix.net  passed"), "\(both.combined)")
             let keyID = try Ed25519PublicKey(pem: Array(try Data(contentsOf: URL(fileURLWithPath: a.publicKey))), source: a.publicKey).keyID
@@ -218,6 +222,22 @@ struct FlashTests {
                 let found = try await TestSupport.run("debugfs", ["-R", "cat report_mirror.conf", "\(device)?offset=\(config.offsetInBytes)"])
                 if let expected { #expect(found.stdout == expected, "\(device): \(found.combined)") } else { #expect(found.stdout.isEmpty, "\(device) got another node's report_mirror.conf") }
             }
+            // Each drive got its own identity key (root-only) and a certificate for it, from the fleet CA, in its node's name.
+            for (device, host) in [(devices[0], "example-isp.mm.fcix.net"), (devices[1], "other-isp.mm.fcix.net")] {
+                let config = try #require(GPT.read(from: RawFile.openForReading(device)).partition(named: DiskLayout.Label.config))
+                let at = "\(device)?offset=\(config.offsetInBytes)"
+                let key = try Ed25519PrivateKey(pem: Array(try await TestSupport.run("debugfs", ["-R", "cat identity/node.key", at]).stdout.utf8), source: device)
+                let certificate = try X509Certificate(pem: Array(try await TestSupport.run("debugfs", ["-R", "cat credential/node.crt", at]).stdout.utf8), source: device)
+                let ca = try await TestSupport.run("debugfs", ["-R", "cat credential/ca.crt", at]).stdout
+                let (keyRaw, caPEM) = (try key.publicKey().raw(), String(decoding: try authority.certificate.pem(), as: UTF8.self))
+                #expect(certificate.commonName == host && certificate.publicKeyRaw == keyRaw && certificate.isSigned(by: authority.certificate), "\(device)")
+                #expect(ca == caPEM)
+                #expect(certificate.notAfter.timeIntervalSince(Date()) > 29 * 86400)
+                let mode = try await TestSupport.run("debugfs", ["-R", "stat identity/node.key", at]).stdout
+                #expect(mode.contains("Mode:  0600") || mode.contains("Mode: 0600"), "\(mode.prefix(200))")
+                #expect(authority.current(node: host)?.serial == certificate.serial, "the NOC keeps the node's current certificate")
+            }
+            #expect(both.stdout.contains("identity and watchtower certificate"), "\(both.stdout)")
         }
     }
 }

@@ -28,6 +28,12 @@ public struct NodePaths: Sendable, Equatable {
     /// SSH host key, node key and machine id, created on the first boot.
     public var identity: String { config + "/identity" }
     public var machineID: String { identity + "/machine-id" }
+    /// The node's Ed25519 identity key (made on the first boot, or by the NOC when it flashed the
+    /// node with a fleet CA); the watchtower certificate is for it.
+    public var nodeKey: String { identity + "/node.key" }
+    /// The node's watchtower credential: `node.crt` (its certificate from the NOC's fleet CA, which
+    /// the node renews itself) and `ca.crt` (the fleet CA). Owned by the service that reports.
+    public var credential: String { config + "/credential" }
     /// Written once the first boot laid out the disk.
     public var firstbootStamp: String { config + "/firstboot.done" }
 

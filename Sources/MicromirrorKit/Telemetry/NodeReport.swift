@@ -62,6 +62,10 @@ public struct NodeReport: Codable, Sendable, Equatable {
     public static func stateTopic(node: String, prefix: String = topicPrefix) -> String { "\(prefix)/\(node)/state" }
     public static func statusTopic(node: String, prefix: String = topicPrefix) -> String { "\(prefix)/\(node)/status" }
     public static let topicPrefix = "micromirror/nodes"
+    /// Where a node asks the NOC to renew its watchtower certificate (a PEM request), and where the
+    /// NOC answers with the new certificate (retained; only that node may read it).
+    public static func credentialRequestTopic(node: String, prefix: String = topicPrefix) -> String { "\(prefix)/\(node)/csr" }
+    public static func certificateTopic(node: String, prefix: String = topicPrefix) -> String { "\(prefix)/\(node)/certificate" }
 
     /// The message bytes (JSON, dates as seconds since 1970, keys sorted so equal reports are equal bytes).
     public func json() throws -> [UInt8] {
