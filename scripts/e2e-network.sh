@@ -8,16 +8,30 @@
 # module almalinux (flash the image with a node file whose upstream is rsync://192.0.2.1/): the
 # booted node syncs it at once, serves it over HTTP, and its rsync packets must carry the marking too.
 #
-#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none] [--upstream DIR]
+# With --watchtower CA (a fleet CA from mm-image fleet ca for the broker name 192.0.2.1; the node
+# file's telemetry target mqtts://192.0.2.1:8883, its certificate on the image's mm-config) it also
+# runs the watchtower there: mosquitto with the CA's configuration and the NOC's renewal service
+# (mm-image fleet renewals, --mm-image PATH); the node must report online over TLS with its
+# certificate and, when its certificate is due for renewal, renew it and log in with the new one.
+#
+# --writable lets the guest's writes reach IMAGE (by default QEMU boots a snapshot of it).
+#
+#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none] [--upstream DIR] [--watchtower CA --mm-image PATH] [--writable]
 # Prints the tcpdump lines and exits 0 only if both families answer with the expected marking.
 set -euo pipefail
 image="$1"; shift
 expect=cs1
 upstream=""
+watchtower=""
+mmimage=mm-image
+writable=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --expect-dscp) expect="$2"; shift 2 ;;
     --upstream) upstream="$(cd "$2" && pwd)"; shift 2 ;;
+    --watchtower) watchtower="$(cd "$2" && pwd)"; shift 2 ;;
+    --mm-image) mmimage="$2"; shift 2 ;;
+    --writable) writable=(--writable); shift ;;
     *) echo "e2e-network: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +41,8 @@ work=$(mktemp -d /tmp/mm-e2e.XXXXXX)
 cleanup() {
   # SIGKILL: started under a test runner they may not get SIGTERM (and hold its descriptors).
   pkill -KILL -f "config=$work/rsyncd.conf" 2>/dev/null || true
+  pkill -KILL -f "$work/mosquitto.conf" 2>/dev/null || true
+  [ -f "$work/renewals.pid" ] && kill -KILL "$(cat "$work/renewals.pid")" 2>/dev/null || true
   [ -f "$work/tcpdump.pid" ] && kill -KILL "$(cat "$work/tcpdump.pid")" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
@@ -40,6 +56,14 @@ if [ -n "$upstream" ]; then
   # The node syncs right after it boots: capture its rsync traffic from before QEMU starts.
   ip netns exec "$ns" tcpdump -n -v -l -U -i br0 'tcp dst port 873 and src 192.0.2.10' > "$work/sync.cap" 2>/dev/null &
   echo $! > "$work/tcpdump.pid"
+fi
+if [ -n "$watchtower" ]; then
+  # As root in the namespace: the CA's files are root's.
+  { echo "user root"; cat "$watchtower/mosquitto.conf"; } > "$work/mosquitto.conf"
+  ip netns exec "$ns" mosquitto -c "$work/mosquitto.conf" > "$work/broker.log" 2>&1 &
+  for i in $(seq 1 50); do ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/1883' 2>/dev/null && break; sleep 0.1; done
+  ip netns exec "$ns" "$mmimage" fleet renewals --broker mqtt://127.0.0.1:1883 --ca "$watchtower" > "$work/renewals.log" 2>&1 &
+  echo $! > "$work/renewals.pid"
 fi
 
 check=$(mktemp /tmp/mm-e2e-check.XXXXXX)
@@ -106,5 +130,24 @@ if [ -n "$upstream" ]; then
   echo "e2e: the node's rsync packets to its upstream: with CS1 \$s4, unmarked \$u4"
   if [ "$expect" = cs1 ]; then [ "\$s4" -ge 1 ] && [ "\$u4" = 0 ]; else [ "\$s4" = 0 ]; fi
 fi
+if [ -n "$watchtower" ]; then
+  # The node reports over TLS with its certificate: online, and its state.
+  st=""
+  for i in \$(seq 1 120); do
+    st=\$(mosquitto_sub -h 127.0.0.1 -p 1883 -t 'micromirror/nodes/+/status' -v -C 1 -W 2 2>/dev/null || true)
+    echo "\$st" | grep -q ' online\$' && break
+    sleep 1
+  done
+  echo "e2e: watchtower status: \$st"
+  echo "\$st" | grep -q ' online\$' || { echo "e2e: the node did not report to the watchtower"; cat "$work/broker.log"; exit 1; }
+  mosquitto_sub -h 127.0.0.1 -p 1883 -t 'micromirror/nodes/+/state' -C 1 -W 3 | grep -o '"sponsor" *: *"[^"]*"' | sed 's/^/e2e: watchtower state: /'
+  # Its certificate was due: the NOC's service renewed it, and the node logged in again with the new one.
+  for i in \$(seq 1 120); do grep -q ' renewed: ' "$work/renewals.log" && break; sleep 1; done
+  echo "e2e: watchtower renewal: \$(grep -E ' (renewed|refused): ' "$work/renewals.log" | head -1)"
+  for i in \$(seq 1 60); do [ "\$(grep -c "New client connected.* u'" "$work/broker.log")" -ge 2 ] && break; sleep 1; done
+  echo "e2e: watchtower logins: \$(grep -c "New client connected.* u'" "$work/broker.log")"
+  # Give the node a moment to have written it through (the test reads mm-config afterwards).
+  sleep 2
+fi
 CHECK
-ip netns exec "$ns" "$here/qemu-boot.sh" "$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --timeout 600 --then "bash $check"
+ip netns exec "$ns" "$here/qemu-boot.sh" "$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --timeout 600 "${writable[@]}" --then "bash $check"

@@ -97,11 +97,12 @@ struct FleetShow: AsyncParsableCommand {
             return
         }
         let formatter = ISO8601DateFormatter()
-        var rows: [[String]] = [["node", "sponsor", "state", "version", "slot", "last heard", "sent", "stale", "rolled back"]]
+        var rows: [[String]] = [["node", "sponsor", "state", "version", "slot", "last heard", "sent", "load", "stale", "rolled back"]]
         for node in view.nodes {
             rows.append([
                 node.node, node.sponsor, node.up ? "up" : "DOWN", node.version.map { "\($0) (\(node.build ?? 0))" } ?? "-",
                 (node.slot ?? "-") + (node.blessed == false ? " (trial)" : ""), formatter.string(from: node.lastHeard), ByteSize.format(node.sentBytes),
+                node.load.map(\.summary) ?? "-",
                 node.staleProjects.isEmpty ? "-" : node.staleProjects.joined(separator: ","), node.rolledBack.isEmpty ? "-" : node.rolledBack.map(String.init).joined(separator: ","),
             ])
         }

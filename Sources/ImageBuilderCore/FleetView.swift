@@ -28,11 +28,17 @@ public struct FleetView: Sendable {
         /// Projects with no successful sync within the node's stale threshold.
         public var staleProjects: [String]
         public var projects: [NodeReport.Project]
+        /// Its latest load message (`…/load`), and the limits it runs with.
+        public var load: NodeLoad?
+        public var limits: NodeReport.Limits?
 
         public init(
             node: String, sponsor: String, up: Bool, why: String?, lastHeard: Date, version: String?, build: Int64?, slot: String?, blessed: Bool?,
-            rolledBack: [Int64], addresses: [String], sentBytes: Int64, dataFreeBytes: Int64?, staleProjects: [String], projects: [NodeReport.Project]
+            rolledBack: [Int64], addresses: [String], sentBytes: Int64, dataFreeBytes: Int64?, staleProjects: [String], projects: [NodeReport.Project],
+            load: NodeLoad? = nil, limits: NodeReport.Limits? = nil
         ) {
+            self.load = load
+            self.limits = limits
             self.node = node
             self.sponsor = sponsor
             self.up = up
@@ -59,6 +65,7 @@ public struct FleetView: Sendable {
     public init(messages: [String: [UInt8]], prefix: String = NodeReport.topicPrefix, now: Date = Date(), downAfter: TimeInterval = 900) {
         var reports: [String: NodeReport] = [:]
         var statuses: [String: String] = [:]
+        var loads: [String: NodeLoad] = [:]
         for (topic, payload) in messages {
             guard topic.hasPrefix(prefix + "/") else { continue }
             let parts = topic.dropFirst(prefix.count + 1).split(separator: "/")
@@ -67,6 +74,7 @@ public struct FleetView: Sendable {
             switch parts[1] {
             case "state": if let report = try? NodeReport.parse(payload), report.node == name { reports[name] = report }
             case "status": statuses[name] = String(decoding: payload, as: UTF8.self)
+            case "load": loads[name] = try? NodeLoad.parse(payload)
             default: continue
             }
         }
@@ -82,7 +90,7 @@ public struct FleetView: Sendable {
                 node: report.node, sponsor: report.sponsor, up: why == nil, why: why, lastHeard: report.time, version: report.version,
                 build: report.build, slot: report.slot, blessed: report.blessed, rolledBack: report.rolledBack, addresses: report.addresses,
                 sentBytes: report.sentBytes, dataFreeBytes: report.dataFreeBytes, staleProjects: report.projects.filter(\.stale).map(\.name),
-                projects: report.projects
+                projects: report.projects, load: loads[report.node], limits: report.limits
             )
         }
     }
@@ -116,7 +124,7 @@ public final class FleetFeed: Sendable {
         self.broker = try MQTTBroker(url: broker, role: "the watchtower's broker")
         let received = self.received
         client = try MQTTClient(
-            clientID: "mm-image-fleet-\(getpid())-\(UUID().uuidString.prefix(8))", subscriptions: [prefix + "/+/state", prefix + "/+/status"], cleanSession: true
+            clientID: "mm-image-fleet-\(getpid())-\(UUID().uuidString.prefix(8))", subscriptions: [prefix + "/+/state", prefix + "/+/status", prefix + "/+/load"], cleanSession: true
         ) { message in
             received.state.withLock {
                 $0.messages[message.topic] = message.payload

@@ -177,10 +177,14 @@ public enum NodeRuntime {
                 let (root, syncState, updateState) = (options.root, options.syncState, options.update.paths.updateState)
                 let credential = NodeCredential.find(directory: options.credential, keyPath: options.identityKey)
                 if credential == nil { logger.notice("no watchtower certificate on mm-config; reporting without one", metadata: ["looked-in": "\(options.credential)"]) }
-                let publisher = try TelemetryPublisher(target: target, node: node.hostname, interval: options.telemetryInterval, credential: credential, logger: logger) {
+                let limits = NodeReport.limits(recipes: Self.recipes(for: node.projects, in: options.recipes).recipes)
+                let sampler = LoadSampler()
+                let publisher = try TelemetryPublisher(
+                    target: target, node: node.hostname, interval: options.telemetryInterval, credential: credential, load: { sampler.sample() }, logger: logger
+                ) {
                     NodeReport.gather(
                         node: node, update: FileManager.default.fileExists(atPath: updateState) ? UpdateState.load(path: updateState) : nil,
-                        projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root
+                        projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root, limits: limits
                     )
                 }
                 services.append(.init(service: publisher, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "telemetry"))

@@ -1,6 +1,9 @@
 import Foundation
+import ImageBuilderCore
+import Logging
 import MicromirrorKit
 import MicromirrorTestSupport
+import SystemKit
 import Testing
 
 /// The real image boots under QEMU (TCG) + OVMF through systemd-boot to multi-user, and reports
@@ -157,15 +160,25 @@ struct QEMUBootTests {
         // The example node, its upstream an rsync daemon on the gateway in the test namespace.
         let node = try String(contentsOfFile: TestSupport.packageRoot + "/nodes/example.yaml", encoding: .utf8)
             .replacingOccurrences(of: "upstream: rsync://mirror.fcix.net/", with: "upstream: rsync://192.0.2.1/")
+            .replacingOccurrences(of: "target: mqtts://watchtower.fcix.net:8883", with: "target: mqtts://192.0.2.1:8883")
         try node.write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
         try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, dir + "/node.yaml"])
+        // The watchtower on the gateway: a fleet CA, and the node's certificate issued 25 days ago for
+        // 30, so it is due for renewal the moment it reports.
+        let authority = try FleetAuthority.create(directory: dir + "/fleet-ca", brokerNames: ["192.0.2.1"])
+        let host = "example-isp.mm.fcix.net"
+        let (key, certificate) = try authority.issueIdentity(node: host, now: Date() - 25 * 86400)
+        try await NodeFileWriter(logger: Logger(label: "test")).placeCredential(key: key, certificate: certificate, authority: authority.certificate, on: image)
         let upstream = dir + "/upstream"
         let os = upstream + "/9/BaseOS/x86_64/os"
         try FileManager.default.createDirectory(atPath: os + "/repodata", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: os + "/Packages", withIntermediateDirectories: true)
         try "<repomd>mmtest \(UUID().uuidString)</repomd>\n".write(toFile: os + "/repodata/repomd.xml", atomically: true, encoding: .utf8)
         try Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: os + "/Packages/mmtest-1.0-1.noarch.rpm"))
-        let result = try await TestSupport.run(TestSupport.packageRoot + "/scripts/e2e-network.sh", [image, "--expect-dscp", "cs1", "--upstream", upstream])
+        let result = try await TestSupport.run(
+            TestSupport.packageRoot + "/scripts/e2e-network.sh",
+            [image, "--expect-dscp", "cs1", "--upstream", upstream, "--watchtower", authority.directory, "--mm-image", TestSupport.mmImage, "--writable"]
+        )
         #expect(result.status == 0, "e2e failed:\n\(result.combined.suffix(4000))")
         #expect(result.stdout.contains("IP (tos 0x20"), "no CS1-marked IPv4 reply captured")
         #expect(result.stdout.contains("IP6 (class 0x20"), "no CS1-marked IPv6 reply captured")
@@ -176,6 +189,20 @@ struct QEMUBootTests {
         #expect(result.stdout.contains("e2e: the node synced almalinux from rsync://192.0.2.1/ and serves it"), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: status: \"state\" : \"success\""), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: the node's rsync packets to its upstream: with CS1"), "\(result.stdout)")
+        // The node reported to the watchtower with the certificate the NOC put on mm-config, renewed it
+        // itself (the sync service writes its credential directory on mm-config) and logged in with the new one.
+        #expect(result.stdout.contains("e2e: watchtower status: micromirror/nodes/\(host)/status online"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: watchtower renewal: ") && result.stdout.contains(" \(host) renewed: valid until "), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: watchtower logins: 2") || result.stdout.contains("e2e: watchtower logins: 3"), "\(result.stdout)")
+        let renewed = try #require(authority.current(node: host))
+        #expect(renewed.serial != certificate.serial)
+        let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
+        let config = try #require(manifest.partitions.first { $0.label == "mm-config" })
+        // QEMU was stopped with mm-config mounted: replay its journal first (the rename may be only there).
+        _ = try await TestSupport.run("debugfs", ["-w", "-R", "journal_run", "\(image)?offset=\(config.offset)"])
+        let onDisk = try await TestSupport.run("debugfs", ["-R", "cat credential/node.crt", "\(image)?offset=\(config.offset)"])
+        let kept = try X509Certificate(pem: Array(onDisk.stdout.utf8), source: "mm-config")
+        #expect(kept.serial == renewed.serial, "mm-config holds the renewed certificate (the first was \(certificate.serial))")
     }
 
     @Test("with a broken node file the console says what is wrong")

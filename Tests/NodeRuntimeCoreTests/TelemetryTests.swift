@@ -40,7 +40,9 @@ struct TelemetryTests {
         try good.json().write(to: URL(fileURLWithPath: state + "/almalinux.json"))
         let nodeA = Process()
         nodeA.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-node")
-        nodeA.arguments = ["run", "--services", "telemetry", "--config", nodeFile, "--root", dir, "--sync-state", state, "--require-mount", "none"]
+        nodeA.arguments = [
+            "run", "--services", "telemetry", "--config", nodeFile, "--root", dir, "--sync-state", state, "--require-mount", "none", "--recipes", Self.packageRoot + "/recipes",
+        ]
         nodeA.standardOutput = FileHandle.nullDevice
         nodeA.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try nodeA.run()
@@ -72,11 +74,18 @@ struct TelemetryTests {
         #expect(projects.first { $0["name"] as? String == "almalinux" }?["state"] as? String == "success")
         #expect(projects.first { $0["name"] as? String == "archlinux" }?["state"] as? String == "never")
         #expect((a["staleProjects"] as? [String]) == [], "stale as /status says it (no success within a day, once a run finished): \(a)")
+        // A's limits in its state, and its load message beside it (the table shows the load).
+        let limits = try #require(a["limits"] as? [String: Any], "\(a)")
+        #expect(limits["httpConnections"] as? Int == 10_000 && limits["rsyncConnections"] as? Int == 10 && limits["concurrentSyncs"] as? Int == 2, "\(limits)")
+        #expect((limits["syncBandwidth"] as? [String: String]) == ["ubuntu-releases": "25M", "almalinux": "25M", "archlinux": "10M"], "the recipes' bwlimit: \(limits)")
+        let load = try #require(a["load"] as? [String: Any], "\(a)")
+        #expect((load["load"] as? [Double])?.count == 3 && load["connections"] is Int && load["sentBitsPerSecond"] is Int, "\(load)")
         let b = try #require(nodes["isp-b.mm.fcix.net"])
         #expect(b["version"] as? String == "0.3.0" && b["slot"] as? String == "b" && b["blessed"] as? Bool == false && (b["rolledBack"] as? [Int]) == [102], "\(b)")
         // The table for people says the same.
         let table = try await ToolRun.run(SyncCommandTests.binaries + "/mm-image", ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)"])
         #expect(table.status == 0 && table.stdout.contains("isp-b.mm.fcix.net") && table.stdout.contains("0.3.0 (103)") && table.stdout.contains("b (trial)"), "\(table.combined)")
+        #expect(table.stdout.contains(" load, ") && table.stdout.contains(" conn, ") && table.stdout.contains("Mbit/s out"), "\(table.combined)")
 
         // The NOC's watcher, with an alert hook that notes each event it is called for.
         let hookLog = dir + "/alerts.log"

@@ -22,6 +22,25 @@ public struct NodeReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// What the node holds itself to: the server's connection caps, the rsync daemon's, how many
+    /// syncs run at once and each project's rsync bandwidth limit.
+    public struct Limits: Codable, Sendable, Equatable {
+        public var httpConnections: Int
+        public var httpConnectionsPerAddress: Int
+        public var rsyncConnections: Int
+        public var concurrentSyncs: Int
+        /// Project → rsync `--bwlimit` (e.g. `25M`); projects without a limit are not listed.
+        public var syncBandwidth: [String: String]
+
+        public init(httpConnections: Int, httpConnectionsPerAddress: Int, rsyncConnections: Int, concurrentSyncs: Int, syncBandwidth: [String: String]) {
+            self.httpConnections = httpConnections
+            self.httpConnectionsPerAddress = httpConnectionsPerAddress
+            self.rsyncConnections = rsyncConnections
+            self.concurrentSyncs = concurrentSyncs
+            self.syncBandwidth = syncBandwidth
+        }
+    }
+
     public var node: String
     public var sponsor: String
     public var version: String?
@@ -38,11 +57,13 @@ public struct NodeReport: Codable, Sendable, Equatable {
     public var dataFreeBytes: Int64?
     /// When the node made this report; the watchtower calls a node down when it is too old.
     public var time: Date
+    public var limits: Limits?
 
     public init(
         node: String, sponsor: String, version: String?, build: Int64?, slot: String?, blessed: Bool?, rolledBack: [Int64], addresses: [String],
-        projects: [Project], sentBytes: Int64, receivedBytes: Int64, dataFreeBytes: Int64?, time: Date
+        projects: [Project], sentBytes: Int64, receivedBytes: Int64, dataFreeBytes: Int64?, time: Date, limits: Limits? = nil
     ) {
+        self.limits = limits
         self.node = node
         self.sponsor = sponsor
         self.version = version

@@ -9,7 +9,8 @@ import SystemKit
 /// target:`, `mqtt://` or `mqtts://`): the retained `NodeReport` on `micromirror/nodes/NODE/state`
 /// at once, whenever it changes (looked at every `checkEvery`) and every `interval` regardless;
 /// `online` retained on `…/status`, with `offline` as the last will, so a node that dies is marked
-/// down by the broker itself, and `offline` published on a clean stop. QoS 1, persistent session.
+/// down by the broker itself, and `offline` published on a clean stop; the compact `NodeLoad`,
+/// retained on `…/load`, every `loadInterval`. QoS 1, persistent session.
 ///
 /// With a `credential` (a certificate from the NOC's fleet CA) it logs in with it over TLS, and
 /// renews it itself: two thirds into its life it sends a request signed by its identity key on
@@ -21,6 +22,8 @@ public final class TelemetryPublisher: Service, Sendable {
     public let interval: Duration
     public let checkEvery: Duration
     public let renewRetry: Duration
+    public let loadInterval: Duration
+    private let load: (@Sendable () -> NodeLoad)?
     public let credential: NodeCredential?
     private let report: @Sendable () -> NodeReport
     private let logger: Logger
@@ -28,8 +31,11 @@ public final class TelemetryPublisher: Service, Sendable {
     /// `target` is `mqtt://HOST[:PORT]` (1883) or `mqtts://HOST[:PORT]` (8883); `report` gathers the node's report.
     public init(
         target: String, node: String, interval: Duration = .seconds(300), checkEvery: Duration = .seconds(30), credential: NodeCredential? = nil,
-        renewRetry: Duration = .seconds(3600), logger: Logger, report: @escaping @Sendable () -> NodeReport
+        renewRetry: Duration = .seconds(3600), loadInterval: Duration = .seconds(60), load: (@Sendable () -> NodeLoad)? = nil,
+        logger: Logger, report: @escaping @Sendable () -> NodeReport
     ) throws {
+        self.loadInterval = loadInterval
+        self.load = load
         self.broker = try MQTTBroker(url: target, role: "the telemetry target")
         if credential != nil, !broker.tls {
             throw NodeCredential.CredentialError("the node has a watchtower certificate, but its telemetry target \(target) is not mqtts://; a certificate is only shown over TLS")
@@ -100,6 +106,7 @@ public final class TelemetryPublisher: Service, Sendable {
         var lastSent = ContinuousClock.now
         var wasConnected = false
         var lastRequest: ContinuousClock.Instant?
+        var lastLoad: ContinuousClock.Instant?
         while true {
             let now = report()
             let connected = client.isConnected
@@ -115,6 +122,14 @@ public final class TelemetryPublisher: Service, Sendable {
                 }
             }
             wasConnected = connected
+            if let load, connected, lastLoad.map({ ContinuousClock.now - $0 >= loadInterval }) ?? true {
+                do {
+                    try client.publish(topic: NodeLoad.topic(node: node), payload: try load().json(), retain: true)
+                    lastLoad = ContinuousClock.now
+                } catch {
+                    logger.warning("load not published", metadata: ["error": "\(error)"])
+                }
+            }
             if let credential {
                 if let pem = inbox.certificate.withLock({ value in defer { value = nil }; return value }) {
                     do {
