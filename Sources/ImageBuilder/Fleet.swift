@@ -78,7 +78,7 @@ struct FleetShow: AsyncParsableCommand {
     @OptionGroup var fleet: FleetOptions
     @Flag(help: "Print the nodes as JSON.") var json = false
     @Flag(help: "Keep watching: print each change (a node down or up, a project stale or fresh, a rollback) once, as it happens.") var watch = false
-    @Option(help: "With --watch: a program to run once per change, with MM_FLEET_EVENT (down, up, stale, fresh, rolled-back), MM_FLEET_NODE, MM_FLEET_SUBJECT (the project or build) and MM_FLEET_DETAIL in its environment (a webhook: a script that runs curl).")
+    @Option(help: "With --watch: once per change, a program to run with MM_FLEET_EVENT (down, up, stale, fresh, rolled-back), MM_FLEET_NODE, MM_FLEET_SUBJECT (the project or build) and MM_FLEET_DETAIL in its environment, or an http(s):// URL to POST the event to as JSON (event, node, subject, detail, time).")
     var hook: String?
     @Option(help: "With --watch: how often to look, in seconds.") var every: Double = 30
 
@@ -132,9 +132,18 @@ struct FleetShow: AsyncParsableCommand {
             for event in now.events(since: last) {
                 print("\(formatter.string(from: Date())) \(event.node) \(event.kind.rawValue)\(event.subject.map { " " + $0 } ?? ""): \(event.detail)")
                 fflush(nil)
-                if let hook { run(hook, for: event) }
+                if let hook {
+                    if FleetWebhook.isWebhook(hook) { await post(hook, event) } else { run(hook, for: event) }
+                }
             }
             last = now
+        }
+    }
+
+    /// POSTs one event to the webhook; a failure is reported, not retried.
+    func post(_ url: String, _ event: FleetEvent) async {
+        do { try await FleetWebhook(url: url).post(event) } catch {
+            FileHandle.standardError.write(Data("mm-image: the webhook \(url) failed for \(event.node) \(event.kind.rawValue): \(error)\n".utf8))
         }
     }
 

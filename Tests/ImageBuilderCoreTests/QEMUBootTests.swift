@@ -152,7 +152,7 @@ struct QEMUBootTests {
         #expect(Int(second["previous-serve-lines"] ?? "") ?? 0 > 0, "journalctl -b -1 -u mm-node-serve shows nothing")
     }
 
-    @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies, over HTTP and rsync, and syncs a project from an rsync daemon there, marked CS1 too")
+    @Test("on a tap bridged in a test namespace, the guest answers on its static IPv4 and IPv6 with CS1 replies, over HTTP and rsync, and syncs a project from an rsync daemon there, marked CS1 too; it reports to a TLS watchtower there with the certificate on mm-config, renews it and keeps the new one on mm-config")
     func reachableWithCS1() async throws {
         let a = try await BuiltImage.shared.artifacts()
         let image = try await Self.copyImage(a)

@@ -23,7 +23,7 @@ struct TelemetryTests {
         return Dictionary(uniqueKeysWithValues: nodes.map { ($0["node"] as? String ?? "", $0) })
     }
 
-    @Test("two nodes report (one mm-node run process, one in-process publisher); mm-image fleet lists both up with what they run; the killed one is down by its last will, the stopped one by its goodbye")
+    @Test("two nodes report (one mm-node run process, one in-process publisher); mm-image fleet lists both up with what they run; its limits and load too; the killed one is down by its last will, the stopped one by its goodbye; the watch runs its hook program and POSTs to a webhook once per change")
     func fleetOverMosquitto() async throws {
         let broker = try MosquittoBroker()
         let dir = try ToolRun.scratchDirectory("telemetry")
@@ -103,6 +103,38 @@ struct TelemetryTests {
         defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
         func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
         #expect(try await eventually(seconds: 30) { text(watcherOut).contains("watching 2 nodes") }, "\(text(watcherOut))")
+        // A second watcher with a webhook: a real HTTP server (Python's) on loopback notes each POST body.
+        let webhookPort = try RsyncDaemon.freePort()
+        let posts = dir + "/posts.jsonl"
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        receiver.arguments = [
+            "-c",
+            """
+            import http.server, sys
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    body = self.rfile.read(int(self.headers['Content-Length']))
+                    with open(sys.argv[2], 'ab') as f: f.write(self.headers['Content-Type'].encode() + b' ' + body + b'\\n')
+                    self.send_response(204); self.end_headers()
+                def log_message(self, *a): pass
+            http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+            """,
+            "\(webhookPort)", posts,
+        ]
+        try receiver.run()
+        defer { if receiver.isRunning { kill(receiver.processIdentifier, SIGKILL) } }
+        #expect(RsyncDaemon.waitForListener(port: webhookPort, while: receiver))
+        let webhookWatcher = Process()
+        webhookWatcher.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-image")
+        webhookWatcher.arguments = ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)", "--watch", "--every", "0.5", "--hook", "http://127.0.0.1:\(webhookPort)/alerts"]
+        let webhookOut = dir + "/webhook-watch.out"
+        FileManager.default.createFile(atPath: webhookOut, contents: nil)
+        webhookWatcher.standardOutput = FileHandle(forWritingAtPath: webhookOut)
+        webhookWatcher.standardError = FileHandle(forWritingAtPath: webhookOut)
+        try webhookWatcher.run()
+        defer { if webhookWatcher.isRunning { kill(webhookWatcher.processIdentifier, SIGKILL) } }
+        #expect(try await eventually(seconds: 30) { text(webhookOut).contains("watching 2 nodes") }, "\(text(webhookOut))")
 
         // A dies without a word: the broker publishes its will, and the fleet says it is down at once.
         kill(nodeA.processIdentifier, SIGKILL)
@@ -117,6 +149,12 @@ struct TelemetryTests {
         #expect(try await eventually(seconds: 30) { text(hookLog).contains("down isp-a.mm.fcix.net") }, "\(text(watcherOut))")
         try await Task.sleep(for: .seconds(2))
         #expect(text(hookLog) == "down isp-a.mm.fcix.net \n", "\(text(hookLog))")
+        // The webhook got it once too, as JSON.
+        #expect(try await eventually(seconds: 30) { text(posts).contains("isp-a.mm.fcix.net") }, "\(text(webhookOut))")
+        let lines = text(posts).split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("application/json {"), "\(text(posts))")
+        let alert = try JSONSerialization.jsonObject(with: Data(lines[0].dropFirst("application/json ".count).utf8)) as? [String: Any]
+        #expect(alert?["event"] as? String == "down" && alert?["node"] as? String == "isp-a.mm.fcix.net" && (alert?["detail"] as? String)?.contains("last will") == true, "\(text(posts))")
         #expect(text(watcherOut).contains("isp-a.mm.fcix.net down: offline"), "\(text(watcherOut))")
 
         // B stops cleanly (no will is sent for a clean disconnect): it says goodbye itself.
