@@ -121,11 +121,13 @@ struct RunCommandTests {
         }
         let state = (try? String(contentsOfFile: paths.syncState + "/nosuch.json", encoding: .utf8)) ?? ""
         let status = try await Self.get("http://127.0.0.1:\(port)/status?format=json")
+        let statusJSON = try await Self.get("http://127.0.0.1:\(port)/status.json")
         let running = node.isRunning
         try await Self.stop(node)
         #expect(synced, "almalinux was not synced next to a project without a recipe")
         #expect(running, "mm-node run stopped")
         #expect(state.contains("no usable sync recipe") && state.contains("nosuch.yaml"), "\(state)")
         #expect(status.contains("\"almalinux\"") && status.contains("no usable sync recipe"), "\(status)")
+        #expect(statusJSON.contains("\"almalinux\"") && statusJSON.contains("no usable sync recipe"), "/status.json is the same: \(statusJSON)")
     }
 }

@@ -43,6 +43,9 @@ struct MirrorResponder {
         if path.components == ["status"], !path.trailingSlash {
             return Self.deferred(.status(json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
         }
+        if path.components == ["status.json"] {
+            return Self.deferred(.status(json: true), request: request, allocator: allocator)
+        }
         if path.components.count == 4, path.components[0] == "status", path.components[1] == "logs", !path.trailingSlash {
             // A run's log: only a project of this node and a name the sync writes, so nothing
             // else under the state directory is ever reachable.
