@@ -216,4 +216,35 @@ struct FleetCredentialTests {
         await group.triggerGracefulShutdown()
         await groupD.triggerGracefulShutdown()
     }
+
+    @Test("the node takes only a longer certificate signed by its fleet CA for its own name and key; anything else leaves its certificate as it was")
+    func installChecks() throws {
+        let dir = try ToolRun.scratchDirectory("credential-install")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let authority = try FleetAuthority.create(directory: dir + "/ca", brokerNames: ["localhost"])
+        let node = "isp-e.mm.fcix.net"
+        let credential = try Self.credential(authority, node: node, in: dir + "/e", issued: Date() - 20 * 86400)
+        let original = try Array(Data(contentsOf: URL(fileURLWithPath: credential.certificatePath)))
+        let key = try Ed25519PrivateKey(pem: Array(FileManager.default.contents(atPath: credential.keyPath)!), source: "e")
+        #expect(abs(try credential.renewalDue().timeIntervalSince(Date() - 20 * 86400 + 20 * 86400)) < 120, "due two thirds in")
+        // Another CA's certificate for this name and key; one for another name; one for another key.
+        let other = try FleetAuthority.create(directory: dir + "/other", brokerNames: ["localhost"])
+        let foreign = try other.issue(node: node, key: try key.publicKey())
+        let otherName = try authority.issue(node: "isp-f.mm.fcix.net", key: try key.publicKey())
+        let otherKey = try authority.issue(node: node, key: try Ed25519PrivateKey.generate().publicKey(), replacingKey: true)
+        for (offered, why) in [(foreign, "not signed by the fleet CA"), (otherName, "names isp-f.mm.fcix.net"), (otherKey, "another key")] {
+            let error = #expect(throws: NodeCredential.CredentialError.self) { _ = try credential.install(try offered.pem(), node: node) }
+            #expect(error.map { "\($0)".contains(why) } == true, "\(String(describing: error))")
+            #expect(try Array(Data(contentsOf: URL(fileURLWithPath: credential.certificatePath))) == original)
+        }
+        // An older one (a predecessor's, retained on the broker): quietly ignored.
+        let older = try authority.issue(node: node, key: try key.publicKey(), days: 5, now: Date() - 25 * 86400, replacingKey: true)
+        #expect(try credential.install(try older.pem(), node: node) == .current)
+        #expect(try Array(Data(contentsOf: URL(fileURLWithPath: credential.certificatePath))) == original)
+        // The renewal: taken, on disk.
+        let renewed = try authority.issue(node: node, key: try key.publicKey(), replacingKey: true)
+        #expect(try credential.install(try renewed.pem(), node: node) == .renewed(notAfter: renewed.notAfter))
+        #expect(try credential.certificate().serial == renewed.serial)
+        #expect(try credential.install(try renewed.pem(), node: node) == .current)
+    }
 }

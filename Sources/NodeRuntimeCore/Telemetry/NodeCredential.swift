@@ -59,17 +59,18 @@ public struct NodeCredential: Sendable {
         case current
     }
 
-    /// Checks a certificate the NOC sent (signed by the fleet CA, for this node's name and key,
-    /// lasting longer than the one we have) and puts it in place atomically; anything else is
+    /// Checks a certificate the NOC sent (lasting longer than the one we have, signed by the fleet
+    /// CA, for this node's name and key) and puts it in place atomically; anything else is
     /// refused with why, and the current certificate stays.
     public func install(_ pem: [UInt8], node: String) throws -> Installed {
         let offered = try X509Certificate(pem: pem, source: "the certificate the NOC sent for \(node)")
         let current = try certificate()
-        if offered.serial == current.serial { return .current }
+        // The broker's retained copy of ours (at every connect), or an older one (a node reflashed
+        // under the same name leaves its predecessor's there): nothing to do, nothing to complain of.
+        if offered.serial == current.serial || offered.notAfter <= current.notAfter { return .current }
         guard offered.isSigned(by: try authority()) else { throw CredentialError("the certificate sent for \(node) is not signed by the fleet CA in \(caPath)") }
         guard offered.commonName == node else { throw CredentialError("the certificate sent for \(node) names \(offered.commonName ?? "nobody")") }
         guard offered.publicKeyRaw == (try key().publicKey().raw()) else { throw CredentialError("the certificate sent for \(node) is for another key than the node's identity \(keyPath)") }
-        guard offered.notAfter > current.notAfter else { return .current }
         try AtomicFile.write(pem, to: certificatePath, mode: 0o644)
         return .renewed(notAfter: offered.notAfter)
     }
