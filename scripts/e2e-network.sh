@@ -134,13 +134,15 @@ if [ -n "$watchtower" ]; then
   # The node reports over TLS with its certificate: online, and its state.
   st=""
   for i in \$(seq 1 120); do
-    st=\$(mosquitto_sub -h 127.0.0.1 -p 1883 -t 'micromirror/nodes/+/status' -v -C 1 -W 2 2>/dev/null || true)
+    st=\$(timeout -s KILL 4 mosquitto_sub -h 127.0.0.1 -p 1883 -t 'micromirror/nodes/+/status' -v -C 1 -W 2 2>/dev/null || true)
     echo "\$st" | grep -q ' online\$' && break
     sleep 1
   done
   echo "e2e: watchtower status: \$st"
   echo "\$st" | grep -q ' online\$' || { echo "e2e: the node did not report to the watchtower"; cat "$work/broker.log"; exit 1; }
-  mosquitto_sub -h 127.0.0.1 -p 1883 -t 'micromirror/nodes/+/state' -C 1 -W 3 | grep -o '"sponsor" *: *"[^"]*"' | sed 's/^/e2e: watchtower state: /'
+  state=\$(timeout -s KILL 5 mosquitto_sub -h 127.0.0.1 -p 1883 -t 'micromirror/nodes/+/state' -C 1 -W 3 || true)
+  echo "\$state" | grep -o '"sponsor" *: *"[^"]*"' | sed 's/^/e2e: watchtower state: /'
+  echo "e2e: watchtower sent bytes: \$(echo "\$state" | grep -o '"sentBytes" *: *[0-9]*' | grep -o '[0-9]*\$')"
   # Its certificate was due: the NOC's service renewed it, and the node logged in again with the new one.
   for i in \$(seq 1 120); do grep -q ' renewed: ' "$work/renewals.log" && break; sleep 1; done
   echo "e2e: watchtower renewal: \$(grep -E ' (renewed|refused): ' "$work/renewals.log" | head -1)"
@@ -150,4 +152,4 @@ if [ -n "$watchtower" ]; then
   sleep 2
 fi
 CHECK
-ip netns exec "$ns" "$here/qemu-boot.sh" "$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --timeout 600 "${writable[@]}" --then "bash $check"
+ip netns exec "$ns" "$here/qemu-boot.sh" "$image" --tap tap0 --nic-mac 52:54:00:12:34:56 --timeout 600 ${writable[@]+"${writable[@]}"} --then "bash $check"

@@ -162,8 +162,10 @@ struct Flash: AsyncParsableCommand {
                         try await command.flash(target, nodeFile: file, reportMirror: reportFiles[hostname], blockMap: blockMap)
                         if let authority = fleet {
                             // A drive flashed again is a node rebuilt: its new key replaces the old one.
-                            let (key, certificate) = try authority.issueIdentity(node: hostname, days: command.credentialDays, replacingKey: true)
+                            // Recorded (the node's key pinned, the old key's certificates revoked) only once it landed.
+                            let (key, certificate) = try authority.issueIdentity(node: hostname, days: command.credentialDays, replacingKey: true, record: false)
                             try await NodeFileWriter(logger: CLILogging.logger("mm-image.flash")).placeCredential(key: key, certificate: certificate, authority: authority.certificate, on: target.path)
+                            try authority.record(node: hostname, certificate: certificate)
                             command.say("\(target.path): \(hostname)'s identity and watchtower certificate (serial \(certificate.serial), valid until \(certificate.notAfter))")
                         }
                         return (index, command.noVerify ? "written (not verified)" : "passed")

@@ -41,9 +41,11 @@ struct FleetIssue: AsyncParsableCommand {
         guard (on == nil) != (out == nil) else { throw ValidationError("give one of --on DRIVE and --out DIR") }
         do {
             let authority = try FleetAuthority(directory: ca)
-            let (key, certificate) = try authority.issueIdentity(node: node, days: days, replacingKey: replaceKey)
+            // Recorded (the key pinned, a replaced key's certificates revoked) once it is in place.
+            let (key, certificate) = try authority.issueIdentity(node: node, days: days, replacingKey: replaceKey, record: false)
             if let on {
                 try await NodeFileWriter(logger: CLILogging.logger("mm-image.fleet")).placeCredential(key: key, certificate: certificate, authority: authority.certificate, on: on)
+                try authority.record(node: node, certificate: certificate)
                 print("\(on): \(node)'s identity and certificate (serial \(certificate.serial), valid until \(certificate.notAfter)) on mm-config")
             } else if let out {
                 try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -51,6 +53,7 @@ struct FleetIssue: AsyncParsableCommand {
                 try AtomicFile.write(try key.publicKey().pem(), to: out + "/node.pub")
                 try AtomicFile.write(try certificate.pem(), to: out + "/node.crt")
                 try AtomicFile.write(try authority.certificate.pem(), to: out + "/ca.crt")
+                try authority.record(node: node, certificate: certificate)
                 print("\(out): \(node)'s identity and certificate (serial \(certificate.serial), valid until \(certificate.notAfter))")
             }
         } catch { throw fail(error) }
@@ -61,7 +64,7 @@ struct FleetIssue: AsyncParsableCommand {
 struct FleetRevoke: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "revoke",
-        abstract: "Revoke a node's certificate: it goes on the CRL, the broker is told to re-read it, and the node's renewals are refused."
+        abstract: "Revoke a node: every live certificate of it goes on the CRL, the broker is told to re-read it, and its renewals are refused."
     )
     @Option(help: "The fleet CA's directory.") var ca: String
     @Argument(help: "The node's host name.") var node: String
@@ -69,8 +72,8 @@ struct FleetRevoke: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let entry = try FleetAuthority(directory: ca).revoke(node: node)
-            print("revoked \(node)'s certificate (serial \(entry.serial)); the CRL is \(ca)/crl.pem")
+            let added = try FleetAuthority(directory: ca).revoke(node: node)
+            print("revoked \(node)'s live certificates (\(added.isEmpty ? "all were revoked already" : "serials " + added.map { String($0.serial) }.joined(separator: ", "))); the CRL is \(ca)/crl.pem")
             guard !reload.isEmpty else { return print("the broker refuses it once it re-reads the CRL (SIGHUP)") }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/bin/sh")

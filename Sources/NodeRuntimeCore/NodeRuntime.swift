@@ -175,19 +175,29 @@ public enum NodeRuntime {
             if let target = node.telemetry {
                 let main: ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior = options.roles.count == 1 ? .gracefullyShutdownGroup : .ignore
                 let (root, syncState, updateState) = (options.root, options.syncState, options.update.paths.updateState)
-                let credential = NodeCredential.find(directory: options.credential, keyPath: options.identityKey)
+                let credential: NodeCredential?
+                do { credential = try NodeCredential.find(directory: options.credential, keyPath: options.identityKey) } catch {
+                    logger.error("cannot use the watchtower certificate; reporting without one", metadata: ["why": "\(error)"])
+                    credential = nil
+                }
                 if credential == nil { logger.notice("no watchtower certificate on mm-config; reporting without one", metadata: ["looked-in": "\(options.credential)"]) }
                 let limits = NodeReport.limits(recipes: Self.recipes(for: node.projects, in: options.recipes).recipes)
                 let sampler = LoadSampler()
-                let publisher = try TelemetryPublisher(
-                    target: target, node: node.hostname, interval: options.telemetryInterval, credential: credential, load: { sampler.sample() }, logger: logger
-                ) {
-                    NodeReport.gather(
-                        node: node, update: FileManager.default.fileExists(atPath: updateState) ? UpdateState.load(path: updateState) : nil,
-                        projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root, limits: limits
-                    )
+                // A telemetry setup that cannot work must not take the sync down with it.
+                do {
+                    let publisher = try TelemetryPublisher(
+                        target: target, node: node.hostname, interval: options.telemetryInterval, credential: credential, load: { sampler.sample() }, logger: logger
+                    ) {
+                        NodeReport.gather(
+                            node: node, update: FileManager.default.fileExists(atPath: updateState) ? UpdateState.load(path: updateState) : nil,
+                            projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root, limits: limits
+                        )
+                    }
+                    services.append(.init(service: publisher, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "telemetry"))
+                } catch {
+                    logger.error("not reporting to the watchtower", metadata: ["why": "\(error)"])
+                    if options.roles.count == 1 { throw error }
                 }
-                services.append(.init(service: publisher, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "telemetry"))
             } else {
                 logger.info("no telemetry target in the node file; not reporting to a watchtower")
             }

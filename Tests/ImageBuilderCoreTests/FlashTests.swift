@@ -233,9 +233,11 @@ struct FlashTests {
                 #expect(certificate.commonName == host && certificate.publicKeyRaw == keyRaw && certificate.isSigned(by: authority.certificate), "\(device)")
                 #expect(ca == caPEM)
                 #expect(certificate.notAfter.timeIntervalSince(Date()) > 29 * 86400)
-                let mode = try await TestSupport.run("debugfs", ["-R", "stat identity/node.key", at]).stdout
-                #expect(mode.contains("Mode:  0600") || mode.contains("Mode: 0600"), "\(mode.prefix(200))")
-                #expect(authority.current(node: host)?.serial == certificate.serial, "the NOC keeps the node's current certificate")
+                let keyStat = try await TestSupport.run("debugfs", ["-R", "stat identity/node.key", at]).stdout
+                #expect(keyStat.contains("Mode:  0600") && keyStat.contains("User:     0"), "root-only: \(keyStat.prefix(300))")
+                let dirStat = try await TestSupport.run("debugfs", ["-R", "stat identity", at]).stdout
+                #expect(dirStat.contains("Mode:  0700") && dirStat.contains("User:     0"), "\(dirStat.prefix(300))")
+                #expect(try authority.current(node: host)?.serial == certificate.serial, "the NOC keeps the node's current certificate")
             }
             #expect(both.stdout.contains("identity and watchtower certificate"), "\(both.stdout)")
         }

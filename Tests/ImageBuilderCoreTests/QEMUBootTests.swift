@@ -194,7 +194,10 @@ struct QEMUBootTests {
         #expect(result.stdout.contains("e2e: watchtower status: micromirror/nodes/\(host)/status online"), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: watchtower renewal: ") && result.stdout.contains(" \(host) renewed: valid until "), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: watchtower logins: 2") || result.stdout.contains("e2e: watchtower logins: 3"), "\(result.stdout)")
-        let renewed = try #require(authority.current(node: host))
+        // The service reads the interface counters through /proc/self/net (ProcSubset=pid hides /proc/net).
+        let sent = result.stdout.split(separator: "\n").first { $0.hasPrefix("e2e: watchtower sent bytes: ") }.flatMap { Int64($0.split(separator: " ").last ?? "") }
+        #expect((sent ?? 0) > 0, "\(result.stdout)")
+        let renewed = try #require(try authority.current(node: host))
         #expect(renewed.serial != certificate.serial)
         let manifest = try Manifest.parse(Array(try Data(contentsOf: URL(fileURLWithPath: a.manifest))), source: a.manifest)
         let config = try #require(manifest.partitions.first { $0.label == "mm-config" })

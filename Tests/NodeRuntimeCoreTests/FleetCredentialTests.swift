@@ -60,10 +60,26 @@ struct FleetCredentialTests {
         return try await ToolRun.run("mosquitto_pub", arguments)
     }
 
-    /// The retained message on `topic`, read on the NOC's local listener (nil: none within 2 s).
+    /// The messages on `topic` (the retained one first) seen on the NOC's local listener within
+    /// `window`. In-process: mosquitto_sub's -W timeout is a SIGALRM, which the test runner blocks.
+    static func messages(_ broker: Broker, _ topic: String, window: Duration = .milliseconds(700), during: () async throws -> Void = {}) async throws -> [String] {
+        let seen = Mutex<[String]>([])
+        let client = try MQTTClient(clientID: "test-\(UUID().uuidString.prefix(8))", subscriptions: [topic], cleanSession: true) { message in
+            seen.withLock { $0.append(String(decoding: message.payload, as: UTF8.self)) }
+        }
+        try client.start(host: "127.0.0.1", port: broker.localPort)
+        defer { client.stop() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !client.isConnected, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        try await Task.sleep(for: .milliseconds(200))
+        try await during()
+        try await Task.sleep(for: window)
+        return seen.withLock { $0 }
+    }
+
+    /// The retained message on `topic` (nil: none).
     static func retained(_ broker: Broker, _ topic: String) async throws -> String? {
-        let result = try await ToolRun.run("mosquitto_sub", ["-h", "127.0.0.1", "-p", "\(broker.localPort)", "-t", topic, "-C", "1", "-W", "2"])
-        return result.status == 0 ? String(result.stdout.dropLast()) : nil
+        try await messages(broker, topic).last
     }
 
     static func report(_ node: String) -> NodeReport {
@@ -149,13 +165,15 @@ struct FleetCredentialTests {
         #expect(try await eventually(seconds: 10) { (try? await Self.retained(broker, "micromirror/nodes/\(a)/probe")) == "mine" }, "A may publish under its own topic")
         #expect(try await Self.retained(broker, NodeReport.stateTopic(node: b)) == stateB, "B's state must be B's")
         // A asks for B's client id: the broker uses A's name instead, so B's session stays (no takeover, no will).
-        let takeover = try await Self.publish(
-            broker, ca: ca + "/ca.crt", certificate: dir + "/a/credential/node.crt", key: dir + "/a/node.key", topic: "micromirror/nodes/\(a)/probe", message: "again",
-            clientID: "mm-\(b)-telemetry"
-        )
-        #expect(takeover.status == 0, "\(takeover.combined)")
-        try await Task.sleep(for: .seconds(1))
-        #expect(try await Self.retained(broker, NodeReport.statusTopic(node: b)) == "online", "B was not thrown off")
+        // B's status is watched all along: a takeover would show its will, `offline`, before B came back.
+        let seen = try await Self.messages(broker, NodeReport.statusTopic(node: b), window: .seconds(2)) {
+            let takeover = try await Self.publish(
+                broker, ca: ca + "/ca.crt", certificate: dir + "/a/credential/node.crt", key: dir + "/a/node.key", topic: "micromirror/nodes/\(a)/probe", message: "again",
+                clientID: "mm-\(b)-telemetry"
+            )
+            #expect(takeover.status == 0, "\(takeover.combined)")
+        }
+        #expect(seen.first == "online" && !seen.contains("offline"), "B was thrown off: \(seen)")
 
         // A certificate for B's name from another CA: refused at the handshake.
         let foreign = try FleetAuthority.create(directory: dir + "/other-ca", brokerNames: ["localhost"])
@@ -175,6 +193,7 @@ struct FleetCredentialTests {
         let d = "isp-d.mm.fcix.net"
         let credentialD = try Self.credential(authority, node: d, in: dir + "/d", issued: Date() - 25 * 86400)
         let oldD = try credentialD.certificate()
+        try FileManager.default.copyItem(atPath: credentialD.certificatePath, toPath: dir + "/d/old.crt")
         let renewals = try FleetRenewals(broker: "mqtt://127.0.0.1:\(localPort)", authority: authority, logger: Logger(label: "renewals"))
         let outcomes = Mutex<[FleetRenewals.Outcome]>([])
         let service = Task { try await renewals.run { outcome in outcomes.withLock { $0.append(outcome) } } }
@@ -191,6 +210,8 @@ struct FleetCredentialTests {
         #expect(renewedLogin.status == 0, "\(renewedLogin.combined)")
         #expect(try await eventually(seconds: 10) { (try? await Self.retained(broker, "micromirror/nodes/\(d)/probe")) == "renewed" }, "the renewed certificate works")
         #expect(try await eventually(seconds: 30) { (try? await Self.retained(broker, NodeReport.statusTopic(node: d))) == "online" }, "D reports with the renewed certificate")
+        // Asking again at once is refused: a certificate is renewed from half its life on, not stocked up.
+        #expect(performing: { _ = try authority.renew(node: d, request: try credentialD.request(node: d)) }, throws: { "\($0)".contains("not half through its life") })
         // A request signed by another key for D's name is refused: the identity is pinned.
         let stranger = try Ed25519PrivateKey.generate()
         #expect(throws: BuildError.self) { try authority.renew(node: d, request: try X509Request(commonName: d, key: stranger).pem()) }
@@ -209,6 +230,13 @@ struct FleetCredentialTests {
         #expect(refusedRevoked.status != 0, "\(refusedRevoked.combined)")
         let stillB = try await Self.publish(broker, ca: ca + "/ca.crt", certificate: credentialB.certificatePath, key: credentialB.keyPath, topic: "micromirror/nodes/\(b)/probe", message: "still")
         #expect(stillB.status == 0, "\(stillB.combined)")
+        // Revoking D revokes every live certificate of it: the one before its renewal too.
+        let revokedD = try authority.revoke(node: d)
+        #expect(Set(revokedD.map(\.serial)) == [oldD.serial, newD.serial], "\(revokedD)")
+        broker.reload()
+        try await Task.sleep(for: .seconds(1))
+        let refusedOldD = try await Self.publish(broker, ca: ca + "/ca.crt", certificate: dir + "/d/old.crt", key: credentialD.keyPath, topic: "micromirror/nodes/\(d)/probe", message: "old")
+        #expect(refusedOldD.status != 0, "the certificate from before the renewal still logs in: \(refusedOldD.combined)")
         // And the revoked node's renewal is refused.
         let keyA = try Ed25519PrivateKey(pem: Array(FileManager.default.contents(atPath: dir + "/a/node.key")!), source: "a")
         #expect(throws: BuildError.self) { try authority.renew(node: a, request: try X509Request(commonName: a, key: keyA).pem()) }
@@ -232,6 +260,9 @@ struct FleetCredentialTests {
         let foreign = try other.issue(node: node, key: try key.publicKey())
         let otherName = try authority.issue(node: "isp-f.mm.fcix.net", key: try key.publicKey())
         let otherKey = try authority.issue(node: node, key: try Ed25519PrivateKey.generate().publicKey(), replacingKey: true)
+        // A new key for the name revokes the old key's live certificates (a reflashed drive is a new node).
+        #expect(try authority.revoked().map(\.serial).contains(try credential.certificate().serial))
+        #expect(throws: BuildError.self) { try authority.issue(node: node, key: try key.publicKey()) }
         for (offered, why) in [(foreign, "not signed by the fleet CA"), (otherName, "names isp-f.mm.fcix.net"), (otherKey, "another key")] {
             let error = #expect(throws: NodeCredential.CredentialError.self) { _ = try credential.install(try offered.pem(), node: node) }
             #expect(error.map { "\($0)".contains(why) } == true, "\(String(describing: error))")

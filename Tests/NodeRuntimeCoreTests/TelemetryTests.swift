@@ -65,7 +65,8 @@ struct TelemetryTests {
         var nodes: [String: [String: Any]] = [:]
         #expect(try await eventually(seconds: 60) {
             nodes = (try? await Self.fleet(broker)) ?? [:]
-            return nodes["isp-a.mm.fcix.net"]?["up"] as? Bool == true && nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == true
+            // A sends its load just after its state: wait for both.
+            return nodes["isp-a.mm.fcix.net"]?["up"] as? Bool == true && nodes["isp-a.mm.fcix.net"]?["load"] != nil && nodes["isp-b.mm.fcix.net"]?["up"] as? Bool == true
         }, "\(nodes)")
         let a = try #require(nodes["isp-a.mm.fcix.net"])
         #expect(a["sponsor"] as? String == "isp-a" && (a["addresses"] as? [String]) == ["192.0.2.10/24", "2001:db8:10::10/64"], "\(a)")

@@ -5,7 +5,8 @@ import SystemKit
 
 /// Makes the node's compact load message: load averages from `sysinfo(2)` (the reporting service
 /// sees only its own processes in /proc, not /proc/loadavg), established connections to the serving
-/// ports from the kernel's TCP tables, and the uplinks' rates since the previous sample.
+/// ports from the kernel's TCP tables (/proc/self/net, for the same reason), and the uplinks' rates
+/// since the previous sample.
 public final class LoadSampler: Sendable {
     /// HTTP, HTTPS, rsync.
     public static let servingPorts: Set<Int> = [80, 443, 873]
@@ -13,7 +14,7 @@ public final class LoadSampler: Sendable {
     private let tcpTables: [String]
     private let counters: @Sendable () -> [NetworkCounters]
 
-    public init(tcpTables: [String] = ["/proc/net/tcp", "/proc/net/tcp6"], counters: @escaping @Sendable () -> [NetworkCounters] = { NetworkCounters.read() }) {
+    public init(tcpTables: [String] = ["/proc/self/net/tcp", "/proc/self/net/tcp6"], counters: @escaping @Sendable () -> [NetworkCounters] = { NetworkCounters.read() }) {
         self.tcpTables = tcpTables
         self.counters = counters
     }

@@ -13,7 +13,8 @@ public struct NetworkCounters: Sendable, Equatable {
     public var sendErrors: Int64
     public var sendDrops: Int64
 
-    public static let procPath = "/proc/net/dev"
+    /// Through /proc/self: services run with ProcSubset=pid, which hides /proc/net but not /proc/self/net.
+    public static let procPath = "/proc/self/net/dev"
 
     public init(
         interface: String, receivedBytes: Int64, receivedPackets: Int64, receiveErrors: Int64, receiveDrops: Int64,

@@ -14,10 +14,14 @@ public struct NodeCredential: Sendable {
     public var certificatePath: String { directory + "/node.crt" }
     public var caPath: String { directory + "/ca.crt" }
 
-    /// The credential in `directory`, or nil when the NOC gave the node none (no `node.crt`).
-    public static func find(directory: String, keyPath: String) -> NodeCredential? {
+    /// The credential in `directory`, or nil when the NOC gave the node none (no `node.crt`);
+    /// throws when it is there but incomplete (the key or the CA missing), saying which.
+    public static func find(directory: String, keyPath: String) throws -> NodeCredential? {
         let fm = FileManager.default
         guard fm.fileExists(atPath: directory + "/node.crt") else { return nil }
+        for path in [keyPath, directory + "/ca.crt"] where !fm.isReadableFile(atPath: path) {
+            throw CredentialError("the watchtower certificate \(directory)/node.crt is there but \(path) cannot be read")
+        }
         return NodeCredential(directory: directory, keyPath: keyPath)
     }
 

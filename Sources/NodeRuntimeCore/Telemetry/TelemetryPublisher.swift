@@ -56,14 +56,27 @@ public final class TelemetryPublisher: Service, Sendable {
 
     public func run() async throws {
         let current = Mutex<MQTTClient?>(nil)
+        let logger = self.logger
         try? await cancelWhenGracefulShutdown {
+            var delay = Duration.seconds(5)
             while true {
-                let inbox = Inbox()
-                let client = try self.client(inbox)
-                current.withLock { $0 = client }
-                try await self.session(client, inbox)
-                // Renewed: log in again with the new certificate.
-                client.stop()
+                do {
+                    let inbox = Inbox()
+                    let client = try self.client(inbox)
+                    current.withLock { $0 = client }
+                    try await self.session(client, inbox)
+                    // Renewed: log in again with the new certificate.
+                    client.stop()
+                    delay = .seconds(5)
+                } catch is CancellationError {
+                    return
+                } catch {
+                    // A key or CA file that cannot be used (a copy missing, a disk error): said, and tried again.
+                    logger.error("telemetry stopped; trying again", metadata: ["error": "\(error)", "retry-in": "\(delay)"])
+                    current.withLock { $0?.stop() }
+                    try await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(600))
+                }
             }
         }
         // A clean stop sends no will: say it, and give libmosquitto a moment to deliver it.
