@@ -134,13 +134,18 @@ public struct FleetAuthority: Sendable {
             if !replacingKey, let current = try current(node: node), current.publicKeyRaw != key.raw() {
                 throw BuildError(stage: "fleet", "\(node) already has a certificate for another key (\(issuedPath(node))); a node's key is its identity (give --replace-key for a rebuilt node)")
             }
-            let certificate = try X509Certificate.issue(
-                commonName: node, key: key, role: .client, serial: Self.randomSerial(), notBefore: now,
-                notAfter: now.addingTimeInterval(TimeInterval(days) * 86400), issuer: self.certificate, issuerKey: try signingKey()
-            )
+            let certificate = try clientCertificate(node: node, key: key, days: days, now: now)
             if record { try recordLocked(node: node, certificate: certificate, now: now) }
             return certificate
         }
+    }
+
+    /// A node's client certificate from this CA, `days` from `now`.
+    private func clientCertificate(node: String, key: Ed25519PublicKey, days: Int, now: Date) throws -> X509Certificate {
+        try X509Certificate.issue(
+            commonName: node, key: key, role: .client, serial: Self.randomSerial(), notBefore: now,
+            notAfter: now.addingTimeInterval(TimeInterval(days) * 86400), issuer: certificate, issuerKey: try signingKey()
+        )
     }
 
     /// Records a certificate `issue(record: false)` made, once it is in place on the node's drive.
@@ -178,10 +183,7 @@ public struct FleetAuthority: Sendable {
             guard now >= half else {
                 throw BuildError(stage: "fleet", "\(node)'s certificate (serial \(current.serial)) is not half through its life until \(half); refused (it is on the node's certificate topic)")
             }
-            let certificate = try X509Certificate.issue(
-                commonName: node, key: key, role: .client, serial: Self.randomSerial(), notBefore: now,
-                notAfter: now.addingTimeInterval(TimeInterval(days) * 86400), issuer: self.certificate, issuerKey: try signingKey()
-            )
+            let certificate = try clientCertificate(node: node, key: key, days: days, now: now)
             try recordLocked(node: node, certificate: certificate, now: now)
             return certificate
         }

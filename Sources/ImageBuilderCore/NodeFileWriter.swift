@@ -53,19 +53,7 @@ public struct NodeFileWriter {
     /// Puts a node file (and a `report_mirror.conf`) already checked by the caller into
     /// `mm-config` on `target`, each root-only, and reads each back.
     public func place(nodeFile: String, reportMirror: String? = nil, on target: String) async throws {
-        let file = try RawFile.openForReading(target)
-        let gpt: GPT
-        do { gpt = try GPT.read(from: file) } catch {
-            throw BuildError(stage: "node write", "\(target): \(error); is this a micromirror disk?")
-        }
-        guard let partition = gpt.partition(named: DiskLayout.Label.config) else {
-            throw BuildError(stage: "node write", "\(target) has no \(DiskLayout.Label.config) partition")
-        }
-        let probe = try BlockProbe(path: target, offset: partition.offsetInBytes, length: partition.sizeInBytes).superblocks()
-        guard probe.type == "ext4" else {
-            throw BuildError(stage: "node write", "\(DiskLayout.Label.config) on \(target) holds \(probe.type ?? "no filesystem"), expected ext4")
-        }
-        let device = "\(target)?offset=\(partition.offsetInBytes)"
+        let device = try configDevice(target)
         try CommandRunner.require([Self.debugfs])
         _ = try? await runner.run(Self.debugfs, ["-w", "-R", "rm \(Self.name)", device])
         try await runner.run(Self.debugfs, ["-w", "-R", "write \(nodeFile) \(Self.name)", device])
@@ -109,7 +97,8 @@ public struct NodeFileWriter {
         }
     }
 
-    /// `debugfs`'s name for mm-config on `target` (its offset in a disk or image).
+    /// `debugfs`'s name for mm-config on `target` (its offset in a disk or image), once it is
+    /// found and holds ext4.
     private func configDevice(_ target: String) throws -> String {
         let file = try RawFile.openForReading(target)
         let gpt: GPT
@@ -118,6 +107,10 @@ public struct NodeFileWriter {
         }
         guard let partition = gpt.partition(named: DiskLayout.Label.config) else {
             throw BuildError(stage: "node write", "\(target) has no \(DiskLayout.Label.config) partition")
+        }
+        let probe = try BlockProbe(path: target, offset: partition.offsetInBytes, length: partition.sizeInBytes).superblocks()
+        guard probe.type == "ext4" else {
+            throw BuildError(stage: "node write", "\(DiskLayout.Label.config) on \(target) holds \(probe.type ?? "no filesystem"), expected ext4")
         }
         return "\(target)?offset=\(partition.offsetInBytes)"
     }

@@ -93,14 +93,19 @@ struct TelemetryTests {
         let hook = dir + "/alert.sh"
         try "#!/bin/sh\necho \"$MM_FLEET_EVENT $MM_FLEET_NODE $MM_FLEET_SUBJECT\" >> \(hookLog)\n".write(toFile: hook, atomically: true, encoding: .utf8)
         chmod(hook, 0o755)
-        let watcher = Process()
-        watcher.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-image")
-        watcher.arguments = ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)", "--watch", "--every", "0.5", "--hook", hook]
+        /// `mm-image fleet --watch` with `hook`, its output in `out`.
+        func startWatcher(hook: String, out: String) throws -> Process {
+            let watcher = Process()
+            watcher.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-image")
+            watcher.arguments = ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)", "--watch", "--every", "0.5", "--hook", hook]
+            FileManager.default.createFile(atPath: out, contents: nil)
+            watcher.standardOutput = FileHandle(forWritingAtPath: out)
+            watcher.standardError = FileHandle(forWritingAtPath: out)
+            try watcher.run()
+            return watcher
+        }
         let watcherOut = dir + "/watch.out"
-        FileManager.default.createFile(atPath: watcherOut, contents: nil)
-        watcher.standardOutput = FileHandle(forWritingAtPath: watcherOut)
-        watcher.standardError = FileHandle(forWritingAtPath: watcherOut)
-        try watcher.run()
+        let watcher = try startWatcher(hook: hook, out: watcherOut)
         defer { if watcher.isRunning { kill(watcher.processIdentifier, SIGKILL) } }
         func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
         #expect(try await eventually(seconds: 30) { text(watcherOut).contains("watching 2 nodes") }, "\(text(watcherOut))")
@@ -126,14 +131,8 @@ struct TelemetryTests {
         try receiver.run()
         defer { if receiver.isRunning { kill(receiver.processIdentifier, SIGKILL) } }
         #expect(RsyncDaemon.waitForListener(port: webhookPort, while: receiver))
-        let webhookWatcher = Process()
-        webhookWatcher.executableURL = URL(fileURLWithPath: SyncCommandTests.binaries + "/mm-image")
-        webhookWatcher.arguments = ["fleet", "--broker", "mqtt://127.0.0.1:\(broker.port)", "--watch", "--every", "0.5", "--hook", "http://127.0.0.1:\(webhookPort)/alerts"]
         let webhookOut = dir + "/webhook-watch.out"
-        FileManager.default.createFile(atPath: webhookOut, contents: nil)
-        webhookWatcher.standardOutput = FileHandle(forWritingAtPath: webhookOut)
-        webhookWatcher.standardError = FileHandle(forWritingAtPath: webhookOut)
-        try webhookWatcher.run()
+        let webhookWatcher = try startWatcher(hook: "http://127.0.0.1:\(webhookPort)/alerts", out: webhookOut)
         defer { if webhookWatcher.isRunning { kill(webhookWatcher.processIdentifier, SIGKILL) } }
         #expect(try await eventually(seconds: 30) { text(webhookOut).contains("watching 2 nodes") }, "\(text(webhookOut))")
 

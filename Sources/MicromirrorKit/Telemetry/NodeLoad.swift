@@ -3,7 +3,7 @@ import Foundation
 /// The compact metrics message a node sends the watchtower every minute, retained on
 /// `micromirror/nodes/HOSTNAME/load`: how busy it is now. A few dozen bytes; the time series are
 /// Prometheus' (it scrapes `/metrics`), this is what `mm-image fleet` shows at a glance.
-public struct NodeLoad: Codable, Sendable, Equatable {
+public struct NodeLoad: TelemetryMessage, Sendable, Equatable {
     public var time: Date
     /// The kernel's load averages over 1, 5 and 15 minutes.
     public var load: [Double]
@@ -22,19 +22,6 @@ public struct NodeLoad: Codable, Sendable, Equatable {
     }
 
     public static func topic(node: String, prefix: String = NodeReport.topicPrefix) -> String { "\(prefix)/\(node)/load" }
-
-    public func json() throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .secondsSince1970
-        return Array(try encoder.encode(self))
-    }
-
-    public static func parse(_ bytes: [UInt8]) throws -> NodeLoad {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .secondsSince1970
-        return try decoder.decode(NodeLoad.self, from: Data(bytes))
-    }
 
     /// For people: `0.42 load, 12 conn, 85.3 Mbit/s out`.
     public var summary: String {

@@ -4,7 +4,7 @@ import Foundation
 /// `micromirror/nodes/HOSTNAME/state`: who it is, what it runs, where it is reached, how each
 /// project stands, and what it has sent. Small (a few hundred bytes a project): the T620 keeps no
 /// history for the NOC; the watchtower does.
-public struct NodeReport: Codable, Sendable, Equatable {
+public struct NodeReport: TelemetryMessage, Sendable, Equatable {
     public struct Project: Codable, Sendable, Equatable {
         public var name: String
         /// As `/status` says it: `success`, `failed`, `refused-by-guard`, `refused-by-disk-budget`, `never`, `syncing`.
@@ -87,20 +87,6 @@ public struct NodeReport: Codable, Sendable, Equatable {
     /// NOC answers with the new certificate (retained; only that node may read it).
     public static func credentialRequestTopic(node: String, prefix: String = topicPrefix) -> String { "\(prefix)/\(node)/csr" }
     public static func certificateTopic(node: String, prefix: String = topicPrefix) -> String { "\(prefix)/\(node)/certificate" }
-
-    /// The message bytes (JSON, dates as seconds since 1970, keys sorted so equal reports are equal bytes).
-    public func json() throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .secondsSince1970
-        return Array(try encoder.encode(self))
-    }
-
-    public static func parse(_ bytes: [UInt8]) throws -> NodeReport {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .secondsSince1970
-        return try decoder.decode(NodeReport.self, from: Data(bytes))
-    }
 
     /// The same report but for the time and the counters that move with every packet: a change
     /// worth publishing at once.
