@@ -18,6 +18,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Access log.") var accessLog = NodePaths.standard.accessLog
     @Option(help: "Directory of sync recipes (PROJECT.yaml).") var recipes = NodePaths.recipes
     @Option(help: "Where each project's last sync report is kept.") var syncState = NodePaths.standard.syncState
+    @Option(help: "Where projects in cache mode keep what they fetched (written by the serve service).") var cacheRoot = NodePaths.standard.cache
     @Option(help: "The watchtower credential's directory (node.crt, ca.crt from the NOC's fleet CA; renewed here).") var credential = NodePaths.standard.credential
     @Option(help: "The node's identity key, which the watchtower certificate is for.") var identityKey = NodePaths.standard.nodeKey
     @Option(help: "Where the server keeps its traffic history for /status's graphs; 'none' for none.") var trafficHistory = NodePaths.standard.traffic
@@ -71,6 +72,7 @@ struct Run: AsyncParsableCommand {
         if !listen.isEmpty { options.listen = try listen.map(Serve.parseListen) }
         options.recipes = recipes
         options.syncState = syncState
+        options.cacheRoot = cacheRoot
         options.trafficDirectory = trafficHistory == "none" ? nil : trafficHistory
         options.credential = credential
         options.identityKey = identityKey

@@ -36,6 +36,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Host name shown in directory listings.") var sponsor = "micromirror"
     @Option(help: "Combined-format access log file.") var accessLog: String?
     @Option(help: "MiB each event loop may use to keep small files in memory (0: off).") var smallFileCache = 16
+    @Option(help: "A recipe in cache mode (mode: cache, origin: URL): its project is served from a cache filled from the origin (repeatable).")
+    var cacheRecipe: [String] = []
+    @Option(help: "Where projects in cache mode keep what they fetched (PROJECT/ each).") var cacheRoot: String?
+    @Option(help: "Seconds before the caches' first prefetch round.") var firstPrefetch: Double = 60
 
     func run() async throws {
         let addresses = try (listen.isEmpty ? ["[::]:80"] : listen).map(Self.parseListen)
@@ -51,6 +55,16 @@ struct Serve: AsyncParsableCommand {
         configuration.accessLogPath = accessLog
         guard smallFileCache >= 0 else { throw ValidationError("--small-file-cache: expected MiB, 0 or more") }
         configuration.smallFileCacheBytes = smallFileCache << 20
+        for path in cacheRecipe {
+            let recipe = try SyncRecipe.load(path: path)
+            guard let policy = recipe.cache else { throw ValidationError("--cache-recipe \(path): the recipe is not in cache mode (mode: cache, origin: URL)") }
+            configuration.cacheProjects[recipe.project] = policy
+        }
+        if !cacheRecipe.isEmpty {
+            guard let cacheRoot else { throw ValidationError("--cache-recipe needs --cache-root DIR (where the caches keep their files)") }
+            configuration.cacheRoot = cacheRoot
+        }
+        configuration.firstPrefetchAfter = .milliseconds(Int64(firstPrefetch * 1000))
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "mm-node.serve")
         let server = MirrorServer(configuration: configuration, logger: logger) { bound in

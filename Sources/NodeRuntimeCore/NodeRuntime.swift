@@ -48,6 +48,8 @@ public enum NodeRuntime {
         public var recipes = NodePaths.recipes
         /// Where each project's last sync report is kept (`PROJECT.json`), on the data partition.
         public var syncState = NodePaths.standard.syncState
+        /// Where projects in cache mode keep their files (written by the serve role).
+        public var cacheRoot = NodePaths.standard.cache
         public var roles: Set<Role> = Set(Role.defaults)
         /// Where the serve role keeps its traffic history (nil: none).
         public var trafficDirectory: String? = NodePaths.standard.traffic
@@ -80,7 +82,14 @@ public enum NodeRuntime {
         configuration.syncStateDirectory = options.syncState
         configuration.updateStatePath = options.update.paths.updateState
         configuration.trafficHistoryPath = options.trafficDirectory.map { $0 + "/" + TrafficHistory.fileName }
+        configuration.cacheProjects = cacheProjects(node, recipes: options.recipes)
+        configuration.cacheRoot = options.cacheRoot
         return configuration
+    }
+
+    /// The node's projects whose recipes put them in cache mode, with their policies.
+    public static func cacheProjects(_ node: NodeConfig, recipes directory: String) -> [String: CachePolicy] {
+        recipes(for: node.projects, in: directory).recipes.compactMapValues(\.cache)
     }
 
     /// The recipe of every project that has a usable one, and for the others why not.
@@ -101,10 +110,14 @@ public enum NodeRuntime {
     /// A project without a usable recipe is still scheduled; its runs fail at once, saying why.
     public static func syncService(_ node: NodeConfig, options: Options, metrics: SyncMetrics? = nil, logger: Logger) throws -> SyncService<ContinuousClock> {
         let fm = FileManager.default
-        for project in node.projects {
+        let (usable, problems) = recipes(for: node.projects, in: options.recipes)
+        // Projects in cache mode are the server's to fill: nothing to rsync.
+        let cached = Set(usable.filter { $0.value.cache != nil }.keys)
+        let recipes = usable.filter { !cached.contains($0.key) }
+        let mirrored = node.projects.filter { !cached.contains($0) }
+        for project in mirrored {
             try fm.createDirectory(atPath: options.root + "/" + project, withIntermediateDirectories: true)
         }
-        let (recipes, problems) = recipes(for: node.projects, in: options.recipes)
         for (project, problem) in problems.sorted(by: { $0.key < $1.key }) {
             logger.error("project cannot sync", metadata: ["project": "\(project)", "why": "\(problem)"])
         }
@@ -116,7 +129,7 @@ public enum NodeRuntime {
             policy.timings[project] = .init(interval: recipe.interval ?? policy.interval, jitter: recipe.jitter ?? policy.jitter)
         }
         return SyncService(
-            projects: node.projects, policy: policy, clock: ContinuousClock(), stateDirectory: options.syncState,
+            projects: mirrored, policy: policy, clock: ContinuousClock(), stateDirectory: options.syncState,
             metrics: metrics, logger: logger
         ) { project, previous, trigger in
             guard let recipe = recipes[project] else {

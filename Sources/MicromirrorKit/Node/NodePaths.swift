@@ -47,6 +47,8 @@ public struct NodePaths: Sendable, Equatable {
 
     /// The mirrored projects, one directory each; the HTTP server's root.
     public var mirror: String { data + "/mirror" }
+    /// The caches of projects in cache mode (`PROJECT/` each), written by the server.
+    public var cache: String { data + "/cache" }
     /// Durable state of the node's services.
     public var state: String { data + "/state" }
     /// Each project's last sync report (`PROJECT.json`).

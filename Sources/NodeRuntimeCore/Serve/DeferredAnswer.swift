@@ -4,7 +4,8 @@ import NIOPosix
 
 /// An answer that blocks to make (reads directories or files), made on the thread pool.
 enum DeferredAnswer: Sendable {
-    case listing(relative: String, shown: String, json: Bool)
+    /// A directory's listing; of a cache-mode project's cache when `cacheProject` is set.
+    case listing(relative: String, shown: String, json: Bool, cacheProject: String?)
     case status(json: Bool)
     /// `/jobs` (tunasync's shape) and `/mirrorz.json` (MirrorZ's), for dashboards built on them.
     case jobs
@@ -18,8 +19,9 @@ enum DeferredAnswer: Sendable {
     func make(_ shared: ServeContext) throws -> (body: String, contentType: String, cache: String) {
         let configuration = shared.configuration
         switch self {
-        case .listing(let relative, let shown, let json):
-            let entries = try DirectoryListing.entries(of: relative, resolver: shared.resolver)
+        case .listing(let relative, let shown, let json, let cacheProject):
+            let resolver = cacheProject.flatMap { shared.caches[$0]?.resolver } ?? shared.resolver
+            let entries = try DirectoryListing.entries(of: relative, resolver: resolver)
             return json
                 ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
                 : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")
@@ -30,23 +32,34 @@ enum DeferredAnswer: Sendable {
             shared.metrics.update.record(updateState(configuration))
             shared.metrics.host.record(
                 network: NetworkCounters.read(), dataPath: configuration.root, temperature: CPUTemperature.celsius(),
-                projects: StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+                projects: projects(shared)
             )
             return (shared.metrics.prometheusText(), "text/plain; version=0.0.4", "no-store")
         case .status(let json):
-            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            let projects = projects(shared)
             let update = updateState(configuration)
             let traffic = configuration.trafficHistoryPath.flatMap { TrafficPanels.load(path: $0) }
             return json
                 ? (StatusPage.json(node: configuration.sponsor, projects: projects, update: update, traffic: traffic), "application/json", "no-store")
                 : (StatusPage.html(node: configuration.sponsor, projects: projects, update: update, traffic: traffic), "text/html; charset=utf-8", "no-store")
         case .jobs:
-            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            let projects = projects(shared)
             return (StatusPage.tunasyncJobs(projects), "application/json", "no-store")
         case .mirrorz(let siteURL):
-            let projects = StatusPage.projects(configuration.projects, stateDirectory: configuration.syncStateDirectory)
+            let projects = projects(shared)
             return (StatusPage.mirrorz(node: configuration.sponsor, siteURL: siteURL, projects: projects), "application/json", "no-store")
         }
+    }
+
+    /// The node's projects as `/status` shows them: mirrored ones from their sync reports, those in
+    /// cache mode from their caches (standalone, without a project list: the caches).
+    private func projects(_ shared: ServeContext) -> [StatusPage.Project] {
+        let configuration = shared.configuration
+        let names = configuration.projects.isEmpty ? shared.caches.keys.sorted() : configuration.projects
+        let mirrored = StatusPage.projects(names.filter { shared.caches[$0] == nil }, stateDirectory: configuration.syncStateDirectory)
+        var byName = Dictionary(uniqueKeysWithValues: mirrored.map { ($0.name, $0) })
+        for (name, cache) in shared.caches { byName[name] = StatusPage.project(name, cache: cache.summary()) }
+        return names.compactMap { byName[$0] }
     }
 
     private func updateState(_ configuration: ServeConfiguration) -> UpdateState? {

@@ -202,6 +202,18 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             prepare(context, request, response, deferred)
             return
         }
+        if let query = response.cacheQuery, let request {
+            askCache(context, request, response, query)
+            return
+        }
+        if let stream = response.stream {
+            chunksSent = 0
+            perform(context, machine.sendingStarted(now: context.eventLoop.now))
+            context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: stream.descriptor)
+            streamChunks(context, request, response, stream, handle, at: stream.from)
+            return
+        }
         if let file = response.file {
             chunksSent = 0
             perform(context, machine.sendingStarted(now: context.eventLoop.now))
@@ -288,6 +300,90 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             )
             handler.send(context, request: request, response)
             if response.keepAlive { handler.resume(context) } else { handler.flushIfNeeded(context) }
+        }
+    }
+
+    /// Waits for a cache-mode project's answer, then
+    /// sends it; later requests wait meanwhile, so answers stay in order.
+    private func askCache(
+        _ context: ChannelHandlerContext, _ request: HTTPRequest, _ placeholder: MirrorResponse, _ query: (cache: PullThroughCache, relative: String, path: RequestPath)
+    ) {
+        machine.preparingStarted()
+        flushIfNeeded(context)
+        let bound = NIOLoopBound((self, context, request), eventLoop: context.eventLoop)
+        query.cache.answer(query.relative, on: context.eventLoop).whenSuccess { answer in
+            let (handler, context, request) = bound.value
+            guard !handler.machine.isClosing else { return }
+            handler.clock.update()
+            var response = handler.responder.cacheAnswer(
+                to: request, path: query.path, relative: query.relative, cache: query.cache, answer: answer, allocator: handler.allocator
+            )
+            response.project = placeholder.project
+            handler.send(context, request: request, response)
+            if response.keepAlive { handler.resume(context) } else { handler.flushIfNeeded(context) }
+        }
+    }
+
+    /// Sends a body from an origin transfer: what has been written, a chunk at a time, then waits
+    /// for more. The transfer going on without this client (or failing) is not this client's to
+    /// stop; a failed transfer cuts the response (its length can no longer be kept).
+    private func streamChunks(
+        _ context: ChannelHandlerContext, _ request: HTTPRequest?, _ response: MirrorResponse, _ stream: CacheStream, _ handle: NIOFileHandle, at position: Int64
+    ) {
+        let (phase, written) = stream.transfer.progress
+        var available: Int64
+        switch phase {
+        case .complete: available = stream.to
+        case .streaming: available = min(written, stream.to, stream.size - 1)
+        default: available = -1
+        }
+        func end(sent: Int64, cut: Bool) {
+            try? handle.close()
+            stream.transfer.detach()
+            var done = response
+            if cut { done.keepAlive = false }
+            finished(context, request, done, bodyBytes: sent)
+            if done.keepAlive { resume(context) } else { context.close(promise: nil) }
+        }
+        if available < 0 {
+            end(sent: position - stream.from, cut: true)
+            return
+        }
+        guard position < available else {
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            stream.transfer.whenChanged(on: context.eventLoop, unless: { phase, written in
+                switch phase {
+                case .streaming: min(written, stream.size - 1) > position
+                default: true
+                }
+            }) {
+                let (handler, context) = bound.value
+                guard !handler.machine.isClosing else {
+                    try? handle.close()
+                    stream.transfer.detach()
+                    return
+                }
+                handler.streamChunks(context, request, response, stream, handle, at: position)
+            }
+            return
+        }
+        let chunkEnd = min(position + Int64(shared.configuration.chunkSize), available)
+        let region = FileRegion(fileHandle: handle, readerIndex: Int(position), endIndex: Int(chunkEnd))
+        needsFlush = false
+        context.writeAndFlush(wrapOutboundOut(.fileRegion(region))).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                self.chunksSent += 1
+                self.machine.progressed(now: context.eventLoop.now)
+                if chunkEnd < stream.to {
+                    self.streamChunks(context, request, response, stream, handle, at: chunkEnd)
+                } else {
+                    end(sent: chunkEnd - stream.from, cut: false)
+                }
+            case .failure:
+                // The client went away: the transfer goes on for the others and the cache.
+                end(sent: position - stream.from, cut: true)
+            }
         }
     }
 

@@ -68,6 +68,11 @@ struct MirrorResponder {
             return Self.deferred(.metrics, request: request, allocator: allocator)
         }
         var response: MirrorResponse
+        if let name = path.components.first, let pullThrough = shared.caches[name] {
+            response = cached(request, path, pullThrough, allocator: allocator)
+            response.project = project
+            return response
+        }
         let resolver = shared.resolver
         let relative = resolver.relativePath(path)
         if resolver.isHidden(path) {
@@ -90,7 +95,9 @@ struct MirrorResponder {
             case .directory(let directory):
                 if path.trailingSlash || path.components.isEmpty {
                     let shown = "/" + path.components.joined(separator: "/") + (path.components.isEmpty ? "" : "/")
-                    response = Self.deferred(.listing(relative: directory, shown: shown, json: Self.wantsJSON(request, path)), request: request, allocator: allocator)
+                    response = Self.deferred(
+                        .listing(relative: directory, shown: shown, json: Self.wantsJSON(request, path), cacheProject: nil), request: request, allocator: allocator
+                    )
                 } else {
                     let location = "/" + path.components.map(DirectoryListing.percentEncode).joined(separator: "/") + "/"
                     response = simple(.movedPermanently, "moved to \(location)\n", request: request, allocator: allocator, extra: .location(location))
@@ -116,6 +123,107 @@ struct MirrorResponder {
         return MirrorResponse(status: status, bytes: head.buffer, bodyInBytes: Int64(body.utf8.count), file: nil, keepAlive: false, project: "")
     }
 
+    // MARK: - Projects in cache mode
+
+    /// A request into a project in cache mode: a fresh cached file is served here and now (HIT);
+    /// anything else is the cache's to answer (`cacheQuery`), once it asked the origin.
+    private mutating func cached(_ request: HTTPRequest, _ path: RequestPath, _ cache: PullThroughCache, allocator: ByteBufferAllocator) -> MirrorResponse {
+        let inside = Array(path.components.dropFirst())
+        let relative = inside.joined(separator: "/")
+        if inside.contains(where: RequestPath.isRsyncPartial) { return simple(.notFound, "not found\n", request: request, allocator: allocator) }
+        switch cache.resolver.resolve(relative: relative.isEmpty ? "." : relative) {
+        case .directory(let directory):
+            // What is cached there; directories are never fetched (the origin's listing is not a file).
+            guard path.trailingSlash || inside.isEmpty else {
+                let location = "/" + path.components.map(DirectoryListing.percentEncode).joined(separator: "/") + "/"
+                return simple(.movedPermanently, "moved to \(location)\n", request: request, allocator: allocator, extra: .location(location))
+            }
+            let shown = "/" + path.components.joined(separator: "/") + "/"
+            return Self.deferred(
+                .listing(relative: directory, shown: shown, json: Self.wantsJSON(request, path), cacheProject: cache.project), request: request, allocator: allocator
+            )
+        case .file(let descriptor, let info):
+            guard case .fresh(let lease) = cache.lookup(relative, cachedSize: info.size) else {
+                close(descriptor)
+                return Self.cacheQuery(cache, relative, path, request: request, allocator: allocator)
+            }
+            var response = openedFile(request, path, relative, descriptor, info, allocator: allocator, keepSmall: false, extra: .cache("HIT"))
+            response.lease = lease
+            return response
+        case .notFound:
+            guard !path.trailingSlash, !inside.isEmpty else { return simple(.notFound, "not found (not cached; directories are not fetched)\n", request: request, allocator: allocator) }
+            _ = cache.lookup(relative, cachedSize: nil)
+            return Self.cacheQuery(cache, relative, path, request: request, allocator: allocator)
+        }
+    }
+
+    private static func cacheQuery(_ cache: PullThroughCache, _ relative: String, _ path: RequestPath, request: HTTPRequest, allocator: ByteBufferAllocator) -> MirrorResponse {
+        MirrorResponse(
+            status: .ok, bytes: allocator.buffer(capacity: 0), bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "", cacheQuery: (cache, relative, path)
+        )
+    }
+
+    /// The response once the cache has its answer: the cached file (confirmed or stale), the body
+    /// from the origin as it arrives, 404, or 502/504 saying what failed.
+    mutating func cacheAnswer(
+        to request: HTTPRequest, path: RequestPath, relative: String, cache: PullThroughCache, answer: PullThroughCache.Answer, allocator: ByteBufferAllocator
+    ) -> MirrorResponse {
+        switch answer {
+        case .cached(let stale, let lease):
+            guard case .file(let descriptor, let info) = cache.resolver.resolve(relative: relative) else {
+                return simple(.notFound, "not found\n", request: request, allocator: allocator)
+            }
+            var response = openedFile(request, path, relative, descriptor, info, allocator: allocator, keepSmall: false, extra: .cache(stale ? "STALE" : "REVALIDATED"))
+            response.lease = lease
+            return response
+        case .gone:
+            return simple(.notFound, "not found (the origin does not have it)\n", request: request, allocator: allocator, cache: "no-store")
+        case .failure(let failure):
+            return simple(failure.timedOut ? .gatewayTimeout : .badGateway, "\(failure)\n", request: request, allocator: allocator, cache: "no-store")
+        case .stream(let transfer, let head):
+            return streamed(request, path, transfer, head, allocator: allocator)
+        }
+    }
+
+    /// A file on its way from the origin: 200 or 206 (a range may lie beyond what has arrived) and
+    /// the body sent as the transfer writes it.
+    private func streamed(_ request: HTTPRequest, _ path: RequestPath, _ transfer: CacheTransfer, _ head: CacheTransfer.Head, allocator: ByteBufferAllocator) -> MirrorResponse {
+        // Without a Content-Length from the origin the cache waited for the whole file.
+        let size = head.length ?? transfer.written
+        var range: ClosedRange<Int64>?
+        if let rangeHeader = request.range, request.ifRange == nil || request.ifRange == head.lastModified {
+            switch ByteRange.parse(rangeHeader, size: size) {
+            case .whole: break
+            case .satisfiable(let r): range = r
+            case .unsatisfiable:
+                return simple(.rangeNotSatisfiable, "range not satisfiable\n", request: request, allocator: allocator, extra: .contentRange("bytes */\(size)"))
+            }
+        }
+        let status: HTTPStatus = range == nil ? .ok : .partialContent
+        let span = range ?? 0...max(0, size - 1)
+        let length = size == 0 ? 0 : span.upperBound - span.lowerBound + 1
+        var fields = ResponseHead(status, date: clock.httpDate, allocator: allocator)
+        fields.add("Content-Type", MirrorContentType.type(for: path.components.last ?? ""))
+        if let modified = head.lastModified { fields.add("Last-Modified", modified) }
+        fields.add("Accept-Ranges", "bytes")
+        fields.add("Cache-Control", MirrorContentType.cacheControl(for: path.components))
+        ExtraField.cache("MISS").add(to: &fields)
+        if let range { fields.add("Content-Range", "bytes \(range.lowerBound)-\(range.upperBound)/\(size)") }
+        fields.add("Content-Length", length)
+        fields.add("Connection", request.keepAlive ? "keep-alive" : "close")
+        fields.end()
+        guard request.method != .head, length > 0 else {
+            return MirrorResponse(status: status, bytes: fields.buffer, bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "")
+        }
+        let descriptor = dup(transfer.readDescriptor)
+        guard descriptor >= 0 else { return reject(.internalServerError, "cannot read the transfer: out of descriptors", allocator: allocator) }
+        transfer.attach()
+        return MirrorResponse(
+            status: status, bytes: fields.buffer, bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "",
+            stream: CacheStream(transfer: transfer, descriptor: descriptor, from: span.lowerBound, to: span.upperBound + 1, size: size)
+        )
+    }
+
     // MARK: - Files
 
     /// Where a file's body comes from.
@@ -129,11 +237,12 @@ struct MirrorResponder {
     /// A file just opened beneath the root: small ones are read whole (and cached), larger ones sent
     /// from the descriptor.
     private mutating func openedFile(
-        _ request: HTTPRequest, _ path: RequestPath, _ relative: String, _ fd: Int32, _ info: MirrorFileResolver.FileInfo, allocator: ByteBufferAllocator
+        _ request: HTTPRequest, _ path: RequestPath, _ relative: String, _ fd: Int32, _ info: MirrorFileResolver.FileInfo, allocator: ByteBufferAllocator,
+        keepSmall: Bool = true, extra: ExtraField? = nil
     ) -> MirrorResponse {
         if lastModifiedCache.mtime != info.modified { lastModifiedCache = (info.modified, HTTPDate.format(info.modified)) }
         let facts = FileFacts(info: info, path: path, lastModified: lastModifiedCache.text, allocator: allocator)
-        guard info.size <= Self.smallFileLimit else { return file(request, facts, body: .descriptor(fd), allocator: allocator) }
+        guard info.size <= Self.smallFileLimit else { return file(request, facts, body: .descriptor(fd), allocator: allocator, extra: extra) }
         var body = allocator.buffer(capacity: Int(info.size))
         let got = body.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(info.size)) { memory in
             max(0, pread(fd, memory.baseAddress, Int(info.size), 0))
@@ -143,12 +252,12 @@ struct MirrorResponder {
             // The file shrank under us (a sync replaced it): the promised length cannot be kept.
             return reject(.internalServerError, "file changed while reading", allocator: allocator)
         }
-        if cache.admits(size: info.size) { cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: relative, second: clock.second), for: relative) }
-        return file(request, facts, body: .memory(body), allocator: allocator)
+        if keepSmall, cache.admits(size: info.size) { cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: relative, second: clock.second), for: relative) }
+        return file(request, facts, body: .memory(body), allocator: allocator, extra: extra)
     }
 
     /// The answer for a file: 304, 416, 206 or 200, HEAD or GET.
-    private func file(_ request: HTTPRequest, _ facts: FileFacts, body: FileBody, allocator: ByteBufferAllocator) -> MirrorResponse {
+    private func file(_ request: HTTPRequest, _ facts: FileFacts, body: FileBody, allocator: ByteBufferAllocator, extra: ExtraField? = nil) -> MirrorResponse {
         func release() { if case .descriptor(let fd) = body { close(fd) } }
         let size = facts.info.size
         let isHead = request.method == .head
@@ -156,6 +265,7 @@ struct MirrorResponder {
             release()
             var head = ResponseHead(.notModified, date: clock.httpDate, allocator: allocator)
             head.add(encoded: facts.fields)
+            extra?.add(to: &head)
             head.add("Connection", request.keepAlive ? "keep-alive" : "close")
             head.end()
             return MirrorResponse(status: .notModified, bytes: head.buffer, bodyInBytes: 0, file: nil, keepAlive: request.keepAlive, project: "")
@@ -187,6 +297,7 @@ struct MirrorResponder {
         if case .memory = body, !isHead, length <= Self.copyLimit { copied = true }
         var head = ResponseHead(status, date: clock.httpDate, allocator: allocator, bodyCapacity: copied ? Int(length) : 0)
         head.add(encoded: facts.fields)
+        extra?.add(to: &head)
         if let range { head.add("Content-Range", "bytes \(range.lowerBound)-\(range.upperBound)/\(size)") }
         head.add("Content-Length", length)
         head.add("Connection", request.keepAlive ? "keep-alive" : "close")

@@ -19,4 +19,22 @@ struct MirrorResponse {
     var project: String
     /// An answer still to be made off the event loop (the rest is empty until then).
     var deferred: DeferredAnswer? = nil
+    /// An answer the project's pull-through cache still has to give (the origin is being asked).
+    var cacheQuery: (cache: PullThroughCache, relative: String, path: RequestPath)? = nil
+    /// A body sent from an origin transfer as it arrives, after `bytes`.
+    var stream: CacheStream? = nil
+    /// Keeps the cached file being sent from eviction until the response is dropped.
+    var lease: CacheLease? = nil
+}
+
+/// The part of an origin transfer a response sends: `from..<to` of its file, sent as it is written.
+struct CacheStream {
+    let transfer: CacheTransfer
+    /// The response's own descriptor on the transfer's file (closed when the response ends).
+    let descriptor: Int32
+    let from: Int64
+    let to: Int64
+    /// The whole file's length: its last byte is held back until the transfer is complete and
+    /// checked, so a cut or corrupt transfer never reaches a client as a whole body.
+    let size: Int64
 }

@@ -28,12 +28,27 @@ public final class MirrorServer: Service, Sendable {
     }
 
     public func run() async throws {
+        var caches: [String: PullThroughCache] = [:]
+        if !configuration.cacheProjects.isEmpty {
+            guard let cacheRoot = configuration.cacheRoot else { throw ServeError("projects in cache mode need a cache directory") }
+            for (project, policy) in configuration.cacheProjects.sorted(by: { $0.key < $1.key }) {
+                do {
+                    caches[project] = try PullThroughCache(project: project, policy: policy, cacheRoot: cacheRoot, logger: logger)
+                } catch {
+                    // One project's cache that cannot open must not keep the others from being served.
+                    logger.error("project in cache mode not served", metadata: ["project": "\(project)", "why": "\(error)"])
+                }
+            }
+        }
+        let (firstPrefetch, every) = (self.configuration.firstPrefetchAfter, self.configuration.prefetchEvery)
+        let prefetching = caches.values.map { cache in Task { await cache.prefetchLoop(firstAfter: firstPrefetch, every: every) } }
+        defer { for task in prefetching { task.cancel() } }
         let shared = ServeContext(
             configuration: configuration, resolver: try MirrorFileResolver(root: configuration.root),
             accessLog: try configuration.accessLogPath.map {
                 try AccessLog(path: $0, rotateBytes: self.configuration.accessLogRotateBytes, keep: self.configuration.accessLogKeep)
             },
-            metrics: metrics
+            metrics: metrics, caches: caches
         )
         let hangup: HangupSignal? = if let log = shared.accessLog { await HangupSignal { log.reopen() } } else { nil }
         defer { hangup?.cancel() }
@@ -88,6 +103,8 @@ public final class MirrorServer: Service, Sendable {
         // Closing is asynchronous: let the closed connections log their last lines, then write them.
         await children.allClosed(within: .seconds(1), on: group.any())
         shared.accessLog?.flush()
+        for task in prefetching { task.cancel() }
+        for cache in caches.values { await cache.shutdown() }
         logger.info("stopped serving")
     }
 

@@ -56,6 +56,15 @@ public struct ServeConfiguration: Sendable {
     /// Bytes handed to one sendfile write; the next is queued when it completes.
     public var chunkSize = 4 << 20
 
+    /// Projects in cache mode (filled from their origin on demand) and where their caches live
+    /// (writable by the server; `PROJECT/` under it is served as `/PROJECT/`).
+    public var cacheProjects: [String: CachePolicy] = [:]
+    public var cacheRoot: String?
+    /// When the first prefetch round of each cache runs (then every `prefetch.every`).
+    public var firstPrefetchAfter: Duration = .seconds(60)
+    /// Overrides every cache's `prefetch.every` (tests); nil: each recipe's.
+    public var prefetchEvery: Duration?
+
     public init(root: String, listen: [(host: String, port: Int)]) {
         self.root = root
         self.listen = listen

@@ -17,12 +17,15 @@ public final class ServeContext: Sendable {
     let projectLabels: Set<String>
     /// Where blocking work goes (listings, `/status`), off the event loops.
     let threadPool: NIOThreadPool
+    /// The projects in cache mode, by name.
+    public let caches: [String: PullThroughCache]
 
     /// `threadPool` must be running.
     public init(
         configuration: ServeConfiguration, resolver: MirrorFileResolver, accessLog: AccessLog?, metrics: ServeMetrics,
-        threadPool: NIOThreadPool = .singleton
+        threadPool: NIOThreadPool = .singleton, caches: [String: PullThroughCache] = [:]
     ) {
+        self.caches = caches
         self.configuration = configuration
         self.resolver = resolver
         self.accessLog = accessLog
@@ -33,8 +36,8 @@ public final class ServeContext: Sendable {
             keepAlive: TimeAmount(configuration.keepAliveTimeout), head: TimeAmount(configuration.requestHeadTimeout),
             send: TimeAmount(configuration.sendTimeout)
         )
-        if !configuration.projects.isEmpty {
-            projectLabels = Set(configuration.projects)
+        if !configuration.projects.isEmpty || !caches.isEmpty {
+            projectLabels = Set(configuration.projects).union(caches.keys)
         } else {
             // Standalone: the projects are the top-level directories there are now (bounded).
             let directories = ((try? DirectoryListing.entries(of: ".", resolver: resolver)) ?? []).filter { $0.type == "directory" }
@@ -49,10 +52,10 @@ public final class ServeContext: Sendable {
     }
 
     /// This server's small-file caches, one per event-loop thread.
-    private let caches = ThreadSpecificVariable<SmallFileCache>()
+    private let smallFileCaches = ThreadSpecificVariable<SmallFileCache>()
 
     /// The calling thread's small-file cache for this server; only that thread may use it.
     func smallFileCache(tally: ServeMetrics.Tally) -> SmallFileCache {
-        caches.value { SmallFileCache(budget: configuration.smallFileCacheBytes, tally: tally) }
+        smallFileCaches.value { SmallFileCache(budget: configuration.smallFileCacheBytes, tally: tally) }
     }
 }

@@ -100,6 +100,9 @@ public struct SyncRecipe: Sendable, Equatable {
     public var preHook: SyncHook?
     /// Run after each run, with its result.
     public var postHook: SyncHook?
+    /// `mode: cache`: the project is not rsynced but filled on demand from `origin:` (see
+    /// `CachePolicy`); nil for a mirrored project.
+    public var cache: CachePolicy?
 
     public init(
         project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: DeleteLimit = .share(0.1), exclude: [String] = [],
@@ -209,9 +212,81 @@ public struct SyncRecipe: Sendable, Equatable {
             }
             recipe.stages = stages
         }
+        recipe.cache = cachePolicy(root)
         root.rejectUnknownKeys()
         try root.diagnostics.throwIfAny()
         return recipe
+    }
+
+    /// `mode:`, `origin:` and `cache:`: the policy of a project in cache mode, nil for a mirrored one.
+    private static func cachePolicy(_ root: YAMLMapping) -> CachePolicy? {
+        var mode = "mirror"
+        if let value = root.optional("mode"), let text = value.nonEmptyString() {
+            if ["mirror", "cache"].contains(text) { mode = text } else { value.report("expected mirror (rsync the whole project, the default) or cache (fill from origin: on demand)") }
+        }
+        guard mode == "cache" else {
+            for key in ["origin", "cache"] where root.has(key) { root.optional(key)?.report("only for mode: cache") }
+            return nil
+        }
+        var policy: CachePolicy?
+        if let value = root.required("origin"), let text = value.nonEmptyString() {
+            if let url = URL(string: text.hasSuffix("/") ? text : text + "/"), ["http", "https"].contains(url.scheme ?? ""), url.host?.isEmpty == false,
+                url.query == nil, url.fragment == nil
+            {
+                policy = CachePolicy(origin: url)
+            } else {
+                value.report("expected the origin's base URL for the project, http:// or https://, such as https://dl.fedoraproject.org/pub/fedora/")
+            }
+        }
+        for key in ["stages", "module", "max-delete", "freshness", "exclude"] where root.has(key) {
+            root.optional(key)?.report("has no meaning in mode: cache (nothing is rsynced)")
+        }
+        guard var policy else { return nil }
+        if let map = root.optional("cache")?.mapping() {
+            if let value = map.optional("budget"), let bytes = value.byteSize() {
+                if bytes >= 1 << 20 { policy.budget = bytes } else { value.report("expected a size of at least 1M, such as 200G") }
+            }
+            for (key, path, smallest) in [
+                ("metadata-ttl", \CachePolicy.metadataTTL, Duration.zero), ("ttl", \CachePolicy.ttl, .zero), ("origin-timeout", \CachePolicy.originTimeout, .seconds(1)),
+                ("origin-retry", \CachePolicy.originRetry, .seconds(1)),
+            ] {
+                guard let value = map.optional(key), let text = value.nonEmptyString() else { continue }
+                if text == "0", smallest == .zero { policy[keyPath: path] = .zero } else if let duration = DurationText.parse(text), duration >= smallest {
+                    policy[keyPath: path] = duration
+                } else {
+                    value.report("expected a duration like \"30s\" or \"1h\"\(smallest == .zero ? " or 0" : " of at least a second"), found \"\(text)\"")
+                }
+            }
+            if let patterns = map.optional("immutable")?.stringList() { policy.immutable = patterns }
+            if let patterns = map.optional("revalidate")?.stringList() { policy.revalidate = patterns }
+            if let value = map.optional("prepopulate"), let paths = value.stringList() {
+                for path in paths where path.hasPrefix("/") || path.split(separator: "/").contains("..") || path.isEmpty {
+                    value.report("\(path): must be a path below the project, without '..'")
+                }
+                policy.prepopulate = paths
+            }
+            if let prefetch = map.optional("prefetch")?.mapping() {
+                if let value = prefetch.optional("top"), let count = value.int() {
+                    if count >= 0 { policy.prefetchTop = count } else { value.report("expected a count of files, 0 for none") }
+                }
+                if let value = prefetch.optional("days"), let days = value.int() {
+                    if days >= 1 { policy.prefetchDays = days } else { value.report("expected a number of days, at least 1") }
+                }
+                if let value = prefetch.optional("every"), let text = value.nonEmptyString() {
+                    if let every = DurationText.parse(text), every >= .seconds(60) { policy.prefetchEvery = every } else {
+                        value.report("expected a duration of a minute or more like \"1h\", found \"\(text)\"")
+                    }
+                }
+                if let value = prefetch.optional("bwlimit"), let text = value.nonEmptyString() {
+                    if text == "0" { policy.prefetchRate = nil } else if let rate = ByteSize.parse(text), rate > 0 { policy.prefetchRate = rate } else {
+                        value.report("expected bytes per second such as 5M, or 0 for none")
+                    }
+                }
+                prefetch.rejectUnknownKeys()
+            }
+            map.rejectUnknownKeys()
+        }
+        return policy
     }
 
     private static func isName(_ text: String) -> Bool {

@@ -11,7 +11,11 @@ import SystemKit
 /// - `micromirror_cpu_temperature_celsius`: k10temp on the T620, absent where there is no sensor;
 /// - `micromirror_sync_state{project,state}` 1 for each project's state, `micromirror_sync_stale{project}`,
 ///   `micromirror_sync_freshness_age_seconds{project}` since the last successful sync (absent: never),
-///   `micromirror_sync_size_bytes{project}` as the upstream lists it.
+///   `micromirror_sync_size_bytes{project}` as the upstream lists it;
+/// - for projects in cache mode: `micromirror_cache_files{project}`, `micromirror_cache_bytes{project}`,
+///   `micromirror_cache_budget_bytes{project}`, `micromirror_cache_answers{project,result}` (hit,
+///   revalidated, miss, stale, error: counts since the server started), `micromirror_cache_hit_ratio{project}`,
+///   `micromirror_cache_origin_bytes{project}`, `micromirror_cache_evicted{project}`, `micromirror_cache_origin_up{project}`.
 public final class HostMetrics: Sendable {
     private let factory: any MetricsFactory
     private let gauges = NIOLockedValueBox([String: Gauge]())
@@ -54,6 +58,19 @@ public final class HostMetrics: Sendable {
             set("micromirror_sync_stale", p, project.stale ? 1 : 0)
             if let success = project.lastSuccess { set("micromirror_sync_freshness_age_seconds", p, max(0, now.timeIntervalSince(success))) }
             if let size = project.size { set("micromirror_sync_size_bytes", p, Double(size)) }
+            if let cache = project.cache {
+                set("micromirror_cache_files", p, Double(cache.files))
+                set("micromirror_cache_bytes", p, Double(cache.bytes))
+                set("micromirror_cache_budget_bytes", p, Double(cache.budget))
+                let c = cache.counts
+                for (result, count) in [("hit", c.hits), ("revalidated", c.revalidated), ("miss", c.misses), ("stale", c.stale), ("error", c.errors)] {
+                    set("micromirror_cache_answers", p + [("result", result)], Double(count))
+                }
+                if let ratio = cache.hitRatio { set("micromirror_cache_hit_ratio", p, ratio) }
+                set("micromirror_cache_origin_bytes", p, Double(c.originBytes))
+                set("micromirror_cache_evicted", p, Double(c.evicted))
+                set("micromirror_cache_origin_up", p, cache.originError == nil ? 1 : 0)
+            }
         }
         // A gauge shown before and not now (an interface gone, a project dropped) is taken away.
         let gone = shown.withLockedValue { old in

@@ -37,6 +37,19 @@ public enum StatusPage {
         public var size: Int64?
         /// Symlinks the last run left out because they point out of the tree.
         public var unsafeLinks: Int?
+        /// A project in cache mode (state `cache`, or `cache-stale` while its origin fails): what is
+        /// cached and how well it serves.
+        public var cache: PullThroughCache.Summary?
+    }
+
+    /// A project in cache mode as the page shows it.
+    public static func project(_ name: String, cache: PullThroughCache.Summary) -> Project {
+        var project = Project(name: name, state: cache.originError == nil ? "cache" : "cache-stale")
+        project.stale = cache.originError != nil
+        project.upstream = cache.origin
+        project.size = cache.bytes
+        project.cache = cache
+        return project
     }
 
     struct Page: Codable {
@@ -219,12 +232,17 @@ public enum StatusPage {
             case "success": result = project.skipped != nil ? "up to date (upstream unchanged)" : "ok"
             case "failed": result = "failed: " + e(project.failure ?? "?")
             case "refused-by-guard", "refused-by-disk-budget": result = e(project.failure ?? "refused")
+            case "cache", "cache-stale":
+                let c = project.cache!
+                result = "cache of <a href=\"\(e(c.origin))\">\(e(c.origin))</a>: \(c.files) files, \(ByteSize.format(c.bytes)) of \(ByteSize.format(c.budget))"
+                    + (c.hitRatio.map { String(format: ", %.0f %% served from the cache", $0 * 100) } ?? "")
+                    + (c.originError.map { "; <span class=\"bad\">origin failing" + (c.originFailingSince.map { " for \(age(now.timeIntervalSince($0)))" } ?? "") + ", serving what is cached (stale): \(e($0))</span>" } ?? "")
             case "syncing": result = "syncing since " + (project.syncingSince.map { "\(age(now.timeIntervalSince($0))) ago" } ?? "?") + (project.progress.map(progressText) ?? "")
             default: result = "not synced yet"
             }
             let finished = project.lastFinished.map { "\(HTTPDate.format(Int($0.timeIntervalSince1970))) (\(age(now.timeIntervalSince($0))) ago)" } ?? "-"
-            var good = project.lastSuccess.map { "\(age(now.timeIntervalSince($0))) ago" } ?? (project.state == "never" ? "-" : "never")
-            if project.stale, project.state != "never" { good = "<span class=\"bad\">stale: \(good)</span>" }
+            var good = project.lastSuccess.map { "\(age(now.timeIntervalSince($0))) ago" } ?? (project.state == "never" || project.cache != nil ? "-" : "never")
+            if project.stale, project.state != "never", project.cache == nil { good = "<span class=\"bad\">stale: \(good)</span>" }
             let next = project.nextRun.map { $0 > now ? "in \(age($0.timeIntervalSince(now)))" : "now" } ?? "-"
             let data = project.bytesReceived.map { ByteSize.format($0) } ?? "-"
             let files = project.filesTransferred.map(String.init) ?? "-"
