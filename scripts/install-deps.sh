@@ -13,8 +13,8 @@ packages=(
   qemu-system-x86 ovmf openssh-client
   # network tests
   iproute2 nftables tcpdump iputils-ping systemd strace
-  # serving tests: real clients
-  curl wget aria2 apt-utils dpkg-dev python3
+  # serving tests: real clients; nginx as the origin of the pull-through cache tests
+  curl wget aria2 apt-utils dpkg-dev python3 nginx-light
   # syncing tests: a real rsync daemon and client, a real MQTT broker and publisher
   rsync mosquitto mosquitto-clients
   # telemetry tests: a real Prometheus (server and promtool) and its Python text parser
@@ -39,5 +39,12 @@ fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# Daemons (nginx, mosquitto, prometheus) are not started by their packages: the tests start their
+# own, and a stock nginx on port 80 would only get in the way (or fail the install where 80 is taken).
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done"

@@ -69,6 +69,11 @@ struct ImageHardeningTests {
             #expect(sync.contains("RequiresMountsFor=/srv"))
             let layout = try Self.read(root, "/usr/lib/micromirror/srv-layout.conf")
             #expect(layout.contains("d /srv/mirror       0755 mirror mirror"))
+            // Projects in cache mode: the server writes their caches there and nowhere else in the content.
+            #expect(layout.contains("d /srv/cache        0755 mm-serve mm-serve"))
+            let writable = serve.split(separator: "\n").filter { $0.hasPrefix("ReadWritePaths=") }
+            #expect(writable == ["ReadWritePaths=/srv/log -/srv/state/traffic -/srv/cache"], "\(writable)")
+            #expect(!sync.contains("/srv/cache"), "the sync service does not touch the caches")
             let fstab = try Self.read(root, "/etc/fstab")
             #expect(fstab.contains("PARTLABEL=mm-data") && fstab.contains("x-systemd.after=mm-firstboot.service"), "\(fstab)")
             #expect(fstab.contains("/srv/log/journal  /var/log/journal  none  bind"), "\(fstab)")

@@ -110,4 +110,7 @@ struct CacheFailure: Error, Sendable, CustomStringConvertible {
     /// 504 when the origin did not answer in time, 502 otherwise.
     var timedOut: Bool
     var description: String
+    /// Whether it says the origin is failing (requests then get the cache's copy or 502/504 for a
+    /// while without asking it); a file that failed its check does not.
+    var originFailing = true
 }

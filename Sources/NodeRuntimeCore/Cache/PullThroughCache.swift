@@ -32,6 +32,8 @@ public final class PullThroughCache: Sendable {
     private let client: HTTPClient
     private let logger: Logger
     private let state: NIOLockedValueBox<State>
+    /// Transfers from the origin at once (more wait for a connection).
+    static let originConnections = 32
     /// Eviction frees down to this share of the budget, so it does not run for every new file.
     static let lowWater = 0.95
 
@@ -125,6 +127,9 @@ public final class PullThroughCache: Sendable {
             decompression: .disabled
         )
         configuration.httpVersion = .http1Only
+        // AsyncHTTPClient's default of 8 connections per host would queue the ninth miss behind
+        // eight ISO downloads; each transfer is one file, so this bounds files fetched at once.
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: Self.originConnections)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         var initial = State()
         (initial.entries, initial.used) = Self.scan(directory)
@@ -391,7 +396,7 @@ public final class PullThroughCache: Sendable {
             }
             if let expected, let hasher {
                 let got = hasher.finalizeHex()
-                if got != expected { throw CacheFailure(timedOut: false, description: "\(url): SHA-256 \(got), expected \(expected)") }
+                if got != expected { throw CacheFailure(timedOut: false, description: "\(url): SHA-256 \(got), expected \(expected)", originFailing: false) }
             }
             originAnswered()
             if keep {
@@ -411,7 +416,7 @@ public final class PullThroughCache: Sendable {
             if reserved > 0 { state.withLockedValue { $0.reserved -= reserved } }
             let failure = Self.failure(error, url: url)
             // A transfer cut on our side (shutdown) says nothing about the origin.
-            if !(error is CancellationError) { originFailed(failure) }
+            if !(error is CancellationError), failure.originFailing { originFailed(failure) }
             logger.warning("origin transfer failed", metadata: ["project": "\(project)", "path": "\(relative)", "why": "\(failure)"])
             transfer.enter(.failed(failure))
         }

@@ -228,12 +228,15 @@ public struct SyncRecipe: Sendable, Equatable {
             for key in ["origin", "cache"] where root.has(key) { root.optional(key)?.report("only for mode: cache") }
             return nil
         }
-        var policy: CachePolicy?
+        // The rest is checked even when the origin is not usable, so every mistake is named at once.
+        var policy = CachePolicy(origin: URL(string: "http://origin.invalid/")!)
+        var originUsable = false
         if let value = root.required("origin"), let text = value.nonEmptyString() {
             if let url = URL(string: text.hasSuffix("/") ? text : text + "/"), ["http", "https"].contains(url.scheme ?? ""), url.host?.isEmpty == false,
                 url.query == nil, url.fragment == nil
             {
-                policy = CachePolicy(origin: url)
+                policy.origin = url
+                originUsable = true
             } else {
                 value.report("expected the origin's base URL for the project, http:// or https://, such as https://dl.fedoraproject.org/pub/fedora/")
             }
@@ -241,7 +244,6 @@ public struct SyncRecipe: Sendable, Equatable {
         for key in ["stages", "module", "max-delete", "freshness", "exclude"] where root.has(key) {
             root.optional(key)?.report("has no meaning in mode: cache (nothing is rsynced)")
         }
-        guard var policy else { return nil }
         if let map = root.optional("cache")?.mapping() {
             if let value = map.optional("budget"), let bytes = value.byteSize() {
                 if bytes >= 1 << 20 { policy.budget = bytes } else { value.report("expected a size of at least 1M, such as 200G") }
@@ -286,7 +288,7 @@ public struct SyncRecipe: Sendable, Equatable {
             }
             map.rejectUnknownKeys()
         }
-        return policy
+        return originUsable ? policy : nil
     }
 
     private static func isName(_ text: String) -> Bool {
