@@ -30,10 +30,12 @@ rate=20m   # the origin's per-connection rate for /proj/slow/: 64 MiB take 3.2 s
 upstream=18280
 ours=18281
 theirs=18282
+plain=18283   # for reference: mm-node serving the warm cache's directory as a mirror root (no cache mode)
 
 ours_pid=
+plain_pid=
 cleanup() {
-  [ -n "$ours_pid" ] && kill "$ours_pid" 2>/dev/null || true
+  for p in $ours_pid $plain_pid; do kill "$p" 2>/dev/null || true; done
   for f in nginx-cache.pid upstream.pid; do [ -f "$work/$f" ] && kill "$(cat "$work/$f")" 2>/dev/null || true; done
   sleep 0.5
   rm -rf "$work"
@@ -102,15 +104,23 @@ for port in $ours $theirs; do
   warm "http://127.0.0.1:$port/proj/big.iso"
   for i in 0 1 2 3; do warm "http://127.0.0.1:$port/proj/small/$i.deb"; done
 done
+# The same files from mm-node as a plain mirror: what a hit costs over serving a mirrored file.
+"$MM_NODE" serve --root "$work/ours-hit" --listen "127.0.0.1:$plain" --keepalive 2 --max-per-address 100000 \
+  --max-connections 100000 --access-log "$work/mm-plain-access.log" >/dev/null 2>&1 &
+plain_pid=$!
+wait_port $plain
 read big_ours_rps big_ours_bps _ < <(wrk_run 8 "http://127.0.0.1:$ours/proj/big.iso")
 read big_nginx_rps big_nginx_bps _ < <(wrk_run 8 "http://127.0.0.1:$theirs/proj/big.iso")
-small_ours=(); small_ours_lat=(); small_nginx=(); small_nginx_lat=()
+small_ours=(); small_ours_lat=(); small_nginx=(); small_nginx_lat=(); small_plain=(); small_plain_lat=()
 for round in 1 2 3; do
   read r _ p < <(wrk_run 64 "http://127.0.0.1:$ours/proj/small/1.deb"); small_ours+=("$r"); small_ours_lat+=("$p")
   read r _ p < <(wrk_run 64 "http://127.0.0.1:$theirs/proj/small/1.deb"); small_nginx+=("$r"); small_nginx_lat+=("$p")
+  read r _ p < <(wrk_run 64 "http://127.0.0.1:$plain/proj/small/1.deb"); small_plain+=("$r"); small_plain_lat+=("$p")
 done
+kill "$plain_pid"; wait "$plain_pid" 2>/dev/null || true; plain_pid=
 small_ours_rps=$(median "${small_ours[@]}"); small_ours_p99=$(median "${small_ours_lat[@]}")
 small_nginx_rps=$(median "${small_nginx[@]}"); small_nginx_p99=$(median "${small_nginx_lat[@]}")
+small_plain_rps=$(median "${small_plain[@]}"); small_plain_p99=$(median "${small_plain_lat[@]}")
 ours_hits_status=$(curl -s "http://127.0.0.1:$ours/status.json" | python3 -c '
 import json, sys
 def find(o):  # the cache summary: the object with "counts" and "origin"
@@ -130,7 +140,8 @@ stop_nginx
 # 20 MiB/s, each cache with a fresh directory; per client the time to the first body byte and the
 # whole; the origin's access log says how many bytes it sent for the file.
 cold_path=/proj/slow/cold.iso
-cold_round() {  # port label -> appends "label round ttfb total code size x-cache" lines to cold.txt, prints origin bytes
+cold_round() {  # port label round -> appends "label round ttfb total code size x-cache" lines to cold.txt;
+               # prints the origin's bytes and requests for the file, and its longest transfer (s)
   local port=$1 label=$2 round=$3 before pids=() i
   before=$(wc -l < "$work/upstream-access.log")
   for i in $(seq "$clients"); do
@@ -141,16 +152,16 @@ cold_round() {  # port label -> appends "label round ttfb total code size x-cach
   for p in "${pids[@]}"; do wait "$p"; done
   cat "$work"/cold-"$label"-"$round"-*.txt >> "$work/cold.txt"
   sleep 0.5   # the origin logs a request when it ends
-  tail -n +"$((before + 1))" "$work/upstream-access.log" | awk -v p="$cold_path" '$2 == p { n++; s += $NF } END { printf "%d %d\n", s, n }'
+  tail -n +"$((before + 1))" "$work/upstream-access.log" | awk -v p="$cold_path" '$2 == p { n++; s += $(NF-1); if ($NF > t) t = $NF } END { printf "%d %d %.2f\n", s, n, t }'
 }
 : > "$work/cold.txt"
-origin_ours=(); origin_nginx=(); reqs_ours=(); reqs_nginx=()
+origin_ours=(); origin_nginx=(); reqs_ours=(); reqs_nginx=(); secs_ours=(); secs_nginx=()
 for round in $(seq "$rounds"); do
   start_ours "$work/ours-cold-$round"
-  read b n < <(cold_round $ours ours "$round"); origin_ours+=("$b"); reqs_ours+=("$n")
+  read b n t < <(cold_round $ours ours "$round"); origin_ours+=("$b"); reqs_ours+=("$n"); secs_ours+=("$t")
   stop_ours
   start_nginx "$work/nginx-cold-$round"
-  read b n < <(cold_round $theirs nginx "$round"); origin_nginx+=("$b"); reqs_nginx+=("$n")
+  read b n t < <(cold_round $theirs nginx "$round"); origin_nginx+=("$b"); reqs_nginx+=("$n"); secs_nginx+=("$t")
   stop_nginx
 done
 read cold_summary < <(python3 - "$work/cold.txt" "$cold_size" <<'EOF'
@@ -189,8 +200,9 @@ mkdir -p bench/results
   echo "| cached 1 GiB file, 8 connections: throughput | $(gbit $big_ours_bps) | $(gbit $big_nginx_bps) | $(r $big_ours_bps $big_nginx_bps) (goal ≥ 1.0) |"
   echo "| cached 4 KiB file, 64 keep-alive connections: requests/s | ${small_ours_rps} | ${small_nginx_rps} | $(r $small_ours_rps $small_nginx_rps) (goal ≥ 1.0) |"
   echo "| cached 4 KiB file, 64 connections: p99 latency | ${small_ours_p99} ms | ${small_nginx_p99} ms | $(r $small_ours_p99 $small_nginx_p99) (lower is better) |"
+  echo "| for reference: the same 4 KiB file from mm-node as a plain mirror, requests/s (p99) | ${small_plain_rps} (${small_plain_p99} ms) | ${small_nginx_rps} | $(r $small_plain_rps $small_nginx_rps) |"
   echo
-  echo "Small-file rounds (requests/s): mm-node ${small_ours[*]}; nginx ${small_nginx[*]}. mm-node's cache after the hit runs: $ours_hits_status."
+  echo "Small-file rounds (requests/s): mm-node ${small_ours[*]}; nginx ${small_nginx[*]}; mm-node as a plain mirror ${small_plain[*]}. mm-node's cache after the hit runs: $ours_hits_status."
   echo
   echo "Cold misses ($rounds rounds, each with fresh cache directories): $clients clients at once ask for one uncached $(mib $cold_size) file (\`$cold_path\`) that the origin sends at $rate per connection (about $(python3 -c "print(f'{$cold_size/(20*1048576):.1f}')") s for the file):"
   echo
@@ -202,6 +214,7 @@ mkdir -p bench/results
   echo "| time to the whole file, median / max | ${total_ours_med} / ${total_ours_max} ms | ${total_nginx_med} / ${total_nginx_max} ms | |"
   echo "| bytes from the origin per round (copies of the file) | $(mib "$(median "${origin_ours[@]}")") ($(copies "$(median "${origin_ours[@]}")")) | $(mib "$(median "${origin_nginx[@]}")") ($(copies "$(median "${origin_nginx[@]}")")) | (goal: exactly 1 copy) |"
   echo "| requests to the origin per round | ${reqs_ours[*]} | ${reqs_nginx[*]} | |"
+  echo "| the origin's transfer, seconds per round | ${secs_ours[*]} | ${secs_nginx[*]} | |"
   echo "| clients without a whole 200 | $bad_ours | $bad_nginx | |"
   echo
   echo "Origin bytes per round: mm-node ${origin_ours[*]}; nginx ${origin_nginx[*]} (the file: $cold_size)."

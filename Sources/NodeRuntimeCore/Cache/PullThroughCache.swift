@@ -32,6 +32,8 @@ public final class PullThroughCache: Sendable {
     private let client: HTTPClient
     private let logger: Logger
     private let state: NIOLockedValueBox<State>
+    /// Paths whose requests are counted each day (for prefetching).
+    static let pathsCountedPerDay = 20_000
     /// Transfers from the origin at once (more wait for a connection).
     static let originConnections = 32
     /// Eviction frees down to this share of the budget, so it does not run for every new file.
@@ -165,7 +167,6 @@ public final class PullThroughCache: Sendable {
         let now = Self.monotonicSeconds()
         let freshness = policy.freshness(of: relative)
         return state.withLockedValue { state in
-            Self.count(relative, in: &state)
             guard let size = cachedSize else { return .ask }
             var entry = state.entries[relative] ?? {
                 // On disk but not known (put there by hand, or a scan that missed it): account for it.
@@ -182,6 +183,7 @@ public final class PullThroughCache: Sendable {
             if fresh {
                 entry.pins += 1
                 state.counts.hits += 1
+                count(relative, in: &state)
             }
             state.entries[relative] = entry
             return fresh ? .fresh(CacheLease(cache: self, relative: relative)) : .ask
@@ -289,11 +291,15 @@ public final class PullThroughCache: Sendable {
         case .asking:
             preconditionFailure("settle before the origin answered")
         case .streaming(let head), .complete(let head):
-            state.withLockedValue { $0.counts.misses += 1 }
+            state.withLockedValue { state in
+                state.counts.misses += 1
+                count(relative, in: &state)
+            }
             return .stream(transfer, head)
         case .notModified:
             return state.withLockedValue { state in
                 state.counts.revalidated += 1
+                count(relative, in: &state)
                 state.entries[relative, default: Entry(size: 0, lastUse: Self.monotonicSeconds())].pins += 1
                 return .cached(stale: false, lease: CacheLease(cache: self, relative: relative))
             }
@@ -377,10 +383,11 @@ public final class PullThroughCache: Sendable {
             var total: Int64 = 0
             for try await chunk in response.body {
                 try Task.checkCancellation()
-                try chunk.withUnsafeReadableBytes { bytes in
-                    try Self.writeAll(transfer.readDescriptor, bytes, at: total)
-                    hasher?.update(bytes)
-                }
+                // Writing may block (a disk behind on dirty pages): on the thread pool, not on a
+                // thread of the cooperative pool the whole process shares.
+                let (fd, offset) = (transfer.readDescriptor, total)
+                try await NIOThreadPool.singleton.runIfActive { try chunk.withUnsafeReadableBytes { try Self.writeAll(fd, $0, at: offset) } }
+                if let hasher { chunk.withUnsafeReadableBytes { hasher.update($0) } }
                 total += Int64(chunk.readableBytes)
                 if let length, total > length { throw CacheFailure(timedOut: false, description: "\(url): the origin sent more than its Content-Length \(length)") }
                 transfer.wrote(chunk.readableBytes)
@@ -400,7 +407,15 @@ public final class PullThroughCache: Sendable {
             }
             originAnswered()
             if keep {
-                try publish(transfer, size: total, head: head)
+                do {
+                    let (fd, partial, target) = (transfer.readDescriptor, transfer.partialPath, directory + "/" + relative)
+                    try await NIOThreadPool.singleton.runIfActive { try Self.publish(fd, partial: partial, to: target, under: self.directory, lastModified: head.lastModified) }
+                    record(relative, size: total, etag: head.etag)
+                } catch {
+                    // The body is whole and checked: the clients get it; only the cache goes without.
+                    unlink(transfer.partialPath)
+                    logger.error("cannot keep a fetched file in the cache", metadata: ["project": "\(project)", "path": "\(relative)", "why": "\(error)"])
+                }
             } else {
                 unlink(transfer.partialPath)
                 logger.notice("larger than the cache's budget; served, not kept", metadata: ["project": "\(project)", "path": "\(relative)", "bytes": "\(total)"])
@@ -422,32 +437,31 @@ public final class PullThroughCache: Sendable {
         }
     }
 
-    /// Moves a complete, checked file into the tree (readable by the server's readers, its mtime the
-    /// origin's `Last-Modified`) and records it.
-    private func publish(_ transfer: CacheTransfer, size: Int64, head: CacheTransfer.Head) throws {
-        let fd = transfer.readDescriptor
-        // On disk before it is visible: a power cut must not leave a published file with holes.
-        guard fdatasync(fd) == 0, fchmod(fd, 0o644) == 0 else { throw CacheFailure(timedOut: false, description: "cannot write \(transfer.partialPath): \(String(cString: strerror(errno)))") }
-        if let text = head.lastModified, let modified = HTTPDate.parse(text) {
+    /// Moves a complete, checked file into the tree: on disk first (a power cut must not leave a
+    /// published file with holes), readable by the server's readers, its mtime the origin's
+    /// `Last-Modified`. Blocking.
+    private static func publish(_ fd: Int32, partial: String, to target: String, under directory: String, lastModified: String?) throws {
+        guard fdatasync(fd) == 0, fchmod(fd, 0o644) == 0 else { throw CacheFailure(timedOut: false, description: "cannot write \(partial): \(String(cString: strerror(errno)))", originFailing: false) }
+        if let text = lastModified, let modified = HTTPDate.parse(text) {
             var times = [timespec(tv_sec: Int(time(nil)), tv_nsec: 0), timespec(tv_sec: modified, tv_nsec: 0)]
             futimens(fd, &times)
         }
-        let target = directory + "/" + transfer.relative
-        let parent = (target as NSString).deletingLastPathComponent
-        try Self.makeDirectory(parent, under: directory)
-        let previous = resolver.currentInfo(relative: transfer.relative)?.size
-        guard rename(transfer.partialPath, target) == 0 else {
-            throw CacheFailure(timedOut: false, description: "cannot publish \(target): \(String(cString: strerror(errno)))")
+        try makeDirectory((target as NSString).deletingLastPathComponent, under: directory)
+        guard rename(partial, target) == 0 else {
+            throw CacheFailure(timedOut: false, description: "cannot publish \(target): \(String(cString: strerror(errno)))", originFailing: false)
         }
+    }
+
+    /// Records a file just published (replacing what was there).
+    private func record(_ relative: String, size: Int64, etag: String?) {
         state.withLockedValue { state in
-            var entry = state.entries[transfer.relative] ?? Entry(size: 0, lastUse: Self.monotonicSeconds())
-            state.used -= state.entries[transfer.relative] != nil ? entry.size : (previous ?? 0)
+            var entry = state.entries[relative] ?? Entry(size: 0, lastUse: Self.monotonicSeconds())
+            state.used += size - entry.size
             entry.size = size
             entry.validated = .now
-            entry.etag = head.etag
+            entry.etag = etag
             entry.lastUse = Self.monotonicSeconds()
-            state.entries[transfer.relative] = entry
-            state.used += size
+            state.entries[relative] = entry
         }
     }
 
@@ -582,14 +596,16 @@ public final class PullThroughCache: Sendable {
 
     // MARK: - Helpers
 
-    private static func count(_ relative: String, in state: inout State) {
+    /// Counts a request served (from the cache or the origin: never one for a path the origin does
+    /// not have) for prefetching.
+    private func count(_ relative: String, in state: inout State) {
         let day = Int(Date().timeIntervalSince1970 / 86400)
         if state.popularity[day] == nil {
-            // A new day: forget what is too old to matter to any window.
-            state.popularity = state.popularity.filter { $0.key > day - 31 }
+            // A new day: forget what is older than the window.
+            state.popularity = state.popularity.filter { $0.key > day - policy.prefetchDays }
         }
-        // Bounded: a client walking random paths cannot grow this without end.
-        if state.popularity[day, default: [:]].count < 100_000 || state.popularity[day]?[relative] != nil {
+        // Bounded: at most this many paths a day are told apart (about 2 MiB of memory).
+        if state.popularity[day, default: [:]].count < Self.pathsCountedPerDay || state.popularity[day]?[relative] != nil {
             state.popularity[day, default: [:]][relative, default: 0] += 1
         }
     }
@@ -655,7 +671,7 @@ public final class PullThroughCache: Sendable {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CacheFailure(timedOut: false, description: "cannot write the cache: \(String(cString: strerror(errno)))")
+                throw CacheFailure(timedOut: false, description: "cannot write the cache: \(String(cString: strerror(errno)))", originFailing: false)
             }
             done += n
         }
@@ -670,7 +686,7 @@ public final class PullThroughCache: Sendable {
             if mkdir(current, 0o755) == 0 {
                 chmod(current, 0o755)
             } else if errno != EEXIST {
-                throw CacheFailure(timedOut: false, description: "cannot make the cache directory \(current): \(String(cString: strerror(errno)))")
+                throw CacheFailure(timedOut: false, description: "cannot make the cache directory \(current): \(String(cString: strerror(errno)))", originFailing: false)
             }
         }
     }

@@ -28,28 +28,43 @@ public final class MirrorServer: Service, Sendable {
     }
 
     public func run() async throws {
-        var caches: [String: PullThroughCache] = [:]
-        if !configuration.cacheProjects.isEmpty {
-            guard let cacheRoot = configuration.cacheRoot else { throw ServeError("projects in cache mode need a cache directory") }
-            for (project, policy) in configuration.cacheProjects.sorted(by: { $0.key < $1.key }) {
-                do {
-                    caches[project] = try PullThroughCache(project: project, policy: policy, cacheRoot: cacheRoot, logger: logger)
-                } catch {
-                    // One project's cache that cannot open must not keep the others from being served.
-                    logger.error("project in cache mode not served", metadata: ["project": "\(project)", "why": "\(error)"])
-                }
-            }
+        let resolver = try MirrorFileResolver(root: configuration.root)
+        let accessLog = try configuration.accessLogPath.map {
+            try AccessLog(path: $0, rotateBytes: self.configuration.accessLogRotateBytes, keep: self.configuration.accessLogKeep)
         }
+        let caches = try openCaches()
         let (firstPrefetch, every) = (self.configuration.firstPrefetchAfter, self.configuration.prefetchEvery)
         let prefetching = caches.values.map { cache in Task { await cache.prefetchLoop(firstAfter: firstPrefetch, every: every) } }
-        defer { for task in prefetching { task.cancel() } }
-        let shared = ServeContext(
-            configuration: configuration, resolver: try MirrorFileResolver(root: configuration.root),
-            accessLog: try configuration.accessLogPath.map {
-                try AccessLog(path: $0, rotateBytes: self.configuration.accessLogRotateBytes, keep: self.configuration.accessLogKeep)
-            },
-            metrics: metrics, caches: caches
-        )
+        do {
+            try await serve(ServeContext(configuration: configuration, resolver: resolver, accessLog: accessLog, metrics: metrics, caches: caches))
+        } catch {
+            for task in prefetching { task.cancel() }
+            for cache in caches.values { await cache.shutdown() }
+            throw error
+        }
+        for task in prefetching { task.cancel() }
+        for cache in caches.values { await cache.shutdown() }
+        logger.info("stopped serving")
+    }
+
+    /// The caches of the projects in cache mode; one that cannot open is left out (logged), so the
+    /// others and the mirror are still served.
+    private func openCaches() throws -> [String: PullThroughCache] {
+        guard !configuration.cacheProjects.isEmpty else { return [:] }
+        guard let cacheRoot = configuration.cacheRoot else { throw ServeError("projects in cache mode need a cache directory") }
+        var caches: [String: PullThroughCache] = [:]
+        for (project, policy) in configuration.cacheProjects.sorted(by: { $0.key < $1.key }) {
+            do {
+                caches[project] = try PullThroughCache(project: project, policy: policy, cacheRoot: cacheRoot, logger: logger)
+            } catch {
+                logger.error("project in cache mode not served", metadata: ["project": "\(project)", "why": "\(error)"])
+            }
+        }
+        return caches
+    }
+
+    /// Binds, serves until shutdown, lets transfers finish.
+    private func serve(_ shared: ServeContext) async throws {
         let hangup: HangupSignal? = if let log = shared.accessLog { await HangupSignal { log.reopen() } } else { nil }
         defer { hangup?.cancel() }
         let limiter = ConnectionLimiter(maxPerAddress: configuration.maxConnectionsPerAddress, maxTotal: configuration.maxConnections)
@@ -103,9 +118,6 @@ public final class MirrorServer: Service, Sendable {
         // Closing is asynchronous: let the closed connections log their last lines, then write them.
         await children.allClosed(within: .seconds(1), on: group.any())
         shared.accessLog?.flush()
-        for task in prefetching { task.cancel() }
-        for cache in caches.values { await cache.shutdown() }
-        logger.info("stopped serving")
     }
 
     /// DSCP on every accepted socket: IP_TOS for IPv4, IPV6_TCLASS (and IP_TOS, for IPv4-mapped
