@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pull-through cache benchmark: mm-node serve in cache mode against nginx proxy_cache (+ proxy_cache_lock)
 # on the same machine, in front of the same origin (a plain nginx, bench/nginx-upstream.conf.in).
-#   bench/cache.sh      (as root, ~4 minutes; installs nginx and wrk from Debian)
+#   bench/cache.sh      (as root, ~3 minutes after the build; installs nginx and wrk from Debian)
 # MM_NODE=path/to/mm-node skips the build; DURATION (wrk seconds per run, 10), CLIENTS (cold
 # clients, 10), ROUNDS (cold rounds, 3) change the runs.
 # Writes bench/results/cache-DATE.md and prints it.
@@ -23,10 +23,11 @@ for i in $(seq 0 99); do head -c 4096 /dev/urandom > "$origin_root/proj/small/$i
 cold_size=67108864
 head -c "$cold_size" /dev/urandom > "$origin_root/proj/slow/cold.iso"
 ulimit -n "$(ulimit -Hn)"
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 duration=${DURATION:-10}
 clients=${CLIENTS:-10}
 rounds=${ROUNDS:-3}
-rate=20m   # the origin's per-connection rate for /proj/slow/: 64 MiB take 3.2 s
+rate_mib=20   # the origin's per-connection rate for /proj/slow/ (MiB/s): 64 MiB take 3.2 s
 upstream=18280
 ours=18281
 theirs=18282
@@ -45,7 +46,7 @@ trap cleanup EXIT
 wait_gone() { for _ in $(seq 100); do [ -e "$1" ] || return 0; sleep 0.1; done; echo "cache.sh: $1 still there" >&2; return 1; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; echo "cache.sh: nothing on port $1" >&2; return 1; }
 
-sed -e "s|@WORK@|$work|g; s|@ROOT@|$origin_root|g; s|@PORT@|$upstream|g; s|@RATE@|$rate|g" bench/nginx-upstream.conf.in > "$work/upstream.conf"
+sed -e "s|@WORK@|$work|g; s|@ROOT@|$origin_root|g; s|@PORT@|$upstream|g; s|@RATE@|${rate_mib}m|g" bench/nginx-upstream.conf.in > "$work/upstream.conf"
 nginx -c "$work/upstream.conf"
 wait_port $upstream
 
@@ -181,17 +182,17 @@ read ttfb_ours_med ttfb_ours_max ttfb_ours_min total_ours_med total_ours_max bad
      ttfb_nginx_med ttfb_nginx_max ttfb_nginx_min total_nginx_med total_nginx_max bad_nginx <<< "$cold_summary"
 
 r() { python3 -c "print(f'{$1/$2:.2f}')"; }
+r3() { python3 -c "print(f'{$1/$2:.3f}')"; }
 gbit() { python3 -c "print(f'{$1*8/1e9:.2f} Gbit/s')"; }
 mib() { python3 -c "print(f'{$1/1048576:.1f} MiB')"; }
-copies() { python3 -c "print(f'{$1/$cold_size:.2f}')"; }
-sum() { local t=0 x; for x in "$@"; do t=$((t + x)); done; echo "$t"; }
+copies() { python3 -c "import sys; print(' '.join(f'{int(x)/$cold_size:.2f}' for x in sys.argv[1:]))" "$@"; }
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 out="bench/results/cache-$(date +%Y-%m-%d).md"
 mkdir -p bench/results
 {
   echo "# Pull-through cache benchmark, $(date -u +%Y-%m-%d)"
   echo
-  echo "Machine: $cpu, $(nproc) cores, load average before the run: $(cut -d' ' -f1-3 /proc/loadavg). Command: \`bench/cache.sh\` (loopback; origin: nginx $(nginx -v 2>&1 | cut -d/ -f2), its own config and access log). mm-node serve --cache-recipe (small-file cache at its default, prefetch pushed out of the run) against nginx proxy_cache + proxy_cache_lock (lock timeout and age 10 min), sendfile, tcp_nopush, keepalive 2 s, 2 workers; both write an access log."
+  echo "Machine: $cpu, $(nproc) cores, load average before the run: $load. Command: \`bench/cache.sh\` (loopback; origin: nginx $(nginx -v 2>&1 | cut -d/ -f2), its own config and access log). mm-node serve --cache-recipe (small-file cache at its default, which cache-mode hits do not use; prefetch pushed out of the run) against nginx proxy_cache + proxy_cache_lock (lock timeout and age 10 min), sendfile, tcp_nopush, keepalive 2 s, 2 workers; both write an access log."
   echo
   echo "Hits (both caches warm; wrk -t2, ${duration}s per run; small file: median of three alternating rounds):"
   echo
@@ -204,15 +205,15 @@ mkdir -p bench/results
   echo
   echo "Small-file rounds (requests/s): mm-node ${small_ours[*]}; nginx ${small_nginx[*]}; mm-node as a plain mirror ${small_plain[*]}. mm-node's cache after the hit runs: $ours_hits_status."
   echo
-  echo "Cold misses ($rounds rounds, each with fresh cache directories): $clients clients at once ask for one uncached $(mib $cold_size) file (\`$cold_path\`) that the origin sends at $rate per connection (about $(python3 -c "print(f'{$cold_size/(20*1048576):.1f}')") s for the file):"
+  echo "Cold misses ($rounds rounds, each with fresh cache directories): $clients clients at once ask for one uncached $(mib $cold_size) file (\`$cold_path\`) that the origin sends at $rate_mib MiB/s per connection (about $(python3 -c "print(f'{$cold_size/($rate_mib*1048576):.1f}')") s for the file); nginx answers X-Cache from \$upstream_cache_status:"
   echo
   echo "| test | mm-node | nginx proxy_cache | ratio (mm-node / nginx) |"
   echo "|---|---|---|---|"
-  echo "| time to first body byte, median of $((clients * rounds)) clients | ${ttfb_ours_med} ms | ${ttfb_nginx_med} ms | $(r $ttfb_ours_med $ttfb_nginx_med) (goal ≤ 1.0) |"
-  echo "| time to first body byte, max | ${ttfb_ours_max} ms | ${ttfb_nginx_max} ms | $(r $ttfb_ours_max $ttfb_nginx_max) (goal ≤ 1.0) |"
+  echo "| time to first body byte, median of $((clients * rounds)) clients | ${ttfb_ours_med} ms | ${ttfb_nginx_med} ms | $(r3 $ttfb_ours_med $ttfb_nginx_med) (goal ≤ 1.0) |"
+  echo "| time to first body byte, max | ${ttfb_ours_max} ms | ${ttfb_nginx_max} ms | $(r3 $ttfb_ours_max $ttfb_nginx_max) (goal ≤ 1.0) |"
   echo "| time to first body byte, min | ${ttfb_ours_min} ms | ${ttfb_nginx_min} ms | |"
   echo "| time to the whole file, median / max | ${total_ours_med} / ${total_ours_max} ms | ${total_nginx_med} / ${total_nginx_max} ms | |"
-  echo "| bytes from the origin per round (copies of the file) | $(mib "$(median "${origin_ours[@]}")") ($(copies "$(median "${origin_ours[@]}")")) | $(mib "$(median "${origin_nginx[@]}")") ($(copies "$(median "${origin_nginx[@]}")")) | (goal: exactly 1 copy) |"
+  echo "| bytes from the origin for the file, in copies of it, per round | $(copies "${origin_ours[@]}") | $(copies "${origin_nginx[@]}") | (goal: exactly 1 copy) |"
   echo "| requests to the origin per round | ${reqs_ours[*]} | ${reqs_nginx[*]} | |"
   echo "| the origin's transfer, seconds per round | ${secs_ours[*]} | ${secs_nginx[*]} | |"
   echo "| clients without a whole 200 | $bad_ours | $bad_nginx | |"

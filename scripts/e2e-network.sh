@@ -14,14 +14,20 @@
 # (mm-image fleet renewals, --mm-image PATH); the node must report online over TLS with its
 # certificate and, when its certificate is due for renewal, renew it and log in with the new one.
 #
+# With --origin DIR it also serves DIR over HTTP on the gateway (192.0.2.1:80), the origin of the
+# node's projects in cache mode (their recipes name no origin: the upstream's host): a file of
+# debian-cd fetched twice from the node must come through its cache (MISS, then HIT), reach the
+# origin once, and the node's packets to the origin must carry the marking too.
+#
 # --writable lets the guest's writes reach IMAGE (by default QEMU boots a snapshot of it).
 #
-#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none] [--upstream DIR] [--watchtower CA --mm-image PATH] [--writable]
+#   scripts/e2e-network.sh IMAGE [--expect-dscp cs1|none] [--upstream DIR] [--origin DIR] [--watchtower CA --mm-image PATH] [--writable]
 # Prints the tcpdump lines and exits 0 only if both families answer with the expected marking.
 set -euo pipefail
 image="$1"; shift
 expect=cs1
 upstream=""
+origin=""
 watchtower=""
 mmimage=mm-image
 writable=()
@@ -29,6 +35,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --expect-dscp) expect="$2"; shift 2 ;;
     --upstream) upstream="$(cd "$2" && pwd)"; shift 2 ;;
+    --origin) origin="$(cd "$2" && pwd)"; shift 2 ;;
     --watchtower) watchtower="$(cd "$2" && pwd)"; shift 2 ;;
     --mm-image) mmimage="$2"; shift 2 ;;
     --writable) writable=(--writable); shift ;;
@@ -44,6 +51,8 @@ cleanup() {
   pkill -KILL -f "$work/mosquitto.conf" 2>/dev/null || true
   [ -f "$work/renewals.pid" ] && kill -KILL "$(cat "$work/renewals.pid")" 2>/dev/null || true
   [ -f "$work/tcpdump.pid" ] && kill -KILL "$(cat "$work/tcpdump.pid")" 2>/dev/null || true
+  [ -f "$work/origin.pid" ] && kill -KILL "$(cat "$work/origin.pid")" 2>/dev/null || true
+  [ -f "$work/origin-tcpdump.pid" ] && kill -KILL "$(cat "$work/origin-tcpdump.pid")" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -56,6 +65,12 @@ if [ -n "$upstream" ]; then
   # The node syncs right after it boots: capture its rsync traffic from before QEMU starts.
   ip netns exec "$ns" tcpdump -n -v -l -U -i br0 'tcp dst port 873 and src 192.0.2.10' > "$work/sync.cap" 2>/dev/null &
   echo $! > "$work/tcpdump.pid"
+fi
+if [ -n "$origin" ]; then
+  ip netns exec "$ns" python3 -m http.server 80 --bind 192.0.2.1 --directory "$origin" > "$work/origin.log" 2>&1 &
+  echo $! > "$work/origin.pid"
+  ip netns exec "$ns" tcpdump -n -v -l -U -i br0 'tcp dst port 80 and dst host 192.0.2.1 and src 192.0.2.10' > "$work/origin.cap" 2>/dev/null &
+  echo $! > "$work/origin-tcpdump.pid"
 fi
 if [ -n "$watchtower" ]; then
   # As root in the namespace: the CA's files are root's.
@@ -129,6 +144,21 @@ if [ -n "$upstream" ]; then
   s4=\$(grep -c 'tos 0x20' "$work/sync.cap" || true); u4=\$(grep -c 'tos 0x0,' "$work/sync.cap" || true)
   echo "e2e: the node's rsync packets to its upstream: with CS1 \$s4, unmarked \$u4"
   if [ "$expect" = cs1 ]; then [ "\$s4" -ge 1 ] && [ "\$u4" = 0 ]; else [ "\$s4" = 0 ]; fi
+fi
+if [ -n "$origin" ]; then
+  # A project in cache mode: the first request comes from the origin, the second from the cache.
+  f=debian-cd/current/mm-test.iso
+  for n in 1 2; do
+    code=\$(curl -s --max-time 120 -D /tmp/mm-e2e-h\$n.\$\$ -o /tmp/mm-e2e-o\$n.\$\$ -w '%{http_code}' "http://192.0.2.10/\$f" || true)
+    cmp -s /tmp/mm-e2e-o\$n.\$\$ "$origin/\$f" || { echo "e2e: cache: request \$n for \$f got \$code and other bytes"; head -c 600 /tmp/mm-e2e-o\$n.\$\$; curl -s http://192.0.2.10/status.json; exit 1; }
+    echo "e2e: cache: request \$n: \$code \$(grep -i '^x-cache:' /tmp/mm-e2e-h\$n.\$\$ | tr -d '\r')"
+  done
+  echo "e2e: cache: origin requests for the file: \$(grep -c "GET /\$f " "$work/origin.log" || true)"
+  curl -sf --max-time 3 http://192.0.2.10/status.json | python3 -c 'import json, sys; p = [x for x in json.load(sys.stdin)["projects"] if x["name"] == "debian-cd"][0]; c = p["cache"]; print("e2e: cache status:", p["state"], "files", c["files"], "hits", c["counts"]["hits"], "misses", c["counts"]["misses"], "origin", c["origin"])'
+  sleep 1; kill -KILL \$(cat "$work/origin-tcpdump.pid") 2>/dev/null || true
+  c4=\$(grep -c 'tos 0x20' "$work/origin.cap" || true); d4=\$(grep -c 'tos 0x0,' "$work/origin.cap" || true)
+  echo "e2e: the node's HTTP packets to its origin: with CS1 \$c4, unmarked \$d4"
+  if [ "$expect" = cs1 ]; then [ "\$c4" -ge 1 ] && [ "\$d4" = 0 ]; else [ "\$c4" = 0 ]; fi
 fi
 if [ -n "$watchtower" ]; then
   # The node reports over TLS with its certificate: online, and its state.

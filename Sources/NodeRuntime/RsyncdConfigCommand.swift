@@ -13,6 +13,7 @@ struct RsyncdConfigCommand: AsyncParsableCommand {
 
     @Option(help: "Node file.") var config = NodeConfig.defaultPath
     @Option(help: "Mirror root; a project's module serves ROOT/PROJECT.") var root = NodePaths.standard.mirror
+    @Option(help: "Directory of sync recipes: projects in cache mode get no module (they are not whole).") var recipes = NodePaths.recipes
     @Option(help: "Write here (atomically) instead of standard output.") var output: String?
     @Option(help: "Connections per module at once.") var maxConnections = 10
     @Option(help: "rsync's lock file for max connections.") var lockFile = "/run/mm-rsyncd/rsyncd.lock"
@@ -28,7 +29,8 @@ struct RsyncdConfigCommand: AsyncParsableCommand {
         if let problems {
             FileHandle.standardError.write(Data("mm-node rsyncd-config: \(config) is invalid; using the last good node file\n\(problems)\n".utf8))
         }
-        var rsyncd = RsyncdConfig(projects: node.projects, root: root, node: node.hostname)
+        let cached = NodeRuntime.cacheProjects(node, recipes: recipes)
+        var rsyncd = RsyncdConfig(projects: node.projects.filter { cached[$0] == nil }, root: root, node: node.hostname)
         rsyncd.maxConnections = maxConnections
         rsyncd.lockFile = lockFile
         let text = rsyncd.render()

@@ -26,6 +26,9 @@ struct Sync: AsyncParsableCommand {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "mm-node.sync")
         let recipe = try SyncRecipe.load(path: recipes + "/" + project + ".yaml")
+        if recipe.cache != nil {
+            throw ValidationError("\(project) is in cache mode (its recipe says mode: cache): the server fills it from its origin on demand; there is nothing to rsync")
+        }
         let source = try upstream ?? NodeConfig.load(path: config).upstream
         var sync = ProjectSync(recipe: recipe, upstream: source, root: root, logger: logger)
         if let timeoutMinutes { sync.timeout = .seconds(timeoutMinutes * 60) } else if let timeout = recipe.timeout { sync.timeout = timeout }

@@ -87,9 +87,10 @@ public enum NodeRuntime {
         return configuration
     }
 
-    /// The node's projects whose recipes put them in cache mode, with their policies.
+    /// The node's projects whose recipes put them in cache mode, with their policies (an origin
+    /// the recipe leaves out is the node's upstream host over HTTP).
     public static func cacheProjects(_ node: NodeConfig, recipes directory: String) -> [String: CachePolicy] {
-        recipes(for: node.projects, in: directory).recipes.compactMapValues(\.cache)
+        recipes(for: node.projects, in: directory).recipes.compactMapValues { $0.cachePolicy(upstream: node.upstream) }
     }
 
     /// The recipe of every project that has a usable one, and for the others why not.
@@ -194,7 +195,10 @@ public enum NodeRuntime {
                     credential = nil
                 }
                 if credential == nil { logger.notice("no watchtower certificate on mm-config; reporting without one", metadata: ["looked-in": "\(options.credential)"]) }
-                let limits = NodeReport.limits(recipes: Self.recipes(for: node.projects, in: options.recipes).recipes)
+                let limits = NodeReport.limits(recipes: Self.recipes(for: node.projects, in: options.recipes).recipes.filter { $0.value.cache == nil })
+                // Projects in cache mode have no sync to report (the server's /status shows their caches).
+                let cached = Self.cacheProjects(node, recipes: options.recipes)
+                let mirrored = node.projects.filter { cached[$0] == nil }
                 let sampler = LoadSampler()
                 // A telemetry setup that cannot work must not take the sync down with it.
                 do {
@@ -203,7 +207,7 @@ public enum NodeRuntime {
                     ) {
                         NodeReport.gather(
                             node: node, update: FileManager.default.fileExists(atPath: updateState) ? UpdateState.load(path: updateState) : nil,
-                            projects: StatusPage.projects(node.projects, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root, limits: limits
+                            projects: StatusPage.projects(mirrored, stateDirectory: syncState), network: NetworkCounters.read(), dataPath: root, limits: limits
                         )
                     }
                     services.append(.init(service: publisher, successTerminationBehavior: main, failureTerminationBehavior: main, serviceName: "telemetry"))

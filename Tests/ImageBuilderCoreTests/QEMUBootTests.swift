@@ -161,6 +161,8 @@ struct QEMUBootTests {
         let node = try String(contentsOfFile: TestSupport.packageRoot + "/nodes/example.yaml", encoding: .utf8)
             .replacingOccurrences(of: "upstream: rsync://mirror.fcix.net/", with: "upstream: rsync://192.0.2.1/")
             .replacingOccurrences(of: "target: mqtts://watchtower.fcix.net:8883", with: "target: mqtts://192.0.2.1:8883")
+            .replacingOccurrences(of: "projects: [ubuntu-releases, almalinux, archlinux]", with: "projects: [ubuntu-releases, almalinux, archlinux, debian-cd]")
+        #expect(node.contains("debian-cd"), "the example node's projects changed; add debian-cd (in cache mode) another way")
         try node.write(toFile: dir + "/node.yaml", atomically: true, encoding: .utf8)
         try await TestSupport.check(TestSupport.mmImage, ["node", "write", image, dir + "/node.yaml"])
         // The watchtower on the gateway: a fleet CA, and the node's certificate issued 25 days ago for
@@ -175,20 +177,35 @@ struct QEMUBootTests {
         try FileManager.default.createDirectory(atPath: os + "/Packages", withIntermediateDirectories: true)
         try "<repomd>mmtest \(UUID().uuidString)</repomd>\n".write(toFile: os + "/repodata/repomd.xml", atomically: true, encoding: .utf8)
         try Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: os + "/Packages/mmtest-1.0-1.noarch.rpm"))
+        // debian-cd is in cache mode (its shipped recipe names no origin: the upstream's host over HTTP).
+        let origin = dir + "/origin"
+        try FileManager.default.createDirectory(atPath: origin + "/debian-cd/current", withIntermediateDirectories: true)
+        try Data((0..<2_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }).write(to: URL(fileURLWithPath: origin + "/debian-cd/current/mm-test.iso"))
         let result = try await TestSupport.run(
             TestSupport.packageRoot + "/scripts/e2e-network.sh",
-            [image, "--expect-dscp", "cs1", "--upstream", upstream, "--watchtower", authority.directory, "--mm-image", TestSupport.mmImage, "--writable"]
+            [
+                image, "--expect-dscp", "cs1", "--upstream", upstream, "--origin", origin, "--watchtower", authority.directory, "--mm-image", TestSupport.mmImage,
+                "--writable",
+            ]
         )
         #expect(result.status == 0, "e2e failed:\n\(result.combined.suffix(4000))")
         #expect(result.stdout.contains("IP (tos 0x20"), "no CS1-marked IPv4 reply captured")
         #expect(result.stdout.contains("IP6 (class 0x20"), "no CS1-marked IPv6 reply captured")
         // The rsync daemon for downstream mirrors, on both families, marked too (the script checks none is unmarked).
-        #expect(result.stdout.contains("e2e: rsync://192.0.2.10/ lists: ubuntu-releases almalinux archlinux"), "\(result.stdout)")
-        #expect(result.stdout.contains("e2e: rsync://[2001:db8:10::10]/ lists: ubuntu-releases almalinux archlinux"), "\(result.stdout)")
+        // Exactly the mirrored projects: debian-cd, in cache mode, is not whole and gets no module.
+        #expect(result.stdout.contains("e2e: rsync://192.0.2.10/ lists: ubuntu-releases almalinux archlinux \n"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: rsync://[2001:db8:10::10]/ lists: ubuntu-releases almalinux archlinux \n"), "\(result.stdout)")
         // The booted node synced a project from an rsync daemon in the namespace and serves it, its rsync marked CS1 too.
         #expect(result.stdout.contains("e2e: the node synced almalinux from rsync://192.0.2.1/ and serves it"), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: status: \"state\" : \"success\""), "\(result.stdout)")
         #expect(result.stdout.contains("e2e: the node's rsync packets to its upstream: with CS1"), "\(result.stdout)")
+        // The project in cache mode: fetched once from the origin through the sandboxed server (it
+        // writes /srv/cache), then a hit; its requests to the origin marked CS1 like the rest.
+        #expect(result.stdout.contains("e2e: cache: request 1: 200 X-Cache: MISS"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: cache: request 2: 200 X-Cache: HIT"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: cache: origin requests for the file: 1"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: cache status: cache files 1 hits 1 misses 1 origin http://192.0.2.1/debian-cd/"), "\(result.stdout)")
+        #expect(result.stdout.contains("e2e: the node's HTTP packets to its origin: with CS1"), "\(result.stdout)")
         // The node reported to the watchtower with the certificate the NOC put on mm-config, renewed it
         // itself (the sync service writes its credential directory on mm-config) and logged in with the new one.
         #expect(result.stdout.contains("e2e: watchtower status: micromirror/nodes/\(host)/status online"), "\(result.stdout)")

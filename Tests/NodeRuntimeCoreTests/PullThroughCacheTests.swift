@@ -454,6 +454,12 @@ struct PullThroughCacheTests {
         #expect(policy.freshness(of: "dists/stable/main/binary-amd64/by-hash/SHA256/" + String(repeating: "a", count: 64)) == .immutable)
         #expect(policy.freshness(of: "README") == .revalidate(after: .seconds(3600)))
         #expect(try SyncRecipe.parse("project: ubuntu\n", file: "ubuntu.yaml").cache == nil)
+        // Without origin: the node's upstream host over HTTP, at the module's path.
+        let shipped = try SyncRecipe.load(path: SyncTests.recipes + "/debian-cd.yaml")
+        #expect(shipped.cachePolicy(upstream: "rsync://mirror.fcix.net/")?.origin.absoluteString == "http://mirror.fcix.net/debian-cd/")
+        #expect(shipped.cachePolicy(upstream: "rsync://[2001:db8::1]:8873/")?.origin.absoluteString == "http://[2001:db8::1]/debian-cd/")
+        let moved = try SyncRecipe.parse("project: isos\nmode: cache\nmodule: debian-images\n", file: "isos.yaml")
+        #expect(moved.cachePolicy(upstream: "rsync://192.0.2.1/")?.origin.absoluteString == "http://192.0.2.1/debian-images/")
         do {
             _ = try SyncRecipe.parse(
                 "project: p\nmode: cache\norigin: ftp://example.org/p/\nstages: [{name: all}]\ncache:\n  budget: 10\n  prefetch:\n    every: 5s\n  color: blue\n",

@@ -103,6 +103,21 @@ public struct SyncRecipe: Sendable, Equatable {
     /// `mode: cache`: the project is not rsynced but filled on demand from `origin:` (see
     /// `CachePolicy`); nil for a mirrored project.
     public var cache: CachePolicy?
+    /// A recipe in cache mode without `origin:`: the origin is the node's upstream host over HTTP,
+    /// at the module's path (`http://HOST/MODULE/`), as heavy-iron mirrors serve both.
+    public var cacheOriginFromUpstream = false
+
+    /// The cache policy with its origin for a node whose upstream is `upstream` (`rsync://HOST/`);
+    /// nil for a mirrored project.
+    public func cachePolicy(upstream: String) -> CachePolicy? {
+        guard var policy = cache else { return nil }
+        if cacheOriginFromUpstream {
+            let host = URL(string: upstream)?.host ?? "upstream.invalid"
+            let bracketed = host.contains(":") ? "[\(host)]" : host
+            policy.origin = URL(string: "http://\(bracketed)/\(module)/")!
+        }
+        return policy
+    }
 
     public init(
         project: String, module: String? = nil, bandwidthLimit: String? = "25M", ioTimeout: Int = 600, maxDelete: DeleteLimit = .share(0.1), exclude: [String] = [],
@@ -212,26 +227,26 @@ public struct SyncRecipe: Sendable, Equatable {
             }
             recipe.stages = stages
         }
-        recipe.cache = cachePolicy(root)
+        (recipe.cache, recipe.cacheOriginFromUpstream) = cachePolicy(root)
         root.rejectUnknownKeys()
         try root.diagnostics.throwIfAny()
         return recipe
     }
 
     /// `mode:`, `origin:` and `cache:`: the policy of a project in cache mode, nil for a mirrored one.
-    private static func cachePolicy(_ root: YAMLMapping) -> CachePolicy? {
+    private static func cachePolicy(_ root: YAMLMapping) -> (CachePolicy?, fromUpstream: Bool) {
         var mode = "mirror"
         if let value = root.optional("mode"), let text = value.nonEmptyString() {
             if ["mirror", "cache"].contains(text) { mode = text } else { value.report("expected mirror (rsync the whole project, the default) or cache (fill from origin: on demand)") }
         }
         guard mode == "cache" else {
             for key in ["origin", "cache"] where root.has(key) { root.optional(key)?.report("only for mode: cache") }
-            return nil
+            return (nil, false)
         }
         // The rest is checked even when the origin is not usable, so every mistake is named at once.
         var policy = CachePolicy(origin: URL(string: "http://origin.invalid/")!)
-        var originUsable = false
-        if let value = root.required("origin"), let text = value.nonEmptyString() {
+        var originUsable = !root.has("origin")
+        if let value = root.optional("origin"), let text = value.nonEmptyString() {
             if let url = URL(string: text.hasSuffix("/") ? text : text + "/"), ["http", "https"].contains(url.scheme ?? ""), url.host?.isEmpty == false,
                 url.query == nil, url.fragment == nil
             {
@@ -241,7 +256,7 @@ public struct SyncRecipe: Sendable, Equatable {
                 value.report("expected the origin's base URL for the project, http:// or https://, such as https://dl.fedoraproject.org/pub/fedora/")
             }
         }
-        for key in ["stages", "module", "max-delete", "freshness", "exclude"] where root.has(key) {
+        for key in ["stages", "max-delete", "freshness", "exclude"] where root.has(key) {
             root.optional(key)?.report("has no meaning in mode: cache (nothing is rsynced)")
         }
         if let map = root.optional("cache")?.mapping() {
@@ -288,7 +303,7 @@ public struct SyncRecipe: Sendable, Equatable {
             }
             map.rejectUnknownKeys()
         }
-        return originUsable ? policy : nil
+        return (originUsable ? policy : nil, !root.has("origin"))
     }
 
     private static func isName(_ text: String) -> Bool {
