@@ -210,6 +210,14 @@ public final class PullThroughCache: Sendable {
             promise.succeed(answer)
         case .transfer(let transfer):
             transfer.attach()
+            // Everything below runs on `eventLoop`: the first answer wins, once.
+            let answered = NIOLoopBoundBox(false, eventLoop: eventLoop)
+            @Sendable func finish(_ answer: @autoclosure () -> Answer) {
+                guard !answered.value else { return }
+                answered.value = true
+                transfer.detach()
+                promise.succeed(answer())
+            }
             @Sendable func check() {
                 // The head is enough, unless it has no length: then the whole body is waited for.
                 @Sendable func answerable(_ phase: CacheTransfer.Phase, _: Int64) -> Bool {
@@ -223,10 +231,16 @@ public final class PullThroughCache: Sendable {
                     transfer.whenChanged(on: eventLoop, unless: answerable) { check() }
                     return
                 }
-                transfer.detach()
-                promise.succeed(settle(relative, transfer))
+                finish(settle(relative, transfer))
             }
             check()
+            // A transfer still waiting for a connection to the origin (all of them busy) after the
+            // origin's timeout: this client is answered 504 rather than kept waiting; the transfer goes on.
+            eventLoop.scheduleTask(in: TimeAmount(policy.originTimeout) + .seconds(5)) { [self] in
+                guard case .asking = transfer.phase, !answered.value else { return }
+                state.withLockedValue { $0.counts.errors += 1 }
+                finish(.failure(CacheFailure(timedOut: true, description: "\(relative): no answer from the origin \(policy.origin.absoluteString) within \(policy.originTimeout)", originFailing: false)))
+            }
         }
         return promise.futureResult
     }
