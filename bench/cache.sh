@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 command -v nginx >/dev/null && command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq nginx-light wrk >/dev/null; }
 if [ -z "${MM_NODE:-}" ]; then
-  swift build -c release --product mm-node >/dev/null
+  # The same build as bench/serve.sh and the image (static Swift runtime, stripped), mm-node only.
+  scripts/build-programs.sh --product mm-node > /tmp/mm-bench-cache-build.log 2>&1 || { tail -40 /tmp/mm-bench-cache-build.log >&2; exit 1; }
   MM_NODE="$(swift build -c release --show-bin-path)/mm-node"
 fi
 work=$(mktemp -d /var/tmp/mm-bench-cache.XXXXXX)

@@ -82,10 +82,10 @@ public struct CachePolicy: Sendable, Equatable {
     /// A pattern without `/` is matched against the file's name, one with `/` against the whole
     /// path below the project (`*` then also crosses directories).
     static func matches(_ patterns: [String], _ relative: String) -> Bool {
-        let name = relative.split(separator: "/").last.map(String.init) ?? relative
-        for pattern in patterns {
-            let subject = pattern.contains("/") ? "/" + relative : name
-            if fnmatch(pattern, subject, 0) == 0 { return true }
+        let name = relative.utf8.lastIndex(of: UInt8(ascii: "/")).map { String(relative[relative.index(after: $0)...]) } ?? relative
+        let path = "/" + relative
+        for pattern in patterns where fnmatch(pattern, pattern.utf8.contains(UInt8(ascii: "/")) ? path : name, 0) == 0 {
+            return true
         }
         return false
     }

@@ -49,6 +49,8 @@ public final class PullThroughCache: Sendable {
         var etag: String?
         /// Requests sending it now.
         var pins = 0
+        /// How long it stays fresh, from the policy's patterns (worked out at its first use).
+        var freshness: CachePolicy.Freshness?
     }
 
     /// Counts since the server started, for `/status` and `/metrics`.
@@ -155,25 +157,28 @@ public final class PullThroughCache: Sendable {
 
     /// What to do for a request of `relative` (a path below the project), decided on the event loop.
     enum Lookup {
-        /// Serve the cached file: it is fresh (the lease keeps it from eviction while it is sent).
-        case fresh(CacheLease)
+        /// Serve the cached file: it is fresh (the lease, when asked for, keeps it from eviction while it is sent).
+        case fresh(CacheLease?)
         /// Ask the origin (`answer`): not cached, or due for revalidation.
         case ask
     }
 
-    /// A request for `relative` arrived: counts it for prefetching and tells whether the cached copy
-    /// (when there is one, `size` from the file) may be served as it is.
-    func lookup(_ relative: String, cachedSize: Int64?) -> Lookup {
+    /// A request for `relative` arrived: tells whether the cached copy (when there is one, `size`
+    /// from the file) may be served as it is, and if so counts it (for prefetching) and, with
+    /// `pin`, keeps it from eviction until the lease is dropped.
+    func lookup(_ relative: String, cachedSize: Int64?, pin: Bool = true) -> Lookup {
+        guard let size = cachedSize else { return .ask }
         let now = Self.monotonicSeconds()
-        let freshness = policy.freshness(of: relative)
         return state.withLockedValue { state in
-            guard let size = cachedSize else { return .ask }
             var entry = state.entries[relative] ?? {
                 // On disk but not known (put there by hand, or a scan that missed it): account for it.
                 state.used += size
                 return Entry(size: size, lastUse: now)
             }()
             entry.lastUse = now
+            // Matched against the patterns once per file, not per request.
+            let freshness = entry.freshness ?? policy.freshness(of: relative)
+            entry.freshness = freshness
             let fresh: Bool
             switch freshness {
             case .immutable: fresh = true
@@ -181,12 +186,12 @@ public final class PullThroughCache: Sendable {
                 fresh = after > .zero && entry.validated.map { ContinuousClock.now - $0 < after } == true
             }
             if fresh {
-                entry.pins += 1
+                if pin { entry.pins += 1 }
                 state.counts.hits += 1
                 count(relative, in: &state)
             }
             state.entries[relative] = entry
-            return fresh ? .fresh(CacheLease(cache: self, relative: relative)) : .ask
+            return fresh ? .fresh(pin ? CacheLease(cache: self, relative: relative) : nil) : .ask
         }
     }
 

@@ -131,6 +131,19 @@ struct MirrorResponder {
         let inside = Array(path.components.dropFirst())
         let relative = inside.joined(separator: "/")
         if inside.contains(where: RequestPath.isRsyncPartial) { return simple(.notFound, "not found\n", request: request, allocator: allocator) }
+        // A hot small file: from this loop's memory, as for a mirrored one (kept apart by its key).
+        let smallKey = "\u{1}" + cache.project + "/" + relative
+        if !inside.isEmpty, let entry = self.cache.entry(for: relative, key: smallKey, resolver: cache.resolver, second: clock.second),
+            case .fresh = cache.lookup(relative, cachedSize: entry.facts.info.size, pin: false)
+        {
+            let plain = request.method == .get && request.range == nil && request.ifNoneMatch == nil && request.ifModifiedSince == nil
+            if plain, let bytes = entry.encodedResponse(second: clock.second, keepAlive: request.keepAlive) {
+                return MirrorResponse(status: .ok, bytes: bytes, bodyInBytes: entry.facts.info.size, file: nil, keepAlive: request.keepAlive, project: "")
+            }
+            let response = file(request, entry.facts, body: .memory(entry.body), allocator: allocator, extra: .cache("HIT"))
+            if plain, response.status == .ok, response.tail == nil { entry.remember(response.bytes, second: clock.second, keepAlive: request.keepAlive) }
+            return response
+        }
         switch cache.resolver.resolve(relative: relative.isEmpty ? "." : relative) {
         case .directory(let directory):
             // What is cached there; directories are never fetched (the origin's listing is not a file).
@@ -147,7 +160,8 @@ struct MirrorResponder {
                 close(descriptor)
                 return Self.cacheQuery(cache, relative, path, request: request, allocator: allocator)
             }
-            var response = openedFile(request, path, relative, descriptor, info, allocator: allocator, keepSmall: false, extra: .cache("HIT"))
+            // Only a file that stays as it is (no revalidation due) goes to the small-file cache.
+            var response = openedFile(request, path, relative, descriptor, info, allocator: allocator, smallKey: smallKey, extra: .cache("HIT"))
             response.lease = lease
             return response
         case .notFound:
@@ -238,7 +252,7 @@ struct MirrorResponder {
     /// from the descriptor.
     private mutating func openedFile(
         _ request: HTTPRequest, _ path: RequestPath, _ relative: String, _ fd: Int32, _ info: MirrorFileResolver.FileInfo, allocator: ByteBufferAllocator,
-        keepSmall: Bool = true, extra: ExtraField? = nil
+        keepSmall: Bool = true, smallKey: String? = nil, extra: ExtraField? = nil
     ) -> MirrorResponse {
         if lastModifiedCache.mtime != info.modified { lastModifiedCache = (info.modified, HTTPDate.format(info.modified)) }
         let facts = FileFacts(info: info, path: path, lastModified: lastModifiedCache.text, allocator: allocator)
@@ -252,7 +266,10 @@ struct MirrorResponder {
             // The file shrank under us (a sync replaced it): the promised length cannot be kept.
             return reject(.internalServerError, "file changed while reading", allocator: allocator)
         }
-        if keepSmall, cache.admits(size: info.size) { cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: relative, second: clock.second), for: relative) }
+        if keepSmall, cache.admits(size: info.size) {
+            let key = smallKey ?? relative
+            cache.insert(SmallFileCache.Entry(facts: facts, body: body, key: key, second: clock.second), for: key)
+        }
         return file(request, facts, body: .memory(body), allocator: allocator, extra: extra)
     }
 

@@ -67,17 +67,19 @@ final class SmallFileCache: @unchecked Sendable {
     /// Whether a file of this size would be kept.
     func admits(size: Int64) -> Bool { budget > 0 && size <= Self.maxFileSize }
 
-    /// The entry for `relative` if the file on disk is still exactly the one cached (and still public).
-    func entry(for relative: String, resolver: MirrorFileResolver, second: Int) -> Entry? {
+    /// The entry for `relative` (kept under `key` when not the path itself: files of another
+    /// resolver) if the file on disk is still exactly the one cached (and still public).
+    func entry(for relative: String, key: String? = nil, resolver: MirrorFileResolver, second: Int) -> Entry? {
         guard budget > 0 else { return nil }
-        guard let entry = entries[relative] else {
+        let key = key ?? relative
+        guard let entry = entries[key] else {
             tally.cacheMiss()
             return nil
         }
         guard resolver.currentInfo(relative: relative) == entry.facts.info,
             entry.ancestorsCheckedSecond == second || resolver.ancestorsArePublic(relative)
         else {
-            remove(relative)
+            remove(key)
             tally.cacheMiss()
             return nil
         }
