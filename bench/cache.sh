@@ -193,7 +193,7 @@ mkdir -p bench/results
 {
   echo "# Pull-through cache benchmark, $(date -u +%Y-%m-%d)"
   echo
-  echo "Machine: $cpu, $(nproc) cores, load average before the run: $load. Command: \`bench/cache.sh\` (loopback; origin: nginx $(nginx -v 2>&1 | cut -d/ -f2), its own config and access log). mm-node serve --cache-recipe (small-file cache at its default, which cache-mode hits do not use; prefetch pushed out of the run) against nginx proxy_cache + proxy_cache_lock (lock timeout and age 10 min), sendfile, tcp_nopush, keepalive 2 s, 2 workers; both write an access log."
+  echo "Machine: $cpu, $(nproc) cores, load average before the run: $load. Command: \`bench/cache.sh\` (loopback; origin: nginx $(nginx -v 2>&1 | cut -d/ -f2), its own config and access log). mm-node serve --cache-recipe (small-file cache at its default, 16 MiB per event loop; prefetch pushed out of the run) against nginx proxy_cache + proxy_cache_lock (lock timeout and age 10 min), sendfile, tcp_nopush, keepalive 2 s, 2 workers; both write an access log."
   echo
   echo "Hits (both caches warm; wrk -t2, ${duration}s per run; small file: median of three alternating rounds):"
   echo

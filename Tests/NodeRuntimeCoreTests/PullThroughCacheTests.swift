@@ -119,6 +119,11 @@ struct PullThroughCacheTests {
         #expect(again.status == 200 && again.cache == "HIT" && again.body == file)
         #expect(origin.requests("/proj/slow/big.iso").count == 1)
         #expect(try Data(contentsOf: URL(fileURLWithPath: rig.cached("slow/big.iso"))) == Data(file))
+        // The root's listing shows the project; its own listing what is cached.
+        let root = try await run("curl", ["-sS", rig.server.base + "/?format=json"]).output
+        #expect(root.contains("\"name\":\"proj\""), "\(root)")
+        let listing = try await run("curl", ["-sS", rig.url("slow/") + "?format=json"]).output
+        #expect(listing.contains("\"name\":\"big.iso\"") && listing.contains("\"size\":\(file.count)"), "\(listing)")
         await rig.stop()
     }
 

@@ -21,7 +21,17 @@ enum DeferredAnswer: Sendable {
         switch self {
         case .listing(let relative, let shown, let json, let cacheProject):
             let resolver = cacheProject.flatMap { shared.caches[$0]?.resolver } ?? shared.resolver
-            let entries = try DirectoryListing.entries(of: relative, resolver: resolver)
+            var entries = try DirectoryListing.entries(of: relative, resolver: resolver)
+            if cacheProject == nil, relative == "." {
+                // The projects in cache mode live elsewhere (the cache root) and belong in the root's listing too.
+                let known = Set(entries.map(\.name))
+                for (name, cache) in shared.caches where !known.contains(name) {
+                    var info = stat()
+                    let mtime = stat(cache.directory, &info) == 0 ? Int(info.st_mtim.tv_sec) : 0
+                    entries.append(DirectoryListing.Entry(name: name, type: "directory", size: 0, mtime: mtime))
+                }
+                entries.sort { ($0.type == "directory" ? 0 : 1, $0.name) < ($1.type == "directory" ? 0 : 1, $1.name) }
+            }
             return json
                 ? (DirectoryListing.json(path: shown, entries: entries), "application/json", "max-age=60, must-revalidate")
                 : (DirectoryListing.html(path: shown, entries: entries, sponsor: configuration.sponsor), "text/html; charset=utf-8", "max-age=60, must-revalidate")

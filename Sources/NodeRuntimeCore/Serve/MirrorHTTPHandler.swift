@@ -343,7 +343,8 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             var done = response
             if cut { done.keepAlive = false }
             finished(context, request, done, bodyBytes: sent)
-            if done.keepAlive { resume(context) } else { context.close(promise: nil) }
+            // Flushed first: a client cut off must see the head and what was sent (a short body), not nothing.
+            if done.keepAlive { resume(context) } else { context.writeAndFlush(wrapOutboundOut(.byteBuffer(allocator.buffer(capacity: 0)))).assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
         }
         if available < 0 {
             end(sent: position - stream.from, cut: true)

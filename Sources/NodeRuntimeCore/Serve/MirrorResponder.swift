@@ -202,6 +202,10 @@ struct MirrorResponder {
     /// A file on its way from the origin: 200 or 206 (a range may lie beyond what has arrived) and
     /// the body sent as the transfer writes it.
     private func streamed(_ request: HTTPRequest, _ path: RequestPath, _ transfer: CacheTransfer, _ head: CacheTransfer.Head, allocator: ByteBufferAllocator) -> MirrorResponse {
+        // Failed since the head arrived (a short body, a wrong hash): say so instead of starting a body.
+        if case .failed(let failure) = transfer.phase {
+            return simple(failure.timedOut ? .gatewayTimeout : .badGateway, "\(failure)\n", request: request, allocator: allocator, cache: "no-store")
+        }
         // Without a Content-Length from the origin the cache waited for the whole file.
         let size = head.length ?? transfer.written
         var range: ClosedRange<Int64>?
