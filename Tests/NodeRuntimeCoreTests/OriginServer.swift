@@ -47,6 +47,7 @@ final class OriginServer: @unchecked Sendable {
                         listen 127.0.0.1:\(candidate);
                         root \(d)/www;
                         location ~ /slow/ { limit_rate \(slowRate); }
+                        location ~ /private/ { return 403; }
                     }
                 }
 

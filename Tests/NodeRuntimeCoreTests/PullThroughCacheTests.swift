@@ -197,6 +197,16 @@ struct PullThroughCacheTests {
         let fourth = try await Self.fetch(rig.url(path))
         #expect(fourth.status == 404)
         #expect(!rig.isCached(path), "dropped from the cache")
+        // A directory asked for without its slash: the origin's redirect is passed on as the same
+        // path here, and says nothing against the origin (the next miss is fetched, not refused).
+        let directory = try await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", rig.url("dists")]).output
+        #expect(directory == "301 \(rig.server.base)/proj/dists/", "\(directory)")
+        // Refused by the origin (403): a 502 naming it, and the origin is not taken for down.
+        try origin.put("proj/private/secret.deb", [1, 2, 3])
+        let refused = try await Self.fetch(rig.url("private/secret.deb"))
+        #expect(refused.status == 502 && String(decoding: refused.body, as: UTF8.self).contains("403"), "\(refused.status)")
+        try origin.put("proj/pool/after-403.deb", [4, 5, 6])
+        #expect(try await Self.fetch(rig.url("pool/after-403.deb")).status == 200, "the origin is still asked")
         // An immutable package is never asked about again.
         try origin.put("proj/pool/p_1.0_all.deb", patternBytes(5000, seed: 4))
         _ = try await Self.fetch(rig.url("pool/p_1.0_all.deb"))
@@ -365,8 +375,13 @@ struct PullThroughCacheTests {
                 (try? String(contentsOfFile: rig.cached("dists/stable/Release"), encoding: .utf8)) == "Version: 2\n"
             }, "prefetching picked up the new index"
         )
-        let cache = try await rig.status()["cache"] as? [String: Any]
-        #expect((cache?["counts"] as? [String: Any])?["prefetched"] as? Int ?? 0 >= 2)
+        // Counted once the transfer is recorded, a moment after the file is renamed into place.
+        #expect(
+            try await eventually(seconds: 30) {
+                let cache = try? await rig.status()["cache"] as? [String: Any]
+                return (cache?["counts"] as? [String: Any])?["prefetched"] as? Int ?? 0 >= 2
+            }, "both prefetches counted"
+        )
         await rig.stop()
     }
 

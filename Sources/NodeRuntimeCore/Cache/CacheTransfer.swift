@@ -30,6 +30,8 @@ final class CacheTransfer: Sendable {
         case notModified
         /// The origin does not have the file (404, 410).
         case gone
+        /// The origin redirects to another path of the project (below it, percent-encoded as sent).
+        case redirect(String)
         case failed(CacheFailure)
     }
 

@@ -203,6 +203,8 @@ public final class PullThroughCache: Sendable {
         case stream(CacheTransfer, CacheTransfer.Head)
         /// The origin does not have it (and the cache no longer does).
         case gone
+        /// The origin sends the client elsewhere in the project (the path below the project).
+        case redirect(String)
         case failure(CacheFailure)
     }
 
@@ -325,6 +327,9 @@ public final class PullThroughCache: Sendable {
         case .gone:
             state.withLockedValue { $0.counts.notFound += 1 }
             return .gone
+        case .redirect(let target):
+            state.withLockedValue { $0.counts.notFound += 1 }
+            return .redirect(target)
         case .failed(let failure):
             return state.withLockedValue { state in
                 if resolver.currentInfo(relative: relative) != nil {
@@ -380,11 +385,25 @@ public final class PullThroughCache: Sendable {
                 unlink(transfer.partialPath)
                 return
             case 300..<400:
-                // Only what the configured origin itself serves is cached (a redirect's target could be anything).
+                originAnswered()
+                // A redirect within the project (a directory asked for without its slash) is passed
+                // on as the same path here; one elsewhere is not followed: only what the configured
+                // origin itself serves is cached.
+                let location = response.headers.first(name: "location") ?? ""
+                if !location.isEmpty, let target = URL(string: location, relativeTo: URL(string: url))?.absoluteString, target.hasPrefix(policy.origin.absoluteString),
+                    target != url
+                {
+                    transfer.enter(.redirect(String(target.dropFirst(policy.origin.absoluteString.count))))
+                    unlink(transfer.partialPath)
+                    return
+                }
                 throw CacheFailure(
-                    timedOut: false,
-                    description: "\(url): the origin redirects (\(response.status.code)) to \(response.headers.first(name: "location") ?? "?"); point origin: at the final location"
+                    timedOut: false, description: "\(url): the origin redirects (\(response.status.code)) to \(location); point origin: at the final location",
+                    originFailing: false
                 )
+            case 400..<500:
+                originAnswered()
+                throw CacheFailure(timedOut: false, description: "\(url): the origin answered \(response.status.code) \(response.status.reasonPhrase)", originFailing: false)
             default:
                 throw CacheFailure(timedOut: response.status.code == 504, description: "\(url): the origin answered \(response.status.code) \(response.status.reasonPhrase)")
             }

@@ -192,6 +192,9 @@ struct MirrorResponder {
             return response
         case .gone:
             return simple(.notFound, "not found (the origin does not have it)\n", request: request, allocator: allocator, cache: "no-store")
+        case .redirect(let target):
+            let location = "/" + DirectoryListing.percentEncode(cache.project) + "/" + target
+            return simple(.movedPermanently, "moved to \(location)\n", request: request, allocator: allocator, cache: "no-store", extra: .location(location))
         case .failure(let failure):
             return simple(failure.timedOut ? .gatewayTimeout : .badGateway, "\(failure)\n", request: request, allocator: allocator, cache: "no-store")
         case .stream(let transfer, let head):
