@@ -360,8 +360,12 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             }) {
                 let (handler, context) = bound.value
                 guard !handler.machine.isClosing else {
+                    // The client went away while waiting for the origin: log what it got.
                     try? handle.close()
                     stream.transfer.detach()
+                    var cut = response
+                    cut.keepAlive = false
+                    handler.finished(context, request, cut, bodyBytes: position - stream.from)
                     return
                 }
                 handler.streamChunks(context, request, response, stream, handle, at: position)
