@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import MicromirrorKit
 import MicromirrorTestSupport
 import NodeRuntimeCore
@@ -271,17 +272,8 @@ struct PullThroughCacheTests {
     @Test("an origin that accepts and never answers gets 504 after origin-timeout, and the client is not left hanging")
     func hungOrigin() async throws {
         // A socket that listens and never accepts: the kernel completes the handshake, nobody answers.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (fd, port) = try RsyncDaemon.boundSocket(listening: true)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        try #require(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let origin = try OriginServer()
         let rig = try await Rig.start(origin: origin) { policy in
             policy.origin = URL(string: "http://127.0.0.1:\(port)/proj/")!

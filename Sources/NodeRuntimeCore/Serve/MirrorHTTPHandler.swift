@@ -207,19 +207,11 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             return
         }
         if let stream = response.stream {
-            chunksSent = 0
-            perform(context, machine.sendingStarted(now: context.eventLoop.now))
-            context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
-            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: stream.descriptor)
-            streamChunks(context, request, response, stream, handle, at: stream.from)
+            streamChunks(context, request, response, stream, startSending(context, response, descriptor: stream.descriptor), at: stream.from)
             return
         }
         if let file = response.file {
-            chunksSent = 0
-            perform(context, machine.sendingStarted(now: context.eventLoop.now))
-            context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
-            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
-            sendChunks(context, request, response, handle, from: file.from, to: file.to, sent: 0)
+            sendChunks(context, request, response, startSending(context, response, descriptor: file.descriptor), from: file.from, to: file.to, sent: 0)
             return
         }
         var last = response.bytes
@@ -235,6 +227,15 @@ final class MirrorHTTPHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.byteBuffer(last))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
         finished(context, request, response, bodyBytes: response.bodyInBytes)
+    }
+
+    /// Writes the head of a response whose body comes from `descriptor` (a file or a transfer's),
+    /// enters sending, and hands back the descriptor as the handle the chunks are sent from.
+    private func startSending(_ context: ChannelHandlerContext, _ response: MirrorResponse, descriptor: Int32) -> NIOFileHandle {
+        chunksSent = 0
+        perform(context, machine.sendingStarted(now: context.eventLoop.now))
+        context.write(wrapOutboundOut(.byteBuffer(response.bytes)), promise: nil)
+        return NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
     }
 
     /// Hands the file to the kernel (sendfile) a chunk at a time; the next chunk is queued when the
